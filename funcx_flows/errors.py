@@ -1,0 +1,274 @@
+"""The one error tree of funcx-flows, shared by the SDK, the service and the endpoint.
+
+Every error a user can meet is a ``FuncxFlowsError``. Each class carries a stable
+``code`` (how it crosses the wire and the REST API) and an ``http_status`` (how the
+service answers it), so that the service, the endpoint and the client agree on
+what went wrong without sharing anything but this module::
+
+    FuncxFlowsError
+     +-- ConfigError                  a config file or setting is invalid
+     +-- SerializationError           bytes could not be (de)serialized
+     |    +-- PythonVersionMismatch   client and worker run different Python minors
+     +-- ProtocolError                a malformed or unknown wire message
+     +-- ServiceError                 the service refused a request
+     |    +-- InvalidRequest          400/422: the request is malformed
+     |    +-- AuthenticationError     401: missing, unknown or revoked token
+     |    +-- PermissionDenied        403: not yours and not shared with you
+     |    +-- NotFound                404: no such function / endpoint / task
+     |    +-- Conflict                409: clashes with existing state
+     |    +-- PayloadTooLarge         413: over the size limit
+     |    +-- RateLimited             429: over a per-user limit
+     |    +-- ServiceUnavailable      503 / connection refused: service not reachable
+     +-- TaskError                    a task ended without a value
+     |    +-- RemoteExecutionError    the function raised; carries the remote traceback
+     |    +-- TaskCancelled           cancelled by its owner (or a timeout)
+     |    +-- ResultTooLarge          the result is over the size limit
+     |    +-- SystemFailure           the machinery under the task failed
+     |         +-- WorkerLost         the worker process died mid-task
+     |         +-- ManagerLost        the node's manager stopped heartbeating
+     |         +-- PilotEnded         the pilot job (block) ended under the task
+     +-- EndpointError                endpoint life-cycle problems (CLI)
+          +-- EndpointNotConfigured
+          +-- EndpointAlreadyRunning
+          +-- EndpointNotRunning
+
+``error_from_code`` rebuilds the right class from a code received on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FuncxFlowsError(Exception):
+    """Root of every error raised by funcx-flows."""
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class ConfigError(FuncxFlowsError):
+    """A configuration file or setting is invalid."""
+
+    code = "config_error"
+    http_status = 400
+
+
+class SerializationError(FuncxFlowsError):
+    """Data could not be serialized or deserialized."""
+
+    code = "serialization_error"
+    http_status = 400
+
+
+class PythonVersionMismatch(SerializationError):
+    """The payload was made by a different Python minor version than the worker runs."""
+
+    code = "python_version_mismatch"
+
+
+class ProtocolError(FuncxFlowsError):
+    """A wire message was malformed, of an unknown kind or of an unsupported version."""
+
+    code = "protocol_error"
+    http_status = 400
+
+
+class ServiceError(FuncxFlowsError):
+    """The service refused or could not serve a request."""
+
+    code = "service_error"
+    http_status = 500
+
+
+class InvalidRequest(ServiceError):
+    """The request is malformed."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class AuthenticationError(ServiceError):
+    """The bearer token is missing, unknown, expired or revoked."""
+
+    code = "authentication_failed"
+    http_status = 401
+
+
+class PermissionDenied(ServiceError):
+    """The resource belongs to someone else and was not shared with you."""
+
+    code = "permission_denied"
+    http_status = 403
+
+
+class NotFound(ServiceError):
+    """No such resource."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(ServiceError):
+    """The request clashes with existing state."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class PayloadTooLarge(ServiceError):
+    """The payload is over the size limit."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class RateLimited(ServiceError):
+    """A per-user limit was exceeded."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
+class ServiceUnavailable(ServiceError):
+    """The service cannot be reached or is not ready."""
+
+    code = "service_unavailable"
+    http_status = 503
+
+
+class TaskError(FuncxFlowsError):
+    """A task ended without producing a value."""
+
+    code = "task_error"
+    http_status = 400
+
+
+class RemoteExecutionError(TaskError):
+    """The function raised an exception on the worker."""
+
+    code = "remote_exception"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        remote_type: str = "",
+        remote_traceback: str = "",
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        head = f"{self.remote_type}: {self.message}" if self.remote_type else self.message
+        if self.remote_traceback:
+            return f"{head}\n\nRemote traceback:\n{self.remote_traceback}"
+        return head
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["remote_type"] = self.remote_type
+        out["remote_traceback"] = self.remote_traceback
+        return out
+
+
+class TaskCancelled(TaskError):
+    """The task was cancelled before it finished."""
+
+    code = "cancelled"
+
+
+class ResultTooLarge(TaskError):
+    """The function's result is over the size limit."""
+
+    code = "result_too_large"
+
+
+class SystemFailure(TaskError):
+    """The machinery under the task failed (not the function itself)."""
+
+    code = "system_failure"
+
+
+class WorkerLost(SystemFailure):
+    """The worker process running the task died."""
+
+    code = "worker_lost"
+
+
+class ManagerLost(SystemFailure):
+    """The manager of the node running the task stopped heartbeating."""
+
+    code = "manager_lost"
+
+
+class PilotEnded(SystemFailure):
+    """The pilot job (block) running the task ended."""
+
+    code = "pilot_ended"
+
+
+class EndpointError(FuncxFlowsError):
+    """An endpoint life-cycle operation failed."""
+
+    code = "endpoint_error"
+    http_status = 400
+
+
+class EndpointNotConfigured(EndpointError):
+    """The endpoint has no configuration; run `funcx-endpoint configure NAME` first."""
+
+    code = "endpoint_not_configured"
+
+
+class EndpointAlreadyRunning(EndpointError):
+    """The endpoint is already running."""
+
+    code = "endpoint_already_running"
+
+
+class EndpointNotRunning(EndpointError):
+    """The endpoint is not running."""
+
+    code = "endpoint_not_running"
+
+
+def _all_subclasses(cls: type[FuncxFlowsError]) -> list[type[FuncxFlowsError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[FuncxFlowsError]] = {
+    c.code: c for c in _all_subclasses(FuncxFlowsError)
+}
+
+
+def error_from_code(code: str, message: str, **extra: Any) -> FuncxFlowsError:
+    """Rebuild an error received on the wire; unknown codes become the nearest root."""
+    cls = ERRORS_BY_CODE.get(code, FuncxFlowsError)
+    if cls is RemoteExecutionError or issubclass(cls, RemoteExecutionError):
+        return cls(
+            message,
+            remote_type=str(extra.get("remote_type", "")),
+            remote_traceback=str(extra.get("remote_traceback", "")),
+        )
+    details = extra.get("details")
+    return cls(message, **(details if isinstance(details, dict) else {}))

@@ -1,0 +1,260 @@
+"""Typed, versioned wire messages for every ZeroMQ hop.
+
+Each message is a ``msgspec.Struct`` tagged by its ``op`` field and carrying a
+protocol version ``v``; it is encoded as msgpack. User functions, arguments and
+results ride inside as opaque ``bytes`` (see ``funcx_flows.serialize``); nothing
+here is pickled. Decoding validates types, so a malformed frame becomes a
+``ProtocolError`` and never reaches application code.
+
+Hops and the messages they carry::
+
+    service (ROUTER) <-> agent (DEALER)           SERVICE_TO_AGENT / AGENT_TO_SERVICE
+    agent (DEALER)   <-> interchange (ROUTER)     AGENT_TO_INTERCHANGE / INTERCHANGE_TO_AGENT
+    interchange (ROUTER) <-> manager (DEALER)     INTERCHANGE_TO_MANAGER / MANAGER_TO_INTERCHANGE
+
+Task and result records are batched (lists) on every hop; a batch of one is
+the degenerate case, not a separate message kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, Union
+
+import msgspec
+
+from funcx_flows.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+
+class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A plain nested record (not a message by itself)."""
+
+
+class Message(msgspec.Struct, kw_only=True, tag_field="op", omit_defaults=True):
+    """Base of every wire message; ``op`` is the tag, ``v`` the protocol version."""
+
+    v: int = PROTOCOL_VERSION
+
+
+# --------------------------------------------------------------- records ----
+
+
+class ResourceSpec(Record):
+    """Per-task resource hints honoured by the interchange when placing work."""
+
+    cores: int = 1
+    gpus: int = 0
+    walltime_s: float | None = None
+
+
+class TaskSpec(Record):
+    """One task as it travels from the service to a worker."""
+
+    task_id: str
+    function_id: str
+    function: bytes  # serialized function envelope
+    payload: bytes  # serialized (args, kwargs) envelope
+    resources: ResourceSpec | None = None
+    attempt: int = 0  # how many times it was already tried on a system failure
+    # Opaque to the service: extra options for the worker (e.g. capture_output).
+    options: dict[str, Any] = {}
+
+
+class ErrorInfo(Record):
+    """Why a task failed, in terms of ``funcx_flows.errors`` codes."""
+
+    code: str
+    message: str
+    remote_type: str = ""
+    remote_traceback: str = ""
+
+
+class TaskResult(Record):
+    """The outcome of one task; exactly one of ``data`` / ``error`` is meaningful."""
+
+    task_id: str
+    ok: bool
+    data: bytes = b""  # serialized result envelope when ok
+    error: ErrorInfo | None = None
+    stdout: str = ""  # what the function printed (stdout and stderr), truncated
+    started_at: float = 0.0  # unix time the worker started the function
+    finished_at: float = 0.0
+    attempts: int = 1
+
+
+class TaskState(Record):
+    """A non-terminal state change reported upstream (today: running)."""
+
+    task_id: str
+    state: str  # "running"
+    at: float
+
+
+class ManagerInfo(Record):
+    manager_id: str
+    hostname: str
+    block_id: str = ""
+    workers: int = 0
+    busy: int = 0
+    cores: int = 0
+    gpus: int = 0
+    draining: bool = False
+    last_heartbeat: float = 0.0
+
+
+class BlockInfo(Record):
+    block_id: str
+    job_id: str = ""  # the scheduler's native job id
+    state: str = ""  # pending | running | ended | failed | cancelled
+    nodes: int = 1
+    submitted_at: float = 0.0
+    message: str = ""  # scheduler's reason when it failed
+
+
+# ---------------------------------------------------- service <-> agent ----
+
+
+class Hello(Message, tag="hello"):
+    """First message of an agent after each (re)connect."""
+
+    endpoint_id: str
+    agent_version: str
+    python_version: str
+    hostname: str
+    # Tasks the agent still holds (queued or running), so the service re-sends only the rest.
+    held_task_ids: list[str] = []
+
+
+class Welcome(Message, tag="welcome"):
+    """The service's answer to Hello."""
+
+    heartbeat_period_s: float
+    heartbeat_threshold_s: float
+    max_result_bytes: int = 10 * 1024 * 1024
+
+
+class Heartbeat(Message, tag="heartbeat"):
+    sent_at: float
+
+
+class Tasks(Message, tag="tasks"):
+    tasks: list[TaskSpec]
+
+
+class Cancel(Message, tag="cancel"):
+    task_ids: list[str]
+
+
+class TaskStates(Message, tag="task_states"):
+    states: list[TaskState]
+
+
+class Results(Message, tag="results"):
+    results: list[TaskResult]
+
+
+class ResultsAck(Message, tag="results_ack"):
+    """The service has made these results durable; the agent may drop them from its spool."""
+
+    task_ids: list[str]
+
+
+class EndpointStatus(Message, tag="status"):
+    """Periodic status of an endpoint (agent -> service), or of an interchange (-> agent)."""
+
+    workers_total: int = 0
+    workers_busy: int = 0
+    tasks_queued: int = 0
+    tasks_running: int = 0
+    managers: list[ManagerInfo] = []
+    blocks: list[BlockInfo] = []
+    recent_errors: list[str] = []
+
+
+class Bye(Message, tag="bye"):
+    """Orderly goodbye before a peer goes away on purpose."""
+
+    reason: str = ""
+
+
+# ------------------------------------------------ interchange <-> manager ----
+
+
+class ManagerRegister(Message, tag="manager_register"):
+    manager_id: str
+    hostname: str
+    block_id: str = ""
+    workers: int
+    cores: int
+    gpus: int = 0
+    python_version: str
+    # Unix time after which the manager takes no new work (its pilot's walltime end).
+    drain_at: float | None = None
+
+
+class Ready(Message, tag="ready"):
+    """The manager can take ``free`` more tasks."""
+
+    free: int
+
+
+class Drain(Message, tag="drain"):
+    """Manager -> interchange: I take no more tasks (walltime near or shutting down)."""
+
+    reason: str = ""
+
+
+class Shutdown(Message, tag="shutdown"):
+    reason: str = ""
+
+
+# ---------------------------------------------------------- the unions ----
+
+SERVICE_TO_AGENT = Union[Welcome, Heartbeat, Tasks, Cancel, ResultsAck, Bye]  # noqa: UP007
+AGENT_TO_SERVICE = Union[Hello, Heartbeat, TaskStates, Results, EndpointStatus, Bye]  # noqa: UP007
+AGENT_TO_INTERCHANGE = Union[Tasks, Cancel, Heartbeat, Shutdown]  # noqa: UP007
+INTERCHANGE_TO_AGENT = Union[TaskStates, Results, EndpointStatus, Heartbeat]  # noqa: UP007
+INTERCHANGE_TO_MANAGER = Union[Tasks, Cancel, Heartbeat, Shutdown]  # noqa: UP007
+MANAGER_TO_INTERCHANGE = Union[  # noqa: UP007
+    ManagerRegister, Ready, TaskStates, Results, Heartbeat, Drain, Bye
+]
+
+_encoder = msgspec.msgpack.Encoder()
+encode = _encoder.encode
+
+M = TypeVar("M")
+
+
+class Decoder:
+    """Decode frames of one direction of one hop; anything else is a ProtocolError."""
+
+    def __init__(self, union: Any) -> None:
+        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(union)
+
+    def decode(self, frame: bytes | memoryview) -> Message:
+        try:
+            msg: Message = self._decoder.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolError(f"malformed message: {exc}") from exc
+        if msg.v != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"unsupported protocol version {msg.v} (this side speaks {PROTOCOL_VERSION})"
+            )
+        return msg
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """Describe a funcx-flows error for the wire."""
+    from funcx_flows.errors import FuncxFlowsError, RemoteExecutionError
+
+    if isinstance(exc, RemoteExecutionError):
+        return ErrorInfo(
+            code=exc.code,
+            message=exc.message,
+            remote_type=exc.remote_type,
+            remote_traceback=exc.remote_traceback,
+        )
+    if isinstance(exc, FuncxFlowsError):
+        return ErrorInfo(code=exc.code, message=exc.message)
+    return ErrorInfo(code="error", message=f"{type(exc).__name__}: {exc}")

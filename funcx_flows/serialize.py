@@ -1,0 +1,105 @@
+"""User payloads: cloudpickle inside a small versioned envelope.
+
+Functions, arguments and results travel as opaque bytes. The service stores and
+forwards them and never unpickles them; only a worker (and the client, for
+results) does. The envelope is a fixed 8-byte header so that a worker can refuse a
+payload before unpickling anything::
+
+    b"FXF" | envelope version (1) | serializer id (1) | python major (1) | minor (1) | flags (1) | data
+
+A function pickled by Python 3.11 cannot be loaded by 3.12 (code objects differ),
+so a minor-version mismatch on a function is reported as ``PythonVersionMismatch``
+instead of a confusing unpickling failure in the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import sys
+from typing import Any
+
+import cloudpickle
+
+from funcx_flows.errors import PythonVersionMismatch, SerializationError
+
+MAGIC = b"FXF"
+ENVELOPE_VERSION = 1
+HEADER_SIZE = 8
+SERIALIZER_CLOUDPICKLE = 1
+_SERIALIZER_NAMES = {SERIALIZER_CLOUDPICKLE: "cloudpickle"}
+PY_VERSION = (sys.version_info.major, sys.version_info.minor)
+
+
+def _header(serializer: int = SERIALIZER_CLOUDPICKLE) -> bytes:
+    return MAGIC + bytes((ENVELOPE_VERSION, serializer, PY_VERSION[0], PY_VERSION[1], 0))
+
+
+_HEADER = _header()
+
+
+def pack(obj: Any) -> bytes:
+    """Serialize any Python object (a function, a tuple of args, a result)."""
+    try:
+        data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialize {type(obj).__name__}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return _HEADER + data
+
+
+def pack_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Serialize the arguments of one call."""
+    return pack((args, kwargs))
+
+
+def envelope_info(data: bytes) -> tuple[int, str, tuple[int, int]]:
+    """Read (envelope version, serializer name, python version) without unpickling."""
+    if len(data) < HEADER_SIZE or data[:3] != MAGIC:
+        raise SerializationError(
+            "payload is not a funcx-flows envelope (bad magic bytes); "
+            "serialize it with funcx_flows.serialize.pack"
+        )
+    version, serializer, major, minor = data[3], data[4], data[5], data[6]
+    if version != ENVELOPE_VERSION:
+        raise SerializationError(f"unsupported envelope version {version}")
+    name = _SERIALIZER_NAMES.get(serializer)
+    if name is None:
+        raise SerializationError(f"unknown serializer id {serializer}")
+    return version, name, (major, minor)
+
+
+def unpack(data: bytes, *, what: str = "payload", strict_python: bool = False) -> Any:
+    """Deserialize an envelope.
+
+    ``strict_python`` refuses a payload made by another Python minor version up
+    front (used for functions); otherwise a failure to unpickle mentions the
+    version difference when there is one.
+    """
+    _, _, py = envelope_info(data)
+    if strict_python and py != PY_VERSION:
+        raise PythonVersionMismatch(
+            f"{what} was serialized by Python {py[0]}.{py[1]} but this worker runs "
+            f"Python {PY_VERSION[0]}.{PY_VERSION[1]}; run the endpoint with the same "
+            "Python minor version as the client",
+            client_python=f"{py[0]}.{py[1]}",
+            worker_python=f"{PY_VERSION[0]}.{PY_VERSION[1]}",
+        )
+    try:
+        return pickle.loads(memoryview(data)[HEADER_SIZE:])
+    except Exception as exc:
+        hint = ""
+        if py != PY_VERSION:
+            hint = (
+                f" (it was serialized by Python {py[0]}.{py[1]}, "
+                f"this process runs {PY_VERSION[0]}.{PY_VERSION[1]})"
+            )
+        raise SerializationError(
+            f"cannot deserialize {what}: {type(exc).__name__}: {exc}{hint}"
+        ) from exc
+
+
+def content_hash(data: bytes) -> str:
+    """Stable identity of a serialized function, used for auto-registration."""
+    return hashlib.sha256(data).hexdigest()
