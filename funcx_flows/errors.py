@@ -19,6 +19,7 @@ what went wrong without sharing anything but this module::
      |    +-- PayloadTooLarge         413: over the size limit
      |    +-- RateLimited             429: over a per-user limit
      |    +-- ServiceUnavailable      503 / connection refused: service not reachable
+     +-- TaskPending                  the task has not finished yet
      +-- TaskError                    a task ended without a value
      |    +-- RemoteExecutionError    the function raised; carries the remote traceback
      |    +-- TaskCancelled           cancelled by its owner (or a timeout)
@@ -149,6 +150,13 @@ class ServiceUnavailable(ServiceError):
 
     code = "service_unavailable"
     http_status = 503
+
+
+class TaskPending(FuncxFlowsError):
+    """The task has not finished yet."""
+
+    code = "task_pending"
+    http_status = 409
 
 
 class TaskError(FuncxFlowsError):
