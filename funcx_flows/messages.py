@@ -40,7 +40,7 @@ class Message(msgspec.Struct, kw_only=True, tag_field="op", omit_defaults=True):
 # --------------------------------------------------------------- records ----
 
 
-class ResourceSpec(Record):
+class ResourceSpec(Record, kw_only=True):
     """Per-task resource hints honoured by the interchange when placing work."""
 
     cores: int = 1
@@ -48,7 +48,7 @@ class ResourceSpec(Record):
     walltime_s: float | None = None
 
 
-class TaskSpec(Record):
+class TaskSpec(Record, kw_only=True):
     """One task as it travels from the service to a worker."""
 
     task_id: str
@@ -61,7 +61,7 @@ class TaskSpec(Record):
     options: dict[str, Any] = {}
 
 
-class ErrorInfo(Record):
+class ErrorInfo(Record, kw_only=True):
     """Why a task failed, in terms of ``funcx_flows.errors`` codes."""
 
     code: str
@@ -70,7 +70,7 @@ class ErrorInfo(Record):
     remote_traceback: str = ""
 
 
-class TaskResult(Record):
+class TaskResult(Record, kw_only=True):
     """The outcome of one task; exactly one of ``data`` / ``error`` is meaningful."""
 
     task_id: str
@@ -83,7 +83,7 @@ class TaskResult(Record):
     attempts: int = 1
 
 
-class TaskState(Record):
+class TaskState(Record, kw_only=True):
     """A non-terminal state change reported upstream (today: running)."""
 
     task_id: str
@@ -91,7 +91,7 @@ class TaskState(Record):
     at: float
 
 
-class ManagerInfo(Record):
+class ManagerInfo(Record, kw_only=True):
     manager_id: str
     hostname: str
     block_id: str = ""
@@ -103,7 +103,7 @@ class ManagerInfo(Record):
     last_heartbeat: float = 0.0
 
 
-class BlockInfo(Record):
+class BlockInfo(Record, kw_only=True):
     block_id: str
     job_id: str = ""  # the scheduler's native job id
     state: str = ""  # pending | running | ended | failed | cancelled
@@ -115,7 +115,7 @@ class BlockInfo(Record):
 # ---------------------------------------------------- service <-> agent ----
 
 
-class Hello(Message, tag="hello"):
+class Hello(Message, tag="hello", kw_only=True):
     """First message of an agent after each (re)connect."""
 
     endpoint_id: str
@@ -126,7 +126,7 @@ class Hello(Message, tag="hello"):
     held_task_ids: list[str] = []
 
 
-class Welcome(Message, tag="welcome"):
+class Welcome(Message, tag="welcome", kw_only=True):
     """The service's answer to Hello."""
 
     heartbeat_period_s: float
@@ -134,33 +134,33 @@ class Welcome(Message, tag="welcome"):
     max_result_bytes: int = 10 * 1024 * 1024
 
 
-class Heartbeat(Message, tag="heartbeat"):
+class Heartbeat(Message, tag="heartbeat", kw_only=True):
     sent_at: float
 
 
-class Tasks(Message, tag="tasks"):
+class Tasks(Message, tag="tasks", kw_only=True):
     tasks: list[TaskSpec]
 
 
-class Cancel(Message, tag="cancel"):
+class Cancel(Message, tag="cancel", kw_only=True):
     task_ids: list[str]
 
 
-class TaskStates(Message, tag="task_states"):
+class TaskStates(Message, tag="task_states", kw_only=True):
     states: list[TaskState]
 
 
-class Results(Message, tag="results"):
+class Results(Message, tag="results", kw_only=True):
     results: list[TaskResult]
 
 
-class ResultsAck(Message, tag="results_ack"):
+class ResultsAck(Message, tag="results_ack", kw_only=True):
     """The service has made these results durable; the agent may drop them from its spool."""
 
     task_ids: list[str]
 
 
-class EndpointStatus(Message, tag="status"):
+class EndpointStatus(Message, tag="status", kw_only=True):
     """Periodic status of an endpoint (agent -> service), or of an interchange (-> agent)."""
 
     workers_total: int = 0
@@ -172,7 +172,7 @@ class EndpointStatus(Message, tag="status"):
     recent_errors: list[str] = []
 
 
-class Bye(Message, tag="bye"):
+class Bye(Message, tag="bye", kw_only=True):
     """Orderly goodbye before a peer goes away on purpose."""
 
     reason: str = ""
@@ -181,7 +181,7 @@ class Bye(Message, tag="bye"):
 # ------------------------------------------------ interchange <-> manager ----
 
 
-class ManagerRegister(Message, tag="manager_register"):
+class ManagerRegister(Message, tag="manager_register", kw_only=True):
     manager_id: str
     hostname: str
     block_id: str = ""
@@ -193,19 +193,19 @@ class ManagerRegister(Message, tag="manager_register"):
     drain_at: float | None = None
 
 
-class Ready(Message, tag="ready"):
+class Ready(Message, tag="ready", kw_only=True):
     """The manager can take ``free`` more tasks."""
 
     free: int
 
 
-class Drain(Message, tag="drain"):
+class Drain(Message, tag="drain", kw_only=True):
     """Manager -> interchange: I take no more tasks (walltime near or shutting down)."""
 
     reason: str = ""
 
 
-class Shutdown(Message, tag="shutdown"):
+class Shutdown(Message, tag="shutdown", kw_only=True):
     reason: str = ""
 
 
