@@ -1,0 +1,80 @@
+"""``funcx-flows``: the user's command line (demo, service, tokens, triggers).
+
+This is an edge module: it mounts the command groups of the service and the
+triggers lazily, so ``funcx-flows --help`` stays fast and a missing optional part
+only affects its own commands. Every ``FuncxFlowsError`` becomes a message and
+exit code 1 here, in one place; nothing below prints tracebacks to users.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from funcx_flows.errors import FuncxFlowsError
+
+# name -> (module, attribute) of a click group owned by another part
+_GROUPS = {
+    "service": ("funcx_flows.service.cli", "service_group"),
+    "token": ("funcx_flows.service.cli", "token_group"),
+    "trigger": ("funcx_flows.triggers.cli", "trigger_group"),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_GROUPS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in _GROUPS:
+            module, attr = _GROUPS[name]
+            try:
+                cmd: click.Command = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise click.ClickException(f"'{name}' commands are unavailable: {exc}") from exc
+            return cmd
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup)
+@click.version_option(package_name="funcx-flows")
+def cli() -> None:
+    """funcx-flows: Prefect workflows whose tasks run on federated endpoints."""
+
+
+@cli.command()
+@click.option("--tasks", default=1000, show_default=True, help="How many analysis tasks to run.")
+@click.option("--workers", default=2, show_default=True, help="Workers on the local endpoint.")
+def demo(tasks: int, workers: int) -> None:
+    """Run the whole path on the embedded default, then clean up."""
+    from funcx_flows.demo import run_demo
+
+    if tasks < 1 or workers < 1:
+        raise click.BadParameter("--tasks and --workers must be at least 1")
+    summary = run_demo(tasks=tasks, workers=workers)
+    if summary["failed"]:
+        raise click.ClickException(f"{summary['failed']} of {tasks} tasks failed")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FuncxFlowsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

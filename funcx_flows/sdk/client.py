@@ -1,0 +1,347 @@
+"""The REST client: one request path owns URLs, auth and turning answers into errors.
+
+Every call goes through ``Client._request``; an HTTP error answer becomes the
+``funcx_flows.errors`` class named by its ``code`` (or by its status when the
+body is not ours), and a transport failure becomes ``ServiceUnavailable``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from funcx_flows import serialize
+from funcx_flows.errors import (
+    ConfigError,
+    FuncxFlowsError,
+    ServiceError,
+    ServiceUnavailable,
+    TaskPending,
+    error_from_code,
+)
+from funcx_flows.home import home_dir
+
+TERMINAL_STATES = frozenset({"success", "failed", "cancelled"})
+
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "authentication_failed",
+    403: "permission_denied",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "invalid_request",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _service_url_from_home(home: Path) -> str | None:
+    info = home / "service" / "service.json"
+    try:
+        url = json.loads(info.read_text()).get("url")
+    except (OSError, ValueError):
+        return None
+    return str(url) if url else None
+
+
+def _token_from_home(home: Path) -> str | None:
+    try:
+        return (home / "token").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def result_from_record(record: Mapping[str, Any]) -> Any:
+    """Turn a terminal task record into its value, or raise the error it carries."""
+    state = record.get("state")
+    if state == "success":
+        return serialize.unpack(b64decode(record["result"]), what="result")
+    if state in ("failed", "cancelled"):
+        err = record.get("error") or {}
+        code = err.get("code") or ("cancelled" if state == "cancelled" else "task_error")
+        exc = error_from_code(
+            code,
+            err.get("message") or f"task {record.get('task_id')} {state}",
+            remote_type=err.get("remote_type", ""),
+            remote_traceback=err.get("remote_traceback", ""),
+        )
+        exc.details.setdefault("task_id", record.get("task_id"))
+        raise exc
+    raise TaskPending(f"task {record.get('task_id')} is {state}", task_id=record.get("task_id"))
+
+
+@dataclass
+class Batch:
+    """Tasks collected client-side and submitted in one request."""
+
+    endpoint_id: str
+    group_id: str | None = None
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, function_id: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+            *, resources: Mapping[str, Any] | None = None) -> str:
+        task_id = str(uuid.uuid4())
+        task: dict[str, Any] = {
+            "task_id": task_id,
+            "function_id": function_id,
+            "endpoint_id": self.endpoint_id,
+            "payload": b64encode(serialize.pack_call(tuple(args), dict(kwargs or {}))),
+        }
+        if self.group_id:
+            task["group_id"] = self.group_id
+        if resources:
+            task["resources"] = dict(resources)
+        self.tasks.append(task)
+        return task_id
+
+
+class Client:
+    """Talks to a funcx-flows service.
+
+    ``service_url`` defaults to ``$FUNCX_FLOWS_SERVICE_URL``, then to the local
+    service recorded in ``<home>/service/service.json``; ``token`` defaults to
+    ``$FUNCX_FLOWS_TOKEN``, then to ``<home>/token``.
+    """
+
+    def __init__(
+        self,
+        service_url: str | None = None,
+        token: str | None = None,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        h = home_dir(home)
+        url = service_url or os.environ.get("FUNCX_FLOWS_SERVICE_URL") or _service_url_from_home(h)
+        if not url:
+            raise ConfigError(
+                "no service URL: pass service_url=, set FUNCX_FLOWS_SERVICE_URL, "
+                "or start a local service with `funcx-flows service start`"
+            )
+        tok = token or os.environ.get("FUNCX_FLOWS_TOKEN") or _token_from_home(h)
+        if not tok:
+            raise ConfigError(
+                f"no API token: pass token=, set FUNCX_FLOWS_TOKEN, or create one with "
+                f"`funcx-flows token create` (looked in {h / 'token'})"
+            )
+        self.service_url = url.rstrip("/")
+        self.token = tok
+        self._http = httpx.Client(
+            base_url=self.service_url + "/v1",
+            headers={"Authorization": f"Bearer {tok}"},
+            timeout=timeout,
+            transport=transport,
+        )
+        self._function_ids: weakref.WeakKeyDictionary[Callable[..., Any], str] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._function_ids_by_hash: dict[str, str] = {}
+        self._endpoint_ids: dict[str, str] = {}
+
+    # ------------------------------------------------------------ plumbing --
+
+    def _request(self, method: str, path: str, *, json_body: Any = None,
+                 params: Mapping[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=json_body, params=params)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(
+                f"cannot reach the funcx-flows service at {self.service_url}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error_from_response(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    @staticmethod
+    def _error_from_response(response: httpx.Response) -> FuncxFlowsError:
+        try:
+            body = response.json()
+            err = body["error"]
+            code, message = str(err["code"]), str(err["message"])
+            details = err.get("details") or {}
+        except (ValueError, KeyError, TypeError):
+            code = _STATUS_CODES.get(response.status_code, "service_error")
+            message = f"HTTP {response.status_code}: {response.text[:500]}"
+            details = {}
+        exc = error_from_code(code, message, details=details)
+        if not isinstance(exc, ServiceError):
+            # A task-level code answered by a route: still a refusal of the request.
+            exc = error_from_code(_STATUS_CODES.get(response.status_code, "service_error"),
+                                  message, details=details)
+        exc.details.setdefault("http_status", response.status_code)
+        return exc
+
+    @property
+    def websocket_url(self) -> str:
+        base = self.service_url
+        if base.startswith("https://"):
+            return "wss://" + base[len("https://"):]
+        return "ws://" + base.removeprefix("http://")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------- identity --
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/whoami")
+        return result
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/health")
+        return result
+
+    # ---------------------------------------------------------- functions --
+
+    def register_function(self, function: Callable[..., Any], name: str | None = None,
+                          description: str = "") -> str:
+        """Register ``function`` (or find it already registered) and return its id.
+
+        Registration is by content: the same function body is registered once,
+        and the id is cached on the function object for later calls."""
+        try:
+            cached = self._function_ids.get(function)
+        except TypeError:
+            cached = None
+        if cached is not None:
+            return cached
+        data = serialize.pack(function)
+        digest = serialize.content_hash(data)
+        function_id = self._function_ids_by_hash.get(digest)
+        if function_id is None:
+            body = {
+                "name": name or getattr(function, "__qualname__", None) or repr(function),
+                "function": b64encode(data),
+                "description": description,
+            }
+            function_id = str(self._request("POST", "/functions", json_body=body)["function_id"])
+            self._function_ids_by_hash[digest] = function_id
+        try:
+            self._function_ids[function] = function_id
+        except TypeError:
+            pass
+        return function_id
+
+    def get_function(self, function_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/functions/{function_id}")
+        return result
+
+    def list_functions(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/functions")["functions"])
+
+    def delete_function(self, function_id: str) -> None:
+        self._request("DELETE", f"/functions/{function_id}")
+
+    # ---------------------------------------------------------- endpoints --
+
+    def register_endpoint(self, name: str, public_key: str,
+                          metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        body = {"name": name, "public_key": public_key, "metadata": dict(metadata or {})}
+        result: dict[str, Any] = self._request("POST", "/endpoints", json_body=body)
+        return result
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/endpoints")["endpoints"])
+
+    def get_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/endpoints/{endpoint_id}")
+        return result
+
+    def get_endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/endpoints/{endpoint_id}/status")
+        return result
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self._request("DELETE", f"/endpoints/{endpoint_id}")
+
+    def resolve_endpoint(self, name_or_id: str) -> str:
+        """An endpoint id from an id or a name of one of the caller's endpoints."""
+        if name_or_id in self._endpoint_ids:
+            return self._endpoint_ids[name_or_id]
+        for ep in self.list_endpoints():
+            if name_or_id in (ep["endpoint_id"], ep["name"]):
+                self._endpoint_ids[name_or_id] = str(ep["endpoint_id"])
+                return str(ep["endpoint_id"])
+        from funcx_flows.errors import NotFound
+
+        raise NotFound(f"no endpoint named or with id {name_or_id!r} is visible to you")
+
+    # -------------------------------------------------------------- tasks --
+
+    def create_batch(self, endpoint_id: str, group_id: str | None = None) -> Batch:
+        return Batch(endpoint_id=self.resolve_endpoint(endpoint_id), group_id=group_id)
+
+    def batch_run(self, batch: Batch) -> list[str]:
+        return self.submit_tasks(batch.tasks)
+
+    def submit_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Submit task dicts as in docs/protocol.md; durable when this returns."""
+        answer = self._request("POST", "/tasks", json_body={"tasks": list(tasks)})
+        return [str(t) for t in answer["task_ids"]]
+
+    def run(self, function: Callable[..., Any] | str, *args: Any, endpoint_id: str,
+            **kwargs: Any) -> str:
+        """Run one call of ``function`` (or a registered function id) on an endpoint."""
+        function_id = function if isinstance(function, str) else self.register_function(function)
+        batch = self.create_batch(endpoint_id)
+        batch.add(function_id, args, kwargs)
+        return self.batch_run(batch)[0]
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/tasks/{task_id}")
+        return result
+
+    def fetch_tasks(self, task_ids: Iterable[str]) -> list[dict[str, Any]]:
+        answer = self._request("POST", "/tasks/fetch", json_body={"task_ids": list(task_ids)})
+        return list(answer["tasks"])
+
+    def get_result(self, task_id: str) -> Any:
+        """The value of a finished task; raises its error, or ``TaskPending``."""
+        return result_from_record(self.get_task(task_id))
+
+    def get_results(self, task_ids: Iterable[str]) -> dict[str, Any]:
+        """Values (or the exceptions) of finished tasks; pending ones are left out."""
+        out: dict[str, Any] = {}
+        for record in self.fetch_tasks(task_ids):
+            if record["state"] not in TERMINAL_STATES:
+                continue
+            try:
+                out[record["task_id"]] = result_from_record(record)
+            except FuncxFlowsError as exc:
+                out[record["task_id"]] = exc
+        return out
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/tasks/{task_id}/cancel")
+        return result
+
+    def cancel_many(self, task_ids: Iterable[str]) -> list[str]:
+        answer = self._request("POST", "/tasks/cancel", json_body={"task_ids": list(task_ids)})
+        return [str(t) for t in answer["cancelled"]]

@@ -1,0 +1,265 @@
+"""``Executor``: a ``concurrent.futures.Executor`` whose work runs on an endpoint.
+
+::
+
+    submit() -> TaskFuture ----> submit queue --> [submitter thread] --POST /v1/tasks (batches)--> service
+                  ^                                                                                  |
+                  +------ set_result / set_exception <-- [stream thread] <--WS results (group) ------+
+
+Task ids are made here, before anything is sent, so a result can never arrive
+for a task the executor does not know, and a resubmitted batch is idempotent.
+Under load the submitter drains the queue into batches; a lone task goes out at
+once. One WebSocket per executor carries every result; nothing polls per task.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from funcx_flows import serialize
+from funcx_flows.errors import (
+    FuncxFlowsError,
+    ServiceUnavailable,
+    TaskCancelled,
+)
+from funcx_flows.retry import Backoff, RetryPolicy
+from funcx_flows.sdk.client import Client, b64encode, result_from_record
+from funcx_flows.sdk.stream import ResultStream
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class TaskFuture(cf.Future[Any]):
+    """A future of one remote task; ``cancel()`` also cancels it on the service."""
+
+    def __init__(self, task_id: str, executor: Executor) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self._executor = executor
+        self.record: dict[str, Any] | None = None
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled:
+            self._executor._request_cancel([self.task_id])
+        return cancelled
+
+
+class Executor(cf.Executor):
+    """Run calls on a funcx-flows endpoint, chosen by ``endpoint_id`` or ``endpoint`` name."""
+
+    def __init__(
+        self,
+        endpoint_id: str | None = None,
+        *,
+        endpoint: str | None = None,
+        client: Client | None = None,
+        batch_size: int = 2000,
+        resources: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if endpoint_id and endpoint:
+            raise ValueError("give endpoint_id or endpoint (a name), not both")
+        target = endpoint_id or endpoint
+        if not target:
+            raise ValueError("an Executor needs endpoint_id= or endpoint=")
+        self._own_client = client is None
+        self.client = client or Client()
+        self.endpoint_id = self.client.resolve_endpoint(target)
+        self.group_id = str(uuid.uuid4())
+        self.batch_size = batch_size
+        self.resources = dict(resources) if resources else None
+        self._retry = retry or RetryPolicy(initial=0.1, max_delay=5.0, max_attempts=20)
+        self._futures: dict[str, TaskFuture] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._cancel_queue: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
+        self._shutdown = False
+        self._stream = ResultStream(
+            self.client.websocket_url,
+            self.client.token,
+            self._on_records,
+            group_id=self.group_id,
+            on_error=self._on_stream_error,
+        )
+        self._stream.start()
+        self._submitter = threading.Thread(
+            target=self._submit_loop, name="funcx-executor-submit", daemon=True
+        )
+        self._submitter.start()
+
+    # ------------------------------------------------------------ public --
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        return self.submit_to_registered_function(self.client.register_function(fn), args, kwargs)
+
+    def submit_to_registered_function(
+        self,
+        function_id: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        resources: Mapping[str, Any] | None = None,
+    ) -> TaskFuture:
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
+        task_id = str(uuid.uuid4())
+        task: dict[str, Any] = {
+            "task_id": task_id,
+            "function_id": function_id,
+            "endpoint_id": self.endpoint_id,
+            "group_id": self.group_id,
+            "payload": b64encode(serialize.pack_call(tuple(args), dict(kwargs or {}))),
+        }
+        res = resources or self.resources
+        if res:
+            task["resources"] = dict(res)
+        future = TaskFuture(task_id, self)
+        with self._lock:
+            self._futures[task_id] = future
+        self._queue.put(task)
+        return future
+
+    def map(  # type: ignore[override]
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        function_id = self.client.register_function(fn)
+        futures = [self.submit_to_registered_function(function_id, args) for args in zip(*iterables,
+                                                                                           strict=False)]
+
+        def results() -> Iterator[Any]:
+            try:
+                for f in futures:
+                    yield f.result(timeout=timeout)
+            finally:
+                for f in futures:
+                    f.cancel()
+
+        return results()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._futures)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        if cancel_futures:
+            with self._lock:
+                futures = list(self._futures.values())
+            for f in futures:
+                f.cancel()
+        if wait:
+            with self._lock:
+                futures = list(self._futures.values())
+            cf.wait(futures)
+        self._queue.put(_STOP)
+        self._submitter.join(timeout=10)
+        self._stream.close()
+        if self._own_client:
+            self.client.close()
+
+    # ---------------------------------------------------------- internals --
+
+    def _request_cancel(self, task_ids: list[str]) -> None:
+        with self._lock:
+            for t in task_ids:
+                self._futures.pop(t, None)
+        self._cancel_queue.put(task_ids)
+        self._queue.put(None)  # wake the submitter
+
+    def _take_batch(self) -> tuple[list[dict[str, Any]], bool]:
+        first = self._queue.get()
+        batch: list[dict[str, Any]] = []
+        stop = False
+        item = first
+        while True:
+            if item is _STOP:
+                stop = True
+            elif item is not None:
+                batch.append(item)
+            if len(batch) >= self.batch_size:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return batch, stop
+
+    def _submit_loop(self) -> None:
+        while True:
+            batch, stop = self._take_batch()
+            self._flush_cancels()
+            if batch:
+                self._send(batch)
+            if stop:
+                self._flush_cancels()
+                return
+
+    def _flush_cancels(self) -> None:
+        ids: list[str] = []
+        while True:
+            try:
+                ids.extend(self._cancel_queue.get_nowait())
+            except queue.Empty:
+                break
+        if ids:
+            try:
+                self.client.cancel_many(ids)
+            except FuncxFlowsError as exc:
+                log.warning("could not cancel %d tasks on the service: %s", len(ids), exc)
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        backoff = Backoff(self._retry)
+        while True:
+            try:
+                self.client.submit_tasks(batch)
+                return
+            except ServiceUnavailable as exc:
+                if self._retry.exhausted(backoff.attempt):
+                    self._fail(batch, exc)
+                    return
+                delay = backoff.failed()
+                log.warning("submission failed (%s); retrying in %.2fs", exc, delay)
+                self._retry.sleep(delay)
+            except FuncxFlowsError as exc:
+                self._fail(batch, exc)
+                return
+
+    def _fail(self, batch: list[dict[str, Any]], exc: FuncxFlowsError) -> None:
+        with self._lock:
+            futures = [self._futures.pop(t["task_id"], None) for t in batch]
+        for f in futures:
+            if f is not None and f.set_running_or_notify_cancel():
+                f.set_exception(exc)
+
+    def _on_records(self, records: list[dict[str, Any]]) -> None:
+        with self._lock:
+            found = [(self._futures.pop(r["task_id"], None), r) for r in records]
+        for future, record in found:
+            if future is None or not future.set_running_or_notify_cancel():
+                continue  # a duplicate, or cancelled here
+            future.record = record
+            try:
+                future.set_result(result_from_record(record))
+            except TaskCancelled as exc:
+                future.set_exception(exc)
+            except FuncxFlowsError as exc:
+                future.set_exception(exc)
+
+    def _on_stream_error(self, exc: Exception) -> None:
+        with self._lock:
+            futures = list(self._futures.values())
+            self._futures.clear()
+        for f in futures:
+            if f.set_running_or_notify_cancel():
+                f.set_exception(exc)

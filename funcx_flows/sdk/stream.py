@@ -1,0 +1,126 @@
+"""A result stream: one WebSocket, one thread, reconnecting by itself.
+
+The service pushes terminal task records of one group; each carries a
+completion sequence number. The stream remembers the highest one it has seen
+and reconnects with ``after=<seq>`` so that a dropped connection (or a
+restarted service) costs nothing but a short wait. Records may then arrive
+twice; the consumer drops duplicates by task id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from funcx_flows.retry import Backoff, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+RecordsCallback = Callable[[list[dict[str, Any]]], None]
+
+
+class ResultStream:
+    def __init__(
+        self,
+        websocket_url: str,
+        token: str,
+        on_records: RecordsCallback,
+        *,
+        group_id: str | None = None,
+        retry: RetryPolicy | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._base = websocket_url.rstrip("/") + "/v1/results/stream"
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._on_records = on_records
+        self._on_error = on_error
+        self._group_id = group_id
+        self._retry = retry or RetryPolicy(initial=0.05, max_delay=5.0)
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._ws: ClientConnection | None = None
+        self._lock = threading.Lock()
+        self.last_seq = 0
+        self.reconnects = 0
+        self._thread = threading.Thread(target=self._run, name="funcx-result-stream", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self._connected.wait(timeout)
+
+    def _url(self) -> str:
+        params: dict[str, Any] = {"after": self.last_seq}
+        if self._group_id:
+            params["group_id"] = self._group_id
+        return f"{self._base}?{urlencode(params)}"
+
+    def _run(self) -> None:
+        backoff = Backoff(self._retry)
+        while not self._stop.is_set():
+            try:
+                with connect(self._url(), additional_headers=self._headers, max_size=None,
+                             open_timeout=10, close_timeout=1) as ws:
+                    with self._lock:
+                        self._ws = ws
+                    if self._stop.is_set():
+                        return
+                    self._connected.set()
+                    backoff.succeeded()
+                    self._receive(ws)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    log.error("result stream refused (HTTP %s): check the token", status)
+                    if self._on_error is not None:
+                        from funcx_flows.errors import AuthenticationError
+
+                        self._on_error(AuthenticationError(
+                            f"the service refused the result stream (HTTP {status})"))
+                    return
+                log.warning("result stream refused (HTTP %s); retrying", status)
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                if self._stop.is_set():
+                    return
+                log.debug("result stream dropped: %s", exc)
+            finally:
+                with self._lock:
+                    self._ws = None
+                self._connected.clear()
+            if self._stop.is_set():
+                return
+            self.reconnects += 1
+            self._stop.wait(backoff.failed())
+
+    def _receive(self, ws: ClientConnection) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = ws.recv()
+            except ConnectionClosed:
+                return
+            msg = json.loads(frame)
+            if msg.get("op") != "results":
+                continue
+            records: list[dict[str, Any]] = msg["results"]
+            for r in records:
+                seq = int(r.get("seq") or 0)
+                if seq > self.last_seq:
+                    self.last_seq = seq
+            self._on_records(records)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            ws = self._ws
+        if ws is not None:
+            ws.close()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)

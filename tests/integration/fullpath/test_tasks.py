@@ -1,0 +1,179 @@
+"""Tasks through the whole path: client -> service -> endpoint -> worker -> back."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import CancelledError, as_completed
+
+import pytest
+
+from funcx_flows import serialize
+from funcx_flows.errors import (
+    NotFound,
+    RemoteExecutionError,
+    ResultTooLarge,
+    SerializationError,
+    TaskPending,
+    WorkerLost,
+)
+from funcx_flows.sdk.client import b64encode
+from funcx_flows.sdk.executor import Executor
+
+
+def square(x):
+    return x * x
+
+
+def fails(msg):
+    raise ValueError(f"bad value: {msg}")
+
+
+def chatty(n):
+    print(f"processing {n}")
+    return n
+
+
+def die():
+    os._exit(13)
+
+
+def sleeper(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def unpicklable():
+    import threading
+
+    return threading.Lock()
+
+
+def big(n):
+    return b"x" * n
+
+
+def test_thousand_tasks_all_return_correct_results(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        futures = {ex.submit(square, i): i for i in range(1000)}
+        done = {futures[f]: f.result(timeout=120) for f in as_completed(futures, timeout=120)}
+    assert done == {i: i * i for i in range(1000)}
+
+
+def test_endpoint_chosen_by_name(endpoint, client):
+    with Executor(endpoint="ep", client=client) as ex:
+        assert ex.submit(square, 7).result(timeout=60) == 49
+
+
+def test_remote_exception_raises_with_remote_traceback(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        fut = ex.submit(fails, "x")
+        with pytest.raises(RemoteExecutionError) as info:
+            fut.result(timeout=60)
+    err = info.value
+    assert err.remote_type.endswith("ValueError")
+    assert "bad value: x" in str(err)
+    assert "in fails" in err.remote_traceback
+
+
+def test_printed_output_comes_back(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        fut = ex.submit(chatty, 5)
+        assert fut.result(timeout=60) == 5
+    assert "processing 5" in fut.record["stdout"]
+
+
+def test_worker_death_fails_the_task_and_spares_the_others(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        doomed = ex.submit(die)
+        others = [ex.submit(square, i) for i in range(50)]
+        with pytest.raises(WorkerLost):
+            doomed.result(timeout=60)
+        assert [f.result(timeout=60) for f in others] == [i * i for i in range(50)]
+        # the worker was replaced: the endpoint still runs work
+        assert ex.submit(square, 3).result(timeout=60) == 9
+
+
+def test_unpicklable_result_is_a_clear_error(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        with pytest.raises(SerializationError, match="(?i)lock"):
+            ex.submit(unpicklable).result(timeout=60)
+
+
+def test_result_over_the_limit_is_refused(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        with pytest.raises(ResultTooLarge):
+            ex.submit(big, 11 * 1024 * 1024).result(timeout=60)
+
+
+def test_cancel_a_running_task(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        fut = ex.submit(sleeper, 60)
+        time.sleep(0.5)
+        assert fut.cancel()
+        with pytest.raises(CancelledError):
+            fut.result(timeout=1)
+        task_id = fut.task_id
+        deadline = time.monotonic() + 30
+        while client.get_task(task_id)["state"] != "cancelled":
+            assert time.monotonic() < deadline, client.get_task(task_id)
+            time.sleep(0.1)
+        assert ex.submit(square, 4).result(timeout=60) == 16
+
+
+def test_python_version_mismatch_is_named(endpoint, client):
+    data = bytearray(serialize.pack(square))
+    data[6] = (data[6] + 1) % 256
+    fid = client._request("POST", "/functions", json_body={
+        "name": "forged", "function": b64encode(bytes(data))})["function_id"]
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        with pytest.raises(SerializationError, match="Python"):
+            ex.submit_to_registered_function(fid, (2,)).result(timeout=60)
+
+
+def test_client_batch_and_fetch(endpoint, client):
+    fid = client.register_function(square)
+    assert client.register_function(square) == fid  # cached
+    batch = client.create_batch(endpoint.endpoint_id)
+    ids = [batch.add(fid, (i,)) for i in range(20)]
+    assert client.batch_run(batch) == ids
+    deadline = time.monotonic() + 60
+    results = {}
+    while len(results) < 20:
+        assert time.monotonic() < deadline
+        results = client.get_results(ids)
+        time.sleep(0.05)
+    assert [results[t] for t in ids] == [i * i for i in range(20)]
+    assert client.get_result(ids[3]) == 9
+    record = client.get_task(ids[0])
+    ts = record["timestamps"]
+    assert ts["received"] <= ts["dispatched"] <= ts["completed"]
+
+
+def test_pending_task_says_so(endpoint, client):
+    task_id = client.run(sleeper, 2, endpoint_id=endpoint.endpoint_id)
+    with pytest.raises(TaskPending):
+        client.get_result(task_id)
+
+
+def test_unknown_task_is_not_found(client):
+    with pytest.raises(NotFound):
+        client.get_task("00000000-0000-0000-0000-000000000000")
+
+
+def test_map_and_shutdown_cancel(endpoint, client):
+    ex = Executor(endpoint_id=endpoint.endpoint_id, client=client)
+    assert list(ex.map(square, range(10))) == [i * i for i in range(10)]
+    slow = [ex.submit(sleeper, 30) for _ in range(4)]
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert all(f.cancelled() for f in slow)
+    with pytest.raises(RuntimeError):
+        ex.submit(square, 1)
+
+
+def test_endpoint_listing_and_status(endpoint, client):
+    names = {e["name"] for e in client.list_endpoints()}
+    assert "ep" in names
+    status = client.get_endpoint_status(endpoint.endpoint_id)
+    assert status["state"] == "online"
+    assert status["workers_total"] >= 2
