@@ -106,7 +106,8 @@ class LocalStack:
             return str(data["url"])
 
         self.service_url = _wait_for(ready, timeout, "the service to start", self.service_proc, log)
-        _wait_for(self._healthy, timeout, "the service to answer /v1/health", self.service_proc, log)
+        _wait_for(self._healthy, timeout, "the service to answer /v1/health",
+                  self.service_proc, log)
         return self.service_url
 
     def _healthy(self) -> bool:
@@ -144,9 +145,7 @@ class LocalStack:
     def start_endpoint(self, name: str, config: Mapping[str, Any] | None = None,
                        timeout: float = 60.0) -> RunningEndpoint:
         folder = self.home / "endpoints" / name
-        if not (folder / "config.yaml").exists():
-            self.configure_endpoint(name, config)
-        elif config:
+        if not (folder / "config.yaml").exists() or config:
             self.configure_endpoint(name, config)
         log = folder / "foreground.log"
         log_file = log.open("ab")

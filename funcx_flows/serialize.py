@@ -5,7 +5,8 @@ forwards them and never unpickles them; only a worker (and the client, for
 results) does. The envelope is a fixed 8-byte header so that a worker can refuse a
 payload before unpickling anything::
 
-    b"FXF" | envelope version (1) | serializer id (1) | python major (1) | minor (1) | flags (1) | data
+    b"FXF" | envelope version | serializer id | python major | minor | flags | data
+    (3 bytes, then one byte each, then the pickle)
 
 A function pickled by Python 3.11 cannot be loaded by 3.12 (code objects differ),
 so a minor-version mismatch on a function is reported as ``PythonVersionMismatch``
@@ -41,7 +42,7 @@ _HEADER = _header()
 def pack(obj: Any) -> bytes:
     """Serialize any Python object (a function, a tuple of args, a result)."""
     try:
-        data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {type(obj).__name__}: {type(exc).__name__}: {exc}"

@@ -8,6 +8,7 @@ body is not ours), and a transport failure becomes ``ServiceUnavailable``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import uuid
@@ -96,8 +97,14 @@ class Batch:
     group_id: str | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, function_id: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
-            *, resources: Mapping[str, Any] | None = None) -> str:
+    def add(
+        self,
+        function_id: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        resources: Mapping[str, Any] | None = None,
+    ) -> str:
         task_id = str(uuid.uuid4())
         task: dict[str, Any] = {
             "task_id": task_id,
@@ -243,10 +250,8 @@ class Client:
             }
             function_id = str(self._request("POST", "/functions", json_body=body)["function_id"])
             self._function_ids_by_hash[digest] = function_id
-        try:
+        with contextlib.suppress(TypeError):
             self._function_ids[function] = function_id
-        except TypeError:
-            pass
         return function_id
 
     def get_function(self, function_id: str) -> dict[str, Any]:

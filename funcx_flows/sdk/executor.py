@@ -2,9 +2,9 @@
 
 ::
 
-    submit() -> TaskFuture ----> submit queue --> [submitter thread] --POST /v1/tasks (batches)--> service
-                  ^                                                                                  |
-                  +------ set_result / set_exception <-- [stream thread] <--WS results (group) ------+
+    submit() -> TaskFuture --> queue --> [submitter thread] --POST /v1/tasks (batches)--> service
+                  ^                                                                         |
+                  +--- set_result / set_exception <-- [stream thread] <--WS results (group) -+
 
 Task ids are made here, before anything is sent, so a result can never arrive
 for a task the executor does not know, and a resubmitted batch is idempotent.
@@ -128,7 +128,7 @@ class Executor(cf.Executor):
         self._queue.put(task)
         return future
 
-    def map(  # type: ignore[override]
+    def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
         chunksize: int = 1,
     ) -> Iterator[Any]:

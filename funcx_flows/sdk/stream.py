@@ -17,7 +17,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
+from websockets.sync.connection import Connection
 
 from funcx_flows.retry import Backoff, RetryPolicy
 
@@ -45,7 +46,7 @@ class ResultStream:
         self._retry = retry or RetryPolicy(initial=0.05, max_delay=5.0)
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._ws: ClientConnection | None = None
+        self._ws: Connection | None = None
         self._lock = threading.Lock()
         self.last_seq = 0
         self.reconnects = 0
@@ -100,7 +101,7 @@ class ResultStream:
             self.reconnects += 1
             self._stop.wait(backoff.failed())
 
-    def _receive(self, ws: ClientConnection) -> None:
+    def _receive(self, ws: Connection) -> None:
         while not self._stop.is_set():
             try:
                 frame = ws.recv()

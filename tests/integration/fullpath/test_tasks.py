@@ -95,15 +95,15 @@ def test_worker_death_fails_the_task_and_spares_the_others(endpoint, client):
 
 
 def test_unpicklable_result_is_a_clear_error(endpoint, client):
-    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
-        with pytest.raises(SerializationError, match="(?i)lock"):
-            ex.submit(unpicklable).result(timeout=60)
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex, \
+            pytest.raises(SerializationError, match=r"(?i)lock"):
+        ex.submit(unpicklable).result(timeout=60)
 
 
 def test_result_over_the_limit_is_refused(endpoint, client):
-    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
-        with pytest.raises(ResultTooLarge):
-            ex.submit(big, 11 * 1024 * 1024).result(timeout=60)
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex, \
+            pytest.raises(ResultTooLarge):
+        ex.submit(big, 11 * 1024 * 1024).result(timeout=60)
 
 
 def test_cancel_a_running_task(endpoint, client):
@@ -126,9 +126,9 @@ def test_python_version_mismatch_is_named(endpoint, client):
     data[6] = (data[6] + 1) % 256
     fid = client._request("POST", "/functions", json_body={
         "name": "forged", "function": b64encode(bytes(data))})["function_id"]
-    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
-        with pytest.raises(SerializationError, match="Python"):
-            ex.submit_to_registered_function(fid, (2,)).result(timeout=60)
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex, \
+            pytest.raises(SerializationError, match="Python"):
+        ex.submit_to_registered_function(fid, (2,)).result(timeout=60)
 
 
 def test_client_batch_and_fetch(endpoint, client):

@@ -1,0 +1,141 @@
+"""funcx-flows through the full path, on the peers' workloads.
+
+client -> REST -> service (durable, SQLite WAL) -> ZMQ/Curve -> agent -> interchange
+-> manager -> worker -> back, results on the WebSocket stream. Prints ONE JSON line
+with the same metric names as ../shared/bench/peers, so ``benchmarks/run.py`` can
+set it beside them in one invocation.
+
+    python benchmarks/bench_funcx.py --reps 3 [--only lat,tp,sleep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from funcx_flows.localstack import LocalStack
+from funcx_flows.sdk.executor import Executor
+
+
+def noop(x: Any) -> Any:
+    return x
+
+
+def sleeper(s: float) -> float:
+    time.sleep(s)
+    return s
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100.0 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def pss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_full_info().pss
+    return total / 1e6
+
+
+def measure(ex: Executor, args: argparse.Namespace) -> dict[str, float]:
+    only = set(args.only.split(","))
+    r: dict[str, float] = {}
+    if "lat" in only:
+        samples = []
+        for i in range(args.lat_n):
+            t0 = time.perf_counter()
+            assert ex.submit(noop, i).result() == i
+            samples.append(time.perf_counter() - t0)
+        r["lat_median_us"] = statistics.median(samples) * 1e6
+        r["lat_p99_us"] = percentile(samples, 99) * 1e6
+        r["lat_min_us"] = min(samples) * 1e6
+    if "tp" in only:
+        n = args.tp_n
+        t0 = time.perf_counter()
+        futures = [ex.submit(noop, i) for i in range(n)]
+        t1 = time.perf_counter()
+        results = [f.result() for f in futures]
+        t2 = time.perf_counter()
+        assert results[-1] == n - 1 and len(results) == n
+        r["tp_tasks_per_s"] = n / (t2 - t0)
+        r["tp_submit_s"] = t1 - t0
+        r["tp_total_s"] = t2 - t0
+    if "sleep" in only:
+        n = args.sleep_n
+        t0 = time.perf_counter()
+        futures = [ex.submit(sleeper, args.sleep_s) for _ in range(n)]
+        [f.result() for f in futures]
+        elapsed = time.perf_counter() - t0
+        r["sleep_total_s"] = elapsed
+        r["sleep_efficiency"] = (n * args.sleep_s / args.workers) / elapsed
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--lat-n", type=int, default=500)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--tp-n", type=int, default=10000)
+    ap.add_argument("--sleep-n", type=int, default=1000)
+    ap.add_argument("--sleep-s", type=float, default=0.01)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", default="lat,tp,sleep")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="funcx-bench-") as tmp:
+        stack = LocalStack(Path(tmp) / "home")
+        try:
+            t0 = time.perf_counter()
+            stack.start_service()
+            ep = stack.start_endpoint("bench", {"max_workers_per_node": args.workers})
+            startup = time.perf_counter() - t0
+            client = stack.client()
+            pids = [p.pid for p in (stack.service_proc, ep.proc) if p is not None]
+            with Executor(endpoint_id=ep.endpoint_id, client=client) as ex:
+                for i in range(args.warmup):
+                    assert ex.submit(noop, i).result() == i
+                idle_pss = pss_mb(pids)
+                reps = []
+                for rep in range(args.reps):
+                    r = measure(ex, args)
+                    print(f"rep {rep}: {json.dumps({k: round(v, 2) for k, v in r.items()})}",
+                          file=sys.stderr, flush=True)
+                    reps.append(r)
+                busy_pss = pss_mb(pids)
+            client.close()
+        finally:
+            stack.stop()
+    metrics = {
+        k: {"median": statistics.median(r[k] for r in reps), "all": [r[k] for r in reps]}
+        for k in reps[0]
+    }
+    print(json.dumps({
+        "system": "funcx-flows",
+        "metrics": metrics,
+        "startup_s": startup,
+        "pss_idle_mb": idle_pss,
+        "pss_after_mb": busy_pss,
+    }))
+
+
+if __name__ == "__main__":
+    main()
