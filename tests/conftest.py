@@ -3,6 +3,7 @@ for integration and system tests, a real service with a real local endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -87,10 +88,8 @@ def no_leaked_processes() -> Iterator[None]:
             break
         psutil.wait_procs(leaked, timeout=0.1)
     for p in leaked:  # clean up so one leak does not cascade, then fail
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
     assert not leaked, f"test left processes behind: {[_describe(p) for p in leaked]}"
 
 
