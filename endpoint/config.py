@@ -1,0 +1,161 @@
+"""The endpoint's configuration: one validated model, loaded from ``config.yaml``.
+
+Field names follow Globus Compute / Parsl endpoint configs so that their users
+feel at home. Unknown keys are refused (a typo must not silently fall back to a
+default on a supercomputer allocation), and every problem is reported as a
+``ConfigError`` that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from funcx_flows.errors import ConfigError
+
+PROVIDERS = ("local", "slurm", "pbs", "lsf", "flux", "cobalt")
+LAUNCHERS = ("single", "srun", "mpirun", "mpiexec", "aprun", "jsrun")
+
+
+class EndpointConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    display_name: str = ""
+    # Where the service is; empty means the local service recorded in the home folder.
+    service_url: str = ""
+
+    # --- pilots (blocks) ---
+    provider: Literal["local", "slurm", "pbs", "lsf", "flux", "cobalt"] = "local"
+    queue: str = ""
+    account: str = ""
+    walltime: str = "00:30:00"
+    nodes_per_block: int = Field(1, ge=1)
+    init_blocks: int = Field(1, ge=0)
+    min_blocks: int = Field(0, ge=0)
+    max_blocks: int = Field(1, ge=1)
+    max_workers_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    worker_init: str = ""
+    launcher: Literal["single", "srun", "mpirun", "mpiexec", "aprun", "jsrun"] = "single"
+    scheduler_options: str = ""
+    custom_attributes: dict[str, str] = Field(default_factory=dict)
+    idle_timeout: float = Field(120.0, ge=0)
+    strategy_period: float = Field(5.0, gt=0)
+    status_poll_interval: float = Field(10.0, gt=0)
+    # The address compute nodes use to reach the interchange (blank: this host's).
+    interchange_address: str = "127.0.0.1"
+    # Stop taking tasks this many seconds before a block's walltime ends.
+    walltime_margin_s: float = Field(60.0, ge=0)
+
+    # --- reliability ---
+    heartbeat_period_s: float = Field(2.0, gt=0)
+    heartbeat_threshold_s: float = Field(10.0, gt=0)
+    max_retries_on_system_failure: int = Field(0, ge=0)
+    # Function ids this endpoint agrees to run; empty means any of its owner's.
+    allowed_functions: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EndpointConfig:
+        if self.min_blocks > self.max_blocks:
+            raise ValueError("min_blocks must not exceed max_blocks")
+        if self.init_blocks > self.max_blocks:
+            raise ValueError("init_blocks must not exceed max_blocks")
+        if self.heartbeat_threshold_s <= self.heartbeat_period_s:
+            raise ValueError("heartbeat_threshold_s must be larger than heartbeat_period_s")
+        if walltime_seconds(self.walltime) <= 0:
+            raise ValueError("walltime must be positive")
+        return self
+
+
+def walltime_seconds(text: str) -> int:
+    """``[[D-]HH:]MM:SS`` or ``HH:MM:SS`` (as schedulers write it) in seconds."""
+    days = 0
+    body = text.strip()
+    if "-" in body:
+        d, body = body.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in body.split(":")]
+    if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+        raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS")
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    h, m, s = parts
+    return days * 86400 + h * 3600 + m * 60 + s
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `funcx-endpoint configure`)"
+        lines.append(f"  {key}: {msg}")
+    return f"invalid endpoint config {source}:\n" + "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "") -> EndpointConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid endpoint config {source}: expected a mapping of keys")
+    try:
+        return EndpointConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    except ValueError as exc:  # walltime parsing inside validators
+        raise ConfigError(f"invalid endpoint config {source}: {exc}") from None
+
+
+def load_config(path: Path) -> EndpointConfig:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no config at {path}; create one with `funcx-endpoint configure`"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+DEFAULT_CONFIG = """\
+# funcx-flows endpoint configuration. Every key is optional; unknown keys are refused.
+
+# display_name: ""
+# service_url: ""            # blank: the local service in FUNCX_FLOWS_HOME
+
+# Where workers run: local | slurm | pbs | lsf | flux | cobalt (PSI/J executors)
+provider: local
+# queue: ""                  # partition / queue
+# account: ""                # allocation / project
+# walltime: "00:30:00"       # per pilot job (block)
+# nodes_per_block: 1
+# init_blocks: 1
+# min_blocks: 0
+# max_blocks: 1
+# max_workers_per_node: {workers}
+# worker_init: ""            # shell lines run before the manager starts (module load ...)
+# launcher: single           # single | srun | mpirun | mpiexec | aprun | jsrun
+# scheduler_options: ""      # extra #SBATCH/#PBS lines
+# custom_attributes: {{}}      # PSI/J custom attributes, e.g. slurm.constraint: knl
+# idle_timeout: 120          # seconds a block may sit idle before it is released
+# strategy_period: 5
+# status_poll_interval: 10   # how often the scheduler is asked about blocks
+# interchange_address: 127.0.0.1   # address compute nodes use to reach this host
+# walltime_margin_s: 60      # stop taking tasks this long before walltime ends
+
+# heartbeat_period_s: 2
+# heartbeat_threshold_s: 10
+# max_retries_on_system_failure: 0   # retries when a worker, manager or block dies
+# allowed_functions: []      # function ids this endpoint runs; empty: any of yours
+"""
+
+
+def default_config_text() -> str:
+    return DEFAULT_CONFIG.format(workers=os.cpu_count() or 1)

@@ -1,0 +1,1 @@
+"""The funcx-flows service: REST API, storage, auth and the endpoint dispatcher."""

@@ -1,0 +1,50 @@
+"""``python -m funcx_flows.service``: run the service in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+
+import uvicorn
+from funcx_flows.service.app import create_app
+from funcx_flows.service.settings import ServiceSettings, load_settings
+
+from funcx_flows.errors import FuncxFlowsError
+
+
+def serve(settings: ServiceSettings) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    app = create_app(settings, public_url=f"http://{host}:{port}")
+    config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", access_log=False,
+                            ws_max_size=64 * 1024 * 1024, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m funcx_flows.service")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--zmq-port", type=int)
+    parser.add_argument("--database-url")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(host=args.host, port=args.port, zmq_port=args.zmq_port,
+                                 database_url=args.database_url)
+        serve(settings)
+    except FuncxFlowsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

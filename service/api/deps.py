@@ -1,0 +1,74 @@
+"""Request-scoped dependencies: the service's parts and the authenticated user."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from funcx_flows.service.dispatcher import Dispatcher
+from funcx_flows.service.hub import Hub
+from funcx_flows.service.settings import ServiceSettings
+from funcx_flows.service.store import Store, User
+
+from funcx_flows.errors import AuthenticationError, RateLimited
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per user: ``rate`` requests per second, bursts of 5 s worth."""
+
+    rate: float
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, user_id: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        burst = self.rate * 5
+        with self._lock:
+            tokens, last = self._buckets.get(user_id, (burst, now))
+            tokens = min(burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[user_id] = (tokens, now)
+                raise RateLimited(
+                    f"limit of {self.rate:g} requests per second per user exceeded",
+                    limit="rate_limit_per_s", retry_after_s=round((1 - tokens) / self.rate, 3))
+            self._buckets[user_id] = (tokens - 1, now)
+
+
+@dataclass
+class Parts:
+    settings: ServiceSettings
+    store: Store
+    hub: Hub
+    dispatcher: Dispatcher
+    limiter: RateLimiter
+
+
+def parts(request: Request) -> Parts:
+    p: Parts = request.app.state.parts
+    return p
+
+
+def bearer(header: str | None) -> str:
+    if not header:
+        raise AuthenticationError("missing Authorization header (expected 'Bearer <token>')")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("malformed Authorization header (expected 'Bearer <token>')")
+    return token.strip()
+
+
+def authenticate(p: Parts, header: str | None) -> User:
+    user = p.store.authenticate(bearer(header))
+    if user is None:
+        raise AuthenticationError("invalid or revoked token")
+    p.limiter.check(user.user_id)
+    return user
+
+
+def current_user(request: Request) -> User:
+    return authenticate(parts(request), request.headers.get("authorization"))

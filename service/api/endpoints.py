@@ -1,0 +1,79 @@
+"""Endpoints: register (idempotent per name), get, list, status, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import zmq
+from fastapi import APIRouter, Depends
+from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.models import (
+    Deleted,
+    EndpointCreated,
+    EndpointIn,
+    EndpointInfo,
+    EndpointList,
+    EndpointStatusOut,
+)
+from funcx_flows.service.store import User
+
+from funcx_flows.errors import InvalidRequest
+
+router = APIRouter(tags=["endpoints"])
+UserDep = Annotated[User, Depends(current_user)]
+PartsDep = Annotated[Parts, Depends(parts)]
+
+
+def _info(row: dict[str, Any], p: Parts) -> dict[str, Any]:
+    link = p.dispatcher.link_info(row["endpoint_id"])
+    return {
+        "endpoint_id": row["endpoint_id"], "name": row["name"], "state": link["state"],
+        "created_at": row["created_at"],
+        "last_seen": link.get("last_seen") or row.get("last_seen"),
+        "metadata": row.get("metadata") or {},
+    }
+
+
+@router.post("/endpoints", response_model=EndpointCreated)
+def register_endpoint(body: EndpointIn, user: UserDep, p: PartsDep) -> EndpointCreated:
+    try:
+        zmq.utils.z85.decode(body.public_key)
+    except ValueError:
+        raise InvalidRequest("public_key is not a Z85-encoded CurveZMQ key",
+                             field="public_key") from None
+    endpoint_id, created = p.store.register_endpoint(user, body.name, body.public_key,
+                                                     body.metadata)
+    p.dispatcher.set_endpoint_key(endpoint_id, body.public_key)
+    return EndpointCreated(endpoint_id=endpoint_id, service_public_key=p.dispatcher.keys.public,
+                           zmq_url=p.dispatcher.url, created=created)
+
+
+@router.get("/endpoints", response_model=EndpointList)
+def list_endpoints(user: UserDep, p: PartsDep) -> EndpointList:
+    return EndpointList(endpoints=[EndpointInfo(**_info(r, p))
+                                   for r in p.store.list_endpoints(user)])
+
+
+@router.get("/endpoints/{endpoint_id}", response_model=EndpointInfo)
+def get_endpoint(endpoint_id: str, user: UserDep, p: PartsDep) -> EndpointInfo:
+    return EndpointInfo(**_info(p.store.get_endpoint(user, endpoint_id), p))
+
+
+@router.get("/endpoints/{endpoint_id}/status", response_model=EndpointStatusOut)
+def endpoint_status(endpoint_id: str, user: UserDep, p: PartsDep) -> EndpointStatusOut:
+    row = p.store.get_endpoint(user, endpoint_id)
+    info = _info(row, p)
+    link = p.dispatcher.link_info(endpoint_id)
+    depths = p.store.queue_depths(endpoint_id)
+    link.update(info)
+    link["tasks_waiting"] = depths.get("waiting_for_endpoint", 0)
+    link["tasks_unfinished"] = sum(depths.values())
+    return EndpointStatusOut(**link)
+
+
+@router.delete("/endpoints/{endpoint_id}", response_model=Deleted)
+def delete_endpoint(endpoint_id: str, user: UserDep, p: PartsDep) -> Deleted:
+    rows = p.store.delete_endpoint(user, endpoint_id)
+    p.dispatcher.forget_endpoint(endpoint_id)
+    p.dispatcher.publish_threadsafe(rows)
+    return Deleted(deleted=endpoint_id)

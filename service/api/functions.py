@@ -1,0 +1,59 @@
+"""Functions: register (deduplicated by content), get, list, delete."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.models import (
+    Deleted,
+    FunctionCreated,
+    FunctionIn,
+    FunctionInfo,
+    FunctionList,
+    decode_b64,
+)
+from funcx_flows.service.store import User
+
+from funcx_flows import serialize
+from funcx_flows.errors import InvalidRequest, PayloadTooLarge, SerializationError
+
+router = APIRouter(tags=["functions"])
+UserDep = Annotated[User, Depends(current_user)]
+PartsDep = Annotated[Parts, Depends(parts)]
+
+
+@router.post("/functions", response_model=FunctionCreated)
+def register_function(body: FunctionIn, user: UserDep, p: PartsDep) -> FunctionCreated:
+    data = decode_b64(body.function, "function")
+    if len(data) > p.settings.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"function is {len(data)} bytes; the limit is {p.settings.max_payload_bytes}",
+            limit="max_payload_bytes")
+    try:
+        serialize.envelope_info(data)  # checks the header only; never unpickles
+    except SerializationError as exc:
+        raise InvalidRequest(f"function is not a funcx-flows envelope: {exc}") from None
+    function_id, created = p.store.register_function(user, body.name, body.description, data)
+    return FunctionCreated(function_id=function_id, created=created)
+
+
+@router.get("/functions", response_model=FunctionList)
+def list_functions(user: UserDep, p: PartsDep) -> FunctionList:
+    return FunctionList(functions=[FunctionInfo(**f) for f in p.store.list_functions(user)])
+
+
+@router.get("/functions/{function_id}", response_model=FunctionInfo)
+def get_function(function_id: str, user: UserDep, p: PartsDep) -> FunctionInfo:
+    row = p.store.get_function(user, function_id)
+    body = base64.b64encode(row.pop("body")).decode("ascii")
+    row.pop("owner_id", None)
+    return FunctionInfo(**row, function=body)
+
+
+@router.delete("/functions/{function_id}", response_model=Deleted)
+def delete_function(function_id: str, user: UserDep, p: PartsDep) -> Deleted:
+    p.store.delete_function(user, function_id)
+    return Deleted(deleted=function_id)

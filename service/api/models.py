@@ -1,0 +1,188 @@
+"""Request and response bodies of the REST API (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from funcx_flows.errors import InvalidRequest
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def decode_b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{what} is not valid base64: {exc}", field=what) from None
+
+
+class FunctionIn(Body):
+    name: str = Field(min_length=1, max_length=500)
+    function: str = Field(min_length=1, description="base64 of a serialized function envelope")
+    description: str = Field("", max_length=10_000)
+
+
+class FunctionCreated(BaseModel):
+    function_id: str
+    created: bool
+
+
+class FunctionInfo(BaseModel):
+    function_id: str
+    name: str
+    description: str
+    body_hash: str
+    created_at: float
+    function: str | None = None
+
+
+class FunctionList(BaseModel):
+    functions: list[FunctionInfo]
+
+
+class EndpointIn(Body):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    public_key: str = Field(min_length=40, max_length=40, description="CurveZMQ key, Z85")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EndpointCreated(BaseModel):
+    endpoint_id: str
+    service_public_key: str
+    zmq_url: str
+    created: bool
+
+
+class EndpointInfo(BaseModel):
+    endpoint_id: str
+    name: str
+    state: str
+    created_at: float
+    last_seen: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EndpointStatusOut(EndpointInfo):
+    model_config = ConfigDict(extra="allow")
+    workers_total: int = 0
+    workers_busy: int = 0
+    tasks_queued: int = 0
+    tasks_running: int = 0
+    tasks_waiting: int = 0
+    managers: list[dict[str, Any]] = Field(default_factory=list)
+    blocks: list[dict[str, Any]] = Field(default_factory=list)
+    recent_errors: list[str] = Field(default_factory=list)
+
+
+class EndpointList(BaseModel):
+    endpoints: list[EndpointInfo]
+
+
+class Resources(Body):
+    cores: int = Field(1, ge=1, le=100_000)
+    gpus: int = Field(0, ge=0, le=1024)
+    walltime_s: float | None = Field(None, gt=0)
+
+
+class TaskIn(Body):
+    task_id: str | None = Field(None, max_length=36)
+    function_id: str = Field(max_length=64)
+    endpoint_id: str = Field(max_length=64)
+    payload: str
+    group_id: str | None = Field(None, max_length=64)
+    resources: Resources | None = None
+
+
+class TasksIn(Body):
+    tasks: list[TaskIn] = Field(min_length=1)
+
+
+class TaskIds(Body):
+    task_ids: list[str] = Field(max_length=100_000)
+
+
+class TaskIdsOut(BaseModel):
+    task_ids: list[str]
+
+
+class TaskError(BaseModel):
+    code: str
+    message: str
+    remote_type: str = ""
+    remote_traceback: str = ""
+
+
+class TaskRecord(BaseModel):
+    task_id: str
+    function_id: str
+    endpoint_id: str
+    group_id: str | None = None
+    state: str
+    seq: int
+    timestamps: dict[str, float]
+    result: str | None = None
+    error: TaskError | None = None
+    stdout: str = ""
+    attempts: int = 0
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskRecord]
+
+
+class Cancelled(BaseModel):
+    cancelled: list[str]
+
+
+class TokenIn(Body):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class TokenCreated(BaseModel):
+    token_id: str
+    token: str
+
+
+class TokenInfo(BaseModel):
+    token_id: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo]
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class Revoked(BaseModel):
+    revoked: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class WhoAmI(BaseModel):
+    user_id: str
+    name: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

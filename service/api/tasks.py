@@ -1,0 +1,82 @@
+"""Tasks: submit a batch, get one, fetch many, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.models import (
+    Cancelled,
+    TaskIds,
+    TaskIdsOut,
+    TaskList,
+    TaskRecord,
+    TasksIn,
+    decode_b64,
+)
+from funcx_flows.service.lifecycle import TERMINAL
+from funcx_flows.service.store import User, task_record
+
+from funcx_flows.errors import Conflict, InvalidRequest, PayloadTooLarge
+
+router = APIRouter(tags=["tasks"])
+UserDep = Annotated[User, Depends(current_user)]
+PartsDep = Annotated[Parts, Depends(parts)]
+
+
+@router.post("/tasks", response_model=TaskIdsOut)
+def submit_tasks(body: TasksIn, user: UserDep, p: PartsDep) -> TaskIdsOut:
+    s = p.settings
+    if len(body.tasks) > s.max_batch_tasks:
+        raise PayloadTooLarge(
+            f"a batch holds at most {s.max_batch_tasks} tasks; got {len(body.tasks)}",
+            limit="max_batch_tasks")
+    items: list[dict[str, Any]] = []
+    for i, t in enumerate(body.tasks):
+        payload = decode_b64(t.payload, f"tasks[{i}].payload")
+        if len(payload) > s.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"tasks[{i}].payload is {len(payload)} bytes; the limit is "
+                f"{s.max_payload_bytes}", limit="max_payload_bytes", index=i)
+        items.append({
+            "task_id": t.task_id, "function_id": t.function_id, "endpoint_id": t.endpoint_id,
+            "group_id": t.group_id, "payload": payload,
+            "resources": t.resources.model_dump() if t.resources else None,
+        })
+    ids, to_send = p.store.submit(user, items, p.dispatcher.online_endpoints(),
+                                  s.max_tasks_in_flight)
+    p.dispatcher.send_tasks_threadsafe(to_send)
+    return TaskIdsOut(task_ids=ids)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskRecord)
+def get_task(task_id: str, user: UserDep, p: PartsDep) -> TaskRecord:
+    return TaskRecord(**task_record(p.store.get_task(user, task_id)))
+
+
+@router.post("/tasks/fetch", response_model=TaskList)
+def fetch_tasks(body: TaskIds, user: UserDep, p: PartsDep) -> TaskList:
+    return TaskList(tasks=[TaskRecord(**task_record(r))
+                           for r in p.store.fetch(user, body.task_ids)])
+
+
+@router.post("/tasks/cancel", response_model=Cancelled)
+def cancel_tasks(body: TaskIds, user: UserDep, p: PartsDep) -> Cancelled:
+    rows = p.store.cancel(user, body.task_ids)
+    p.dispatcher.publish_threadsafe(rows)
+    p.dispatcher.cancel_threadsafe(rows)
+    return Cancelled(cancelled=[str(r["task_id"]) for r in rows])
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=TaskRecord)
+def cancel_task(task_id: str, user: UserDep, p: PartsDep) -> TaskRecord:
+    rows = p.store.cancel(user, [task_id])
+    if not rows:
+        row = p.store.get_task(user, task_id)  # NotFound if not the caller's
+        if row["state"] in TERMINAL:
+            raise Conflict(f"task {task_id} already ended ({row['state']})", state=row["state"])
+        raise InvalidRequest(f"task {task_id} could not be cancelled")
+    p.dispatcher.publish_threadsafe(rows)
+    p.dispatcher.cancel_threadsafe(rows)
+    return TaskRecord(**task_record(p.store.get_task(user, task_id)))

@@ -1,0 +1,55 @@
+"""API tokens of the caller: create (shown once), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.models import (
+    Health,
+    Revoked,
+    TokenCreated,
+    TokenIn,
+    TokenInfo,
+    TokenList,
+    WhoAmI,
+)
+from funcx_flows.service.store import User
+
+router = APIRouter(tags=["identity"])
+UserDep = Annotated[User, Depends(current_user)]
+PartsDep = Annotated[Parts, Depends(parts)]
+
+
+@router.get("/health", response_model=Health)
+def health() -> Health:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("funcx-flows")
+    except PackageNotFoundError:
+        v = "unknown"
+    return Health(status="ok", version=v)
+
+
+@router.get("/whoami", response_model=WhoAmI)
+def whoami(user: UserDep) -> WhoAmI:
+    return WhoAmI(user_id=user.user_id, name=user.name)
+
+
+@router.post("/tokens", response_model=TokenCreated)
+def create_token(body: TokenIn, user: UserDep, p: PartsDep) -> TokenCreated:
+    token_id, token = p.store.create_token(user, body.name)
+    return TokenCreated(token_id=token_id, token=token)
+
+
+@router.get("/tokens", response_model=TokenList)
+def list_tokens(user: UserDep, p: PartsDep) -> TokenList:
+    return TokenList(tokens=[TokenInfo(**t) for t in p.store.list_tokens(user)])
+
+
+@router.delete("/tokens/{token_id}", response_model=Revoked)
+def revoke_token(token_id: str, user: UserDep, p: PartsDep) -> Revoked:
+    p.store.revoke_token(token_id, user)
+    return Revoked(revoked=token_id)

@@ -1,0 +1,132 @@
+"""The FastAPI application, built by a factory from validated settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from funcx_flows.service.api import endpoints, functions, stream, tasks, tokens
+from funcx_flows.service.api.deps import Parts, RateLimiter
+from funcx_flows.service.api.models import ErrorBody
+from funcx_flows.service.db import make_engine
+from funcx_flows.service.dispatcher import Dispatcher, ServiceKeys
+from funcx_flows.service.hub import Hub
+from funcx_flows.service.settings import ServiceSettings
+from funcx_flows.service.store import Store
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from funcx_flows.errors import FuncxFlowsError
+from funcx_flows.home import write_secret
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {400: "invalid_request", 401: "authentication_failed", 403: "permission_denied",
+                 404: "not_found", 405: "invalid_request", 409: "conflict",
+                 413: "payload_too_large", 422: "invalid_request", 429: "rate_limited"}
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None
+           ) -> JSONResponse:
+    return JSONResponse(status_code=status, content={
+        "error": {"code": code, "message": message, "details": details or {}}})
+
+
+def bootstrap_token(store: Store, settings: ServiceSettings) -> None:
+    """On first start, create the local user and a token in ``<home>/token`` (0600)."""
+    if store.user_count():
+        return
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "local"
+    user = store.ensure_user(name)
+    _, token = store.create_token(user, "bootstrap")
+    write_secret(settings.home / "token", token + "\n")
+    log.info("created user %s and its token in %s", name, settings.home / "token")
+
+
+def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
+    """``public_url``: where clients reach this app; recorded in service.json at start."""
+    store = Store(make_engine(settings.db_url))
+    hub = Hub()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.folder.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(store.create_schema)
+        await asyncio.to_thread(bootstrap_token, store, settings)
+        keys = await asyncio.to_thread(ServiceKeys.load_or_create, settings.folder)
+        dispatcher = Dispatcher(settings, store, hub, keys)
+        app.state.parts = Parts(settings, store, hub, dispatcher,
+                                RateLimiter(settings.rate_limit_per_s))
+        zmq_url = await dispatcher.start()
+        info = settings.folder / "service.json"
+        if public_url:
+            write_secret(info, json.dumps({"pid": os.getpid(), "url": public_url,
+                                           "zmq_url": zmq_url, "started_at": time.time()}))
+        purge = asyncio.create_task(_purge_loop(store, settings))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            await dispatcher.stop()
+            if public_url:
+                with contextlib.suppress(OSError, ValueError):
+                    if json.loads(info.read_text()).get("pid") == os.getpid():
+                        info.unlink()
+            store.engine.dispose()
+
+    app = FastAPI(title="funcx-flows", version="1", lifespan=lifespan,
+                  responses={k: {"model": ErrorBody} for k in (401, 404, 409, 413, 422, 429)})
+
+    @app.exception_handler(FuncxFlowsError)
+    async def _ours(request: Request, exc: FuncxFlowsError) -> JSONResponse:
+        status = exc.http_status if 400 <= exc.http_status < 600 else 400
+        return _error(status, exc.code, exc.message, _jsonable(exc.details))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"location": ".".join(str(p) for p in e.get("loc", ())),
+                     "problem": str(e.get("msg"))} for e in exc.errors()]
+        first = problems[0] if problems else {"location": "body", "problem": "invalid"}
+        return _error(422, "invalid_request",
+                      f"invalid request: {first['location']}: {first['problem']}",
+                      {"problems": problems[:20]})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "service_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    for module in (tokens, functions, endpoints, tasks, stream):
+        app.include_router(module.router, prefix="/v1")
+    return app
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in details.items():
+        out[k] = v if isinstance(v, str | int | float | bool | type(None) | list | dict) else str(v)
+    return out
+
+
+async def _purge_loop(store: Store, settings: ServiceSettings) -> None:
+    period = min(3600.0, settings.result_retention_s / 4)
+    while True:
+        await asyncio.sleep(period)
+        try:
+            n = await asyncio.to_thread(store.purge, time.time() - settings.result_retention_s)
+            if n:
+                log.info("purged %d finished tasks older than the retention", n)
+        except Exception:
+            log.exception("purge failed")

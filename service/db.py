@@ -1,0 +1,138 @@
+"""Tables (SQLAlchemy Core) and the engine; SQLite in WAL mode or PostgreSQL.
+
+Payloads, functions and results are stored as opaque bytes: the service never
+unpickles them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine.url import make_url
+
+metadata = MetaData()
+
+users = Table(
+    "users", metadata,
+    Column("user_id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+tokens = Table(
+    "tokens", metadata,
+    Column("token_id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.user_id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+functions = Table(
+    "functions", metadata,
+    Column("function_id", String(36), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("users.user_id"), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("body_hash", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("owner_id", "body_hash", name="uq_function_owner_hash"),
+)
+
+endpoints = Table(
+    "endpoints", metadata,
+    Column("endpoint_id", String(36), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("users.user_id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("public_key", String(40), nullable=False, unique=True),
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float),
+    UniqueConstraint("owner_id", "name", name="uq_endpoint_owner_name"),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("task_id", String(36), primary_key=True),
+    Column("owner_id", String(36), nullable=False),
+    Column("function_id", String(36), nullable=False),
+    Column("endpoint_id", String(36), nullable=False),
+    Column("group_id", String(64)),
+    Column("state", String(24), nullable=False),
+    Column("seq", BigInteger, nullable=False, default=0),
+    Column("payload", LargeBinary),
+    Column("resources", JSON),
+    Column("result", LargeBinary),
+    Column("error", JSON),
+    Column("stdout", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("t_received", Float),
+    Column("t_waiting", Float),
+    Column("t_dispatched", Float),
+    Column("t_running", Float),
+    Column("t_completed", Float),
+    Index("ix_tasks_endpoint_state", "endpoint_id", "state"),
+    Index("ix_tasks_owner_seq", "owner_id", "seq"),
+    Index("ix_tasks_completed", "t_completed"),
+)
+
+# One row: the last completion sequence number handed out.
+counters = Table(
+    "counters", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_size"] = 10
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        exists = conn.execute(counters.select().where(counters.c.name == "seq")).first()
+        if exists is None:
+            conn.execute(counters.insert().values(name="seq", value=0))

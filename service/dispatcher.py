@@ -1,0 +1,300 @@
+"""The service's side of the endpoint link: a CurveZMQ ROUTER that endpoints dial.
+
+Runs on the service's event loop. Routes (in worker threads) hand it work with
+the ``*_threadsafe`` methods. Each inbound frame is checked against the CURVE
+key of the endpoint it claims to come from (ZAP sets the frame's ``User-Id`` to
+the client's public key), decoded as a typed message, and handled; a bad frame
+is logged and dropped, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from funcx_flows.service.hub import Hub
+from funcx_flows.service.settings import ServiceSettings
+from funcx_flows.service.store import Store, task_record
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from funcx_flows import messages as m
+from funcx_flows.errors import ProtocolError
+from funcx_flows.home import write_secret
+
+log = logging.getLogger(__name__)
+
+TASKS_PER_MESSAGE = 512
+
+
+@dataclass
+class ServiceKeys:
+    public: str
+    secret: str
+
+    @classmethod
+    def load_or_create(cls, folder: Path) -> ServiceKeys:
+        path = folder / "curve.json"
+        try:
+            data = json.loads(path.read_text())
+            return cls(data["public"], data["secret"])
+        except (OSError, ValueError, KeyError):
+            public, secret = zmq.curve_keypair()
+            keys = cls(public.decode(), secret.decode())
+            write_secret(path, json.dumps({"public": keys.public, "secret": keys.secret}))
+            return keys
+
+
+@dataclass
+class Link:
+    """What the service knows about one connected endpoint."""
+
+    endpoint_id: str
+    online: bool = False
+    last_seen: float = 0.0
+    connected_at: float = 0.0
+    hostname: str = ""
+    python_version: str = ""
+    agent_version: str = ""
+    status: m.EndpointStatus | None = None
+
+
+def publishable(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(str(r["owner_id"]), task_record(r)) for r in rows]
+
+
+class Dispatcher:
+    def __init__(self, settings: ServiceSettings, store: Store, hub: Hub,
+                 keys: ServiceKeys) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.keys = keys
+        self.links: dict[str, Link] = {}
+        self._endpoint_keys: dict[str, str] = {}
+        self._known_keys: set[str] = set()
+        self._ctx = zmq.asyncio.Context()
+        self._auth: AsyncioAuthenticator | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._decoder = m.Decoder(m.AGENT_TO_SERVICE)
+        self.url = ""
+
+    # ---------------------------------------------------------- life cycle --
+
+    async def start(self) -> str:
+        self._loop = asyncio.get_running_loop()
+        for eid, key in (await asyncio.to_thread(self.store.endpoint_keys)).items():
+            self.set_endpoint_key(eid, key)
+        self._auth = AsyncioAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=self)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.curve_server = True
+        sock.curve_secretkey = self.keys.secret.encode()
+        sock.curve_publickey = self.keys.public.encode()
+        sock.router_handover = True
+        sock.linger = 0
+        sock.sndhwm = 0
+        sock.rcvhwm = 0
+        s = self.settings
+        if s.zmq_port:
+            sock.bind(f"tcp://{s.zmq_host}:{s.zmq_port}")
+            port = s.zmq_port
+        else:
+            port = sock.bind_to_random_port(f"tcp://{s.zmq_host}")
+        self._sock = sock
+        self.url = s.zmq_public_url or f"tcp://{s.zmq_host}:{port}"
+        self._tasks = [asyncio.create_task(self._receive_loop(), name="dispatcher-recv"),
+                       asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat")]
+        return self.url
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._sock is not None:
+            for link in self.links.values():
+                if link.online:
+                    self._send(link.endpoint_id, m.Bye(reason="service stopping"))
+            self._sock.close(linger=200)
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
+
+    # ---------------------------------------------------------------- keys --
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP: only public keys of registered endpoints may connect."""
+        return key.decode("ascii", "replace") in self._known_keys
+
+    def set_endpoint_key(self, endpoint_id: str, public_key: str) -> None:
+        old = self._endpoint_keys.get(endpoint_id)
+        if old is not None:
+            self._known_keys.discard(old)
+        self._endpoint_keys[endpoint_id] = public_key
+        self._known_keys.add(public_key)
+
+    def forget_endpoint(self, endpoint_id: str) -> None:
+        key = self._endpoint_keys.pop(endpoint_id, None)
+        if key is not None:
+            self._known_keys.discard(key)
+        link = self.links.pop(endpoint_id, None)
+        if link is not None and link.online:
+            self._call(self._send, endpoint_id, m.Bye(reason="endpoint deleted"))
+
+    # ------------------------------------------------------- from threads --
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def online_endpoints(self) -> set[str]:
+        return {eid for eid, link in list(self.links.items()) if link.online}
+
+    def send_tasks_threadsafe(self, to_send: Mapping[str, list[m.TaskSpec]]) -> None:
+        for eid, specs in to_send.items():
+            self._call(self._send_tasks, eid, specs)
+
+    def cancel_threadsafe(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        by_endpoint: dict[str, list[str]] = {}
+        for r in rows:
+            by_endpoint.setdefault(str(r["endpoint_id"]), []).append(str(r["task_id"]))
+        for eid, ids in by_endpoint.items():
+            self._call(self._send, eid, m.Cancel(task_ids=ids))
+
+    def publish_threadsafe(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self._call(self.hub.publish, publishable(rows))
+
+    def link_info(self, endpoint_id: str) -> dict[str, Any]:
+        link = self.links.get(endpoint_id)
+        if link is None:
+            return {"state": "offline", "last_seen": None, "workers_total": 0,
+                    "workers_busy": 0, "tasks_queued": 0, "tasks_running": 0,
+                    "managers": [], "blocks": [], "recent_errors": []}
+        st = link.status or m.EndpointStatus()
+        return {
+            "state": "online" if link.online else "offline",
+            "last_seen": link.last_seen, "connected_at": link.connected_at,
+            "hostname": link.hostname, "python_version": link.python_version,
+            "agent_version": link.agent_version,
+            "workers_total": st.workers_total, "workers_busy": st.workers_busy,
+            "tasks_queued": st.tasks_queued, "tasks_running": st.tasks_running,
+            "managers": [_plain(x) for x in st.managers],
+            "blocks": [_plain(x) for x in st.blocks],
+            "recent_errors": list(st.recent_errors),
+        }
+
+    # ------------------------------------------------------------- sending --
+
+    def _send(self, endpoint_id: str, msg: m.Message) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.send_multipart([endpoint_id.encode(), m.encode(msg)], copy=False)
+        except zmq.ZMQError as exc:
+            log.warning("could not send %s to endpoint %s: %s", type(msg).__name__,
+                        endpoint_id, exc)
+
+    def _send_tasks(self, endpoint_id: str, specs: list[m.TaskSpec]) -> None:
+        for i in range(0, len(specs), TASKS_PER_MESSAGE):
+            self._send(endpoint_id, m.Tasks(tasks=specs[i:i + TASKS_PER_MESSAGE]))
+
+    # ------------------------------------------------------------ receiving --
+
+    async def _receive_loop(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart(copy=False)
+            try:
+                await self._handle(frames)
+            except ProtocolError as exc:
+                log.warning("dropped a bad message: %s", exc)
+            except Exception:
+                log.exception("error while handling an endpoint message")
+
+    async def _handle(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) != 2:
+            raise ProtocolError(f"expected 2 frames, got {len(frames)}")
+        endpoint_id = frames[0].bytes.decode("ascii", "replace")
+        frame = frames[1]
+        if frame.get("User-Id") != self._endpoint_keys.get(endpoint_id):
+            raise ProtocolError(f"a peer claimed endpoint id {endpoint_id!r} with another key")
+        msg = self._decoder.decode(frame.buffer)
+        link = self.links.get(endpoint_id)
+        if link is None:
+            link = self.links[endpoint_id] = Link(endpoint_id)
+        link.last_seen = time.time()
+        if isinstance(msg, m.Hello):
+            await self._on_hello(link, msg)
+            return
+        if not link.online and not isinstance(msg, m.Bye):
+            # a message from a link the service had given up on: ask it to say Hello again
+            link.online = True
+            link.connected_at = link.last_seen
+        if isinstance(msg, m.Results):
+            await self._on_results(endpoint_id, msg)
+        elif isinstance(msg, m.TaskStates):
+            states = [(s.task_id, s.at) for s in msg.states if s.state == "running"]
+            await asyncio.to_thread(self.store.mark_running, endpoint_id, states)
+        elif isinstance(msg, m.EndpointStatus):
+            link.status = msg
+        elif isinstance(msg, m.Bye):
+            link.online = False
+            log.info("endpoint %s said goodbye: %s", endpoint_id, msg.reason)
+
+    async def _on_hello(self, link: Link, msg: m.Hello) -> None:
+        if msg.endpoint_id != link.endpoint_id:
+            raise ProtocolError("Hello names another endpoint than its routing id")
+        s = self.settings
+        link.online = True
+        link.connected_at = time.time()
+        link.hostname, link.python_version = msg.hostname, msg.python_version
+        link.agent_version = msg.agent_version
+        self._send(link.endpoint_id, m.Welcome(
+            heartbeat_period_s=s.heartbeat_period_s,
+            heartbeat_threshold_s=s.heartbeat_threshold_s,
+            max_result_bytes=s.max_result_bytes))
+        specs = await asyncio.to_thread(self.store.resend, link.endpoint_id, msg.held_task_ids)
+        if specs:
+            log.info("re-sending %d tasks to endpoint %s", len(specs), link.endpoint_id)
+            self._send_tasks(link.endpoint_id, specs)
+        await asyncio.to_thread(self.store.touch_endpoint, link.endpoint_id)
+
+    async def _on_results(self, endpoint_id: str, msg: m.Results) -> None:
+        rows = await asyncio.to_thread(self.store.complete, endpoint_id, msg.results)
+        self._send(endpoint_id, m.ResultsAck(task_ids=[r.task_id for r in msg.results]))
+        if rows:
+            self.hub.publish(publishable(rows))
+
+    async def _heartbeat_loop(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.heartbeat_period_s)
+            now = time.time()
+            for link in list(self.links.values()):
+                if not link.online:
+                    continue
+                if now - link.last_seen > s.heartbeat_threshold_s:
+                    link.online = False
+                    log.warning("endpoint %s missed its heartbeats: offline", link.endpoint_id)
+                    continue
+                self._send(link.endpoint_id, m.Heartbeat(sent_at=now))
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    import msgspec
+
+    out: dict[str, Any] = msgspec.to_builtins(record)
+    return out

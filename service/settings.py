@@ -1,0 +1,64 @@
+"""The service's settings: one validated model, from arguments and ``FUNCX_FLOWS_*``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from funcx_flows.errors import ConfigError
+from funcx_flows.home import home_dir
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FUNCX_FLOWS_", extra="forbid")
+
+    home: Path = Field(default_factory=home_dir)
+    # Blank: SQLite (WAL) at <home>/service/service.db.
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Where endpoints dial in (ZeroMQ ROUTER). Port 0 picks a free one.
+    zmq_host: str = "127.0.0.1"
+    zmq_port: int = Field(0, ge=0, le=65535)
+    # The address endpoints are told to dial; blank: tcp://zmq_host:bound port.
+    zmq_public_url: str = ""
+
+    max_payload_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_result_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_batch_tasks: int = Field(10_000, gt=0)
+    heartbeat_period_s: float = Field(2.0, gt=0)
+    heartbeat_threshold_s: float = Field(10.0, gt=0)
+    # Terminal tasks (and their results) are purged this long after completion.
+    result_retention_s: float = Field(7 * 86400, gt=0)
+    # Requests per second per user (token bucket, burst = 5 s worth); 0 disables.
+    rate_limit_per_s: float = Field(0, ge=0)
+    # Non-terminal tasks a user may have at once; 0 disables.
+    max_tasks_in_flight: int = Field(0, ge=0)
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        if self.heartbeat_threshold_s <= self.heartbeat_period_s:
+            raise ValueError("heartbeat_threshold_s must be larger than heartbeat_period_s")
+        return self
+
+    @property
+    def folder(self) -> Path:
+        return self.home / "service"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.folder / 'service.db'}"
+
+
+def load_settings(**overrides: object) -> ServiceSettings:
+    """Settings from the environment with explicit overrides; errors name the key."""
+    try:
+        return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid service settings: {problems}") from None

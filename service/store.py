@@ -1,0 +1,480 @@
+"""All reads and writes of the service's database, in whole-batch transactions.
+
+Routes and the dispatcher call these methods; nothing else touches SQL. Every
+query is scoped by the caller's user id, so one user can neither see nor use
+another's functions, endpoints or tasks (they answer ``NotFound``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from funcx_flows.service import lifecycle as lc
+from funcx_flows.service.db import (
+    counters,
+    create_schema,
+    endpoints,
+    functions,
+    tasks,
+    tokens,
+    users,
+)
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from funcx_flows.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    name: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _valid_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def task_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The public TaskRecord of docs/protocol.md from a tasks row (or dict like it)."""
+    stamps = {state: row[col] for state, col in lc.TIMESTAMP_OF.items() if row.get(col)}
+    stamps.pop(lc.SUCCESS, None)
+    stamps.pop(lc.FAILED, None)
+    stamps.pop(lc.CANCELLED, None)
+    if row.get("t_completed"):
+        stamps["completed"] = row["t_completed"]
+    return {
+        "task_id": row["task_id"],
+        "function_id": row["function_id"],
+        "endpoint_id": row["endpoint_id"],
+        "group_id": row.get("group_id"),
+        "state": row["state"],
+        "seq": row.get("seq") or 0,
+        "timestamps": {("received" if k == lc.RECEIVED else k): v for k, v in stamps.items()},
+        "result": _b64(row.get("result")) if row["state"] == lc.SUCCESS else None,
+        "error": row.get("error"),
+        "stdout": row.get("stdout") or "",
+        "attempts": row.get("attempts") or 0,
+    }
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()  # function_id -> body
+        self._bodies_lock = threading.Lock()
+
+    def create_schema(self) -> None:
+        create_schema(self.engine)
+
+    # ---------------------------------------------------------- users/tokens --
+
+    def ensure_user(self, name: str) -> User:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
+            if row is not None:
+                return User(row["user_id"], row["name"])
+            user = User(str(uuid.uuid4()), name)
+            conn.execute(insert(users).values(user_id=user.user_id, name=name,
+                                              created_at=time.time()))
+            return user
+
+    def user_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
+
+    def create_token(self, user: User, name: str) -> tuple[str, str]:
+        token = "fxf_" + secrets.token_urlsafe(32)
+        token_id = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            conn.execute(insert(tokens).values(
+                token_id=token_id, user_id=user.user_id, name=name,
+                token_hash=hash_token(token), created_at=time.time()))
+        return token_id, token
+
+    def authenticate(self, token: str) -> User | None:
+        q = (select(users.c.user_id, users.c.name)
+             .join(tokens, tokens.c.user_id == users.c.user_id)
+             .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else User(row[0], row[1])
+
+    def list_tokens(self, user: User | None) -> list[dict[str, Any]]:
+        q = (select(tokens.c.token_id, tokens.c.name, tokens.c.created_at, tokens.c.revoked_at,
+                    users.c.name.label("user"))
+             .join(users, users.c.user_id == tokens.c.user_id).order_by(tokens.c.created_at))
+        if user is not None:
+            q = q.where(tokens.c.user_id == user.user_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def revoke_token(self, token_id: str, user: User | None) -> None:
+        cond = tokens.c.token_id == token_id
+        if user is not None:
+            cond = and_(cond, tokens.c.user_id == user.user_id)
+        with self.engine.begin() as conn:
+            done = conn.execute(update(tokens).where(cond, tokens.c.revoked_at.is_(None))
+                                .values(revoked_at=time.time())).rowcount
+        if not done:
+            raise NotFound(f"no active token {token_id!r}")
+
+    # ------------------------------------------------------------- functions --
+
+    def register_function(self, user: User, name: str, description: str,
+                          body: bytes) -> tuple[str, bool]:
+        digest = hashlib.sha256(body).hexdigest()
+        q = select(functions.c.function_id).where(
+            functions.c.owner_id == user.user_id, functions.c.body_hash == digest)
+        with self.engine.begin() as conn:
+            existing = conn.execute(q).scalar()
+            if existing is not None:
+                return str(existing), False
+            function_id = str(uuid.uuid4())
+            try:
+                conn.execute(insert(functions).values(
+                    function_id=function_id, owner_id=user.user_id, name=name,
+                    description=description, body_hash=digest, body=body,
+                    created_at=time.time()))
+            except IntegrityError:  # a concurrent registration of the same body won
+                conn.rollback()
+                with self.engine.connect() as c2:
+                    return str(c2.execute(q).scalar_one()), False
+        return function_id, True
+
+    def get_function(self, user: User, function_id: str) -> dict[str, Any]:
+        row = None
+        if _valid_uuid(function_id):
+            with self.engine.connect() as conn:
+                row = conn.execute(select(functions).where(
+                    functions.c.function_id == function_id,
+                    functions.c.owner_id == user.user_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no function {function_id!r} is visible to you")
+        return dict(row)
+
+    def list_functions(self, user: User) -> list[dict[str, Any]]:
+        cols = [functions.c.function_id, functions.c.name, functions.c.description,
+                functions.c.body_hash, functions.c.created_at]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols).where(functions.c.owner_id == user.user_id)
+                                .order_by(functions.c.created_at)).mappings()
+            return [dict(r) for r in rows]
+
+    def delete_function(self, user: User, function_id: str) -> None:
+        self.get_function(user, function_id)
+        with self.engine.begin() as conn:
+            conn.execute(delete(functions).where(functions.c.function_id == function_id))
+        with self._bodies_lock:
+            self._bodies.pop(function_id, None)
+
+    def function_bodies(self, function_ids: Iterable[str]) -> dict[str, bytes]:
+        wanted = set(function_ids)
+        out: dict[str, bytes] = {}
+        with self._bodies_lock:
+            for fid in wanted:
+                body = self._bodies.get(fid)
+                if body is not None:
+                    out[fid] = body
+        missing = wanted - out.keys()
+        if missing:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(functions.c.function_id, functions.c.body)
+                                    .where(functions.c.function_id.in_(missing)))
+                fetched = {str(r[0]): bytes(r[1]) for r in rows}
+            out.update(fetched)
+            with self._bodies_lock:
+                self._bodies.update(fetched)
+                while len(self._bodies) > 1024:
+                    self._bodies.popitem(last=False)
+        return out
+
+    # ------------------------------------------------------------- endpoints --
+
+    def register_endpoint(self, user: User, name: str, public_key: str,
+                          meta: Mapping[str, Any]) -> tuple[str, bool]:
+        with self.engine.begin() as conn:
+            other = conn.execute(select(endpoints.c.endpoint_id, endpoints.c.owner_id,
+                                        endpoints.c.name)
+                                 .where(endpoints.c.public_key == public_key)).first()
+            if other is not None and (other[1] != user.user_id or other[2] != name):
+                raise Conflict("this public key already belongs to another endpoint")
+            row = conn.execute(select(endpoints.c.endpoint_id).where(
+                endpoints.c.owner_id == user.user_id, endpoints.c.name == name)).first()
+            if row is not None:
+                conn.execute(update(endpoints).where(endpoints.c.endpoint_id == row[0])
+                             .values(public_key=public_key, metadata=dict(meta)))
+                return str(row[0]), False
+            endpoint_id = str(uuid.uuid4())
+            conn.execute(insert(endpoints).values(
+                endpoint_id=endpoint_id, owner_id=user.user_id, name=name,
+                public_key=public_key, metadata=dict(meta), created_at=time.time()))
+        return endpoint_id, True
+
+    def get_endpoint(self, user: User, endpoint_id: str) -> dict[str, Any]:
+        row = None
+        if _valid_uuid(endpoint_id):
+            with self.engine.connect() as conn:
+                row = conn.execute(select(endpoints).where(
+                    endpoints.c.endpoint_id == endpoint_id,
+                    endpoints.c.owner_id == user.user_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no endpoint {endpoint_id!r} is visible to you")
+        return dict(row)
+
+    def list_endpoints(self, user: User) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(endpoints).where(endpoints.c.owner_id == user.user_id)
+                                .order_by(endpoints.c.created_at)).mappings()
+            return [dict(r) for r in rows]
+
+    def delete_endpoint(self, user: User, endpoint_id: str) -> list[dict[str, Any]]:
+        """Delete an endpoint; its unfinished tasks fail. Returns their records."""
+        self.get_endpoint(user, endpoint_id)
+        err = ErrorInfo(code="not_found", message=f"endpoint {endpoint_id} was deleted")
+        with self.engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(select(tasks.c.task_id).where(
+                tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(lc.ACTIVE)))]
+            records = self._finish(conn, ids, lc.FAILED, {i: err for i in ids})
+            conn.execute(delete(endpoints).where(endpoints.c.endpoint_id == endpoint_id))
+        return records
+
+    def endpoint_keys(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return {str(r[0]): str(r[1]) for r in
+                    conn.execute(select(endpoints.c.endpoint_id, endpoints.c.public_key))}
+
+    def touch_endpoint(self, endpoint_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(endpoints).where(endpoints.c.endpoint_id == endpoint_id)
+                         .values(last_seen=time.time()))
+
+    def queue_depths(self, endpoint_id: str) -> dict[str, int]:
+        q = (select(tasks.c.state, func.count()).where(
+            tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(lc.ACTIVE))
+             .group_by(tasks.c.state))
+        with self.engine.connect() as conn:
+            return {str(s): int(n) for s, n in conn.execute(q)}
+
+    # ----------------------------------------------------------------- tasks --
+
+    def submit(self, user: User, items: Sequence[Mapping[str, Any]],
+               online: set[str], max_in_flight: int = 0
+               ) -> tuple[list[str], dict[str, list[TaskSpec]]]:
+        """Insert a batch (all or nothing). Returns the task ids in order and, per
+        endpoint, the specs of newly inserted tasks on online endpoints (to send now)."""
+        now = time.time()
+        fids = {str(t["function_id"]) for t in items}
+        eids = {str(t["endpoint_id"]) for t in items}
+        for fid in fids:
+            if not _valid_uuid(fid):
+                raise NotFound(f"no function {fid!r} is visible to you")
+        for eid in eids:
+            if not _valid_uuid(eid):
+                raise NotFound(f"no endpoint {eid!r} is visible to you")
+        ids = [str(t.get("task_id") or uuid.uuid4()) for t in items]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest("a batch repeats a task_id")
+        for tid in ids:
+            if not _valid_uuid(tid):
+                raise InvalidRequest(f"task_id {tid!r} is not a UUID")
+        with self.engine.begin() as conn:
+            own_f = {r[0] for r in conn.execute(select(functions.c.function_id).where(
+                functions.c.function_id.in_(fids), functions.c.owner_id == user.user_id))}
+            if fids - own_f:
+                raise NotFound(f"no function {sorted(fids - own_f)[0]!r} is visible to you")
+            own_e = {r[0] for r in conn.execute(select(endpoints.c.endpoint_id).where(
+                endpoints.c.endpoint_id.in_(eids), endpoints.c.owner_id == user.user_id))}
+            if eids - own_e:
+                raise NotFound(f"no endpoint {sorted(eids - own_e)[0]!r} is visible to you")
+            existing = {str(r[0]): str(r[1]) for r in conn.execute(
+                select(tasks.c.task_id, tasks.c.owner_id).where(tasks.c.task_id.in_(ids)))}
+            if any(owner != user.user_id for owner in existing.values()):
+                raise Conflict("a task_id in this batch is already in use")
+            if max_in_flight:
+                active = conn.execute(select(func.count()).select_from(tasks).where(
+                    tasks.c.owner_id == user.user_id, tasks.c.state.in_(lc.ACTIVE))).scalar_one()
+                new = len(ids) - len(existing)
+                if active + new > max_in_flight:
+                    raise RateLimited(
+                        f"limit of {max_in_flight} tasks in flight per user reached "
+                        f"({active} unfinished, {new} more submitted)",
+                        limit="max_tasks_in_flight")
+            rows = []
+            for tid, t in zip(ids, items, strict=True):
+                if tid in existing:
+                    continue
+                eid = str(t["endpoint_id"])
+                state = lc.DISPATCHED if eid in online else lc.WAITING
+                rows.append({
+                    "task_id": tid, "owner_id": user.user_id,
+                    "function_id": str(t["function_id"]), "endpoint_id": eid,
+                    "group_id": t.get("group_id"), "state": state, "seq": 0,
+                    "payload": t["payload"], "resources": t.get("resources"),
+                    "attempts": 0, "t_received": now, "t_waiting": now,
+                    "t_dispatched": now if state == lc.DISPATCHED else None,
+                })
+            if rows:
+                conn.execute(insert(tasks), rows)
+        bodies = self.function_bodies({r["function_id"] for r in rows})
+        to_send: dict[str, list[TaskSpec]] = {}
+        for r in rows:
+            if r["state"] == lc.DISPATCHED:
+                to_send.setdefault(r["endpoint_id"], []).append(self._spec(r, bodies))
+        return ids, to_send
+
+    @staticmethod
+    def _spec(row: Mapping[str, Any], bodies: Mapping[str, bytes]) -> TaskSpec:
+        res = row.get("resources")
+        return TaskSpec(
+            task_id=row["task_id"], function_id=row["function_id"],
+            function=bodies.get(row["function_id"], b""), payload=bytes(row["payload"]),
+            resources=ResourceSpec(**res) if res else None,
+        )
+
+    def resend(self, endpoint_id: str, held: Iterable[str]) -> list[TaskSpec]:
+        """Every unfinished task of an endpoint not held by it, marked dispatched."""
+        held_set = set(held)
+        with self.engine.begin() as conn:
+            rows = [dict(r) for r in conn.execute(
+                select(tasks.c.task_id, tasks.c.function_id, tasks.c.payload,
+                       tasks.c.resources, tasks.c.state)
+                .where(tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(
+                    (lc.WAITING, lc.DISPATCHED, lc.RUNNING, lc.RECEIVED))))
+                .mappings() if r["task_id"] not in held_set]
+            if rows:
+                now = time.time()
+                conn.execute(update(tasks).where(tasks.c.task_id == bindparam("tid"))
+                             .values(state=lc.DISPATCHED, t_dispatched=now),
+                             [{"tid": r["task_id"]} for r in rows])
+        bodies = self.function_bodies({r["function_id"] for r in rows})
+        return [self._spec(r, bodies) for r in rows]
+
+    def mark_running(self, endpoint_id: str, states: Sequence[tuple[str, float]]) -> None:
+        if not states:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(tasks).where(tasks.c.task_id == bindparam("tid"),
+                                    tasks.c.endpoint_id == endpoint_id,
+                                    tasks.c.state.in_((lc.WAITING, lc.DISPATCHED)))
+                .values(state=lc.RUNNING, t_running=bindparam("at")),
+                [{"tid": tid, "at": at} for tid, at in states])
+
+    def _next_seqs(self, conn: Any, n: int) -> int:
+        """Reserve ``n`` sequence numbers; returns the first."""
+        last = conn.execute(update(counters).where(counters.c.name == "seq")
+                            .values(value=counters.c.value + n)
+                            .returning(counters.c.value)).scalar_one()
+        return int(last) - n + 1
+
+    def _finish(self, conn: Any, task_ids: Sequence[str], state: str,
+                errors: Mapping[str, ErrorInfo],
+                results: Mapping[str, TaskResult] | None = None) -> list[dict[str, Any]]:
+        """Move active tasks to a terminal state (within ``conn``'s transaction)."""
+        if not task_ids:
+            return []
+        rows = [dict(r) for r in conn.execute(
+            select(tasks.c.task_id, tasks.c.function_id, tasks.c.endpoint_id, tasks.c.group_id,
+                   tasks.c.owner_id, tasks.c.state, tasks.c.attempts, tasks.c.t_received,
+                   tasks.c.t_waiting, tasks.c.t_dispatched, tasks.c.t_running)
+            .where(tasks.c.task_id.in_(task_ids), tasks.c.state.in_(lc.ACTIVE))).mappings()]
+        if not rows:
+            return []
+        first = self._next_seqs(conn, len(rows))
+        now = time.time()
+        params = []
+        for i, r in enumerate(rows):
+            res = results.get(r["task_id"]) if results else None
+            end_state = state if res is None else (lc.SUCCESS if res.ok else lc.FAILED)
+            err = errors.get(r["task_id"]) if res is None else res.error
+            r.update(
+                state=end_state, seq=first + i, t_completed=now,
+                result=res.data if res is not None and res.ok else None,
+                error=None if err is None else {
+                    "code": err.code, "message": err.message,
+                    "remote_type": err.remote_type, "remote_traceback": err.remote_traceback},
+                stdout=res.stdout if res is not None else "",
+                attempts=res.attempts if res is not None else r["attempts"],
+            )
+            if res is not None and res.started_at and not r.get("t_running"):
+                r["t_running"] = res.started_at
+            params.append({"tid": r["task_id"], "s": r["state"], "q": r["seq"],
+                           "tc": now, "res": r["result"], "err": r["error"],
+                           "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running")})
+        conn.execute(
+            update(tasks).where(tasks.c.task_id == bindparam("tid"))
+            .values(state=bindparam("s"), seq=bindparam("q"), t_completed=bindparam("tc"),
+                    result=bindparam("res"), error=bindparam("err"), stdout=bindparam("out"),
+                    attempts=bindparam("att"), t_running=bindparam("tr"), payload=None),
+            params)
+        return rows
+
+    def complete(self, endpoint_id: str,
+                 results: Sequence[TaskResult]) -> list[dict[str, Any]]:
+        """Make a batch of results durable in one transaction; returns the rows that
+        changed (owner_id included), ready to publish. Duplicates are ignored."""
+        by_id = {r.task_id: r for r in results}
+        with self.engine.begin() as conn:
+            mine = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(
+                tasks.c.task_id.in_(list(by_id)), tasks.c.endpoint_id == endpoint_id))]
+            return self._finish(conn, mine, lc.FAILED, {}, by_id)
+
+    def cancel(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        ids = [t for t in task_ids if _valid_uuid(t)]
+        err = ErrorInfo(code="cancelled", message="cancelled by the user")
+        with self.engine.begin() as conn:
+            mine = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(
+                tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id))]
+            return self._finish(conn, mine, lc.CANCELLED, {t: err for t in mine})
+
+    def get_task(self, user: User, task_id: str) -> dict[str, Any]:
+        rows = self.fetch(user, [task_id])
+        if not rows:
+            raise NotFound(f"no task {task_id!r} is visible to you")
+        return rows[0]
+
+    def fetch(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        ids = [t for t in task_ids if _valid_uuid(t)]
+        cols = [c for c in tasks.c if c.name not in ("payload",)]
+        with self.engine.connect() as conn:
+            rows = {r["task_id"]: dict(r) for r in conn.execute(select(*cols).where(
+                tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id)).mappings()}
+        return [rows[t] for t in ids if t in rows]
+
+    def completed_after(self, user_id: str, after: int, group_id: str | None,
+                        limit: int = 1000) -> list[dict[str, Any]]:
+        cols = [c for c in tasks.c if c.name not in ("payload",)]
+        q = select(*cols).where(tasks.c.owner_id == user_id, tasks.c.seq > after)
+        if group_id is not None:
+            q = q.where(tasks.c.group_id == group_id)
+        q = q.order_by(tasks.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def purge(self, older_than: float) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(tasks).where(
+                tasks.c.state.in_(lc.TERMINAL), tasks.c.t_completed < older_than)).rowcount)
