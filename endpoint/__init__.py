@@ -1,0 +1,1 @@
+"""The funcx-flows endpoint: agent, interchange, managers, workers, providers, CLI."""

@@ -1,0 +1,333 @@
+"""The agent: an endpoint's link to the service, and the owner of its blocks.
+
+One thread, one poll loop over two sockets: a CurveZMQ DEALER to the service
+and an inproc PAIR to the interchange (a thread of the same process). It keeps
+results in the on-disk spool until the service acknowledges them, re-says
+Hello (with the tasks it holds) after every lost link, and asks the provider
+for blocks of managers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import zmq
+
+from funcx_flows import messages as m
+from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
+from funcx_flows.endpoint.interchange import Interchange
+from funcx_flows.endpoint.providers.base import Block, Provider
+from funcx_flows.endpoint.spool import Spool
+from funcx_flows.errors import ProtocolError
+from funcx_flows.home import write_secret
+from funcx_flows.retry import Backoff, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "1"
+RESEND_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Registration:
+    endpoint_id: str
+    zmq_url: str
+    service_public_key: str
+    public_key: str
+    secret_key: str
+
+
+def load_or_create_keys(folder: Path) -> tuple[str, str]:
+    path = folder / "curve.json"
+    try:
+        data = json.loads(path.read_text())
+        return str(data["public"]), str(data["secret"])
+    except (OSError, ValueError, KeyError):
+        public, secret = zmq.curve_keypair()
+        write_secret(path, json.dumps({"public": public.decode(), "secret": secret.decode()}))
+        return public.decode(), secret.decode()
+
+
+class Agent:
+    def __init__(self, config: EndpointConfig, folder: Path, reg: Registration,
+                 provider: Provider, *, max_result_bytes: int = 10 * 1024 * 1024) -> None:
+        self.config = config
+        self.folder = folder
+        self.reg = reg
+        self.provider = provider
+        self.max_result_bytes = max_result_bytes
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.spool = Spool(folder / "spool.db")
+        self.held: set[str] = set()
+        self.stopping = False
+        self.link_up = False
+        self.service: zmq.Socket[bytes] | None = None
+        self.last_heard = time.monotonic()
+        self.last_sent = 0.0
+        self.reconnect_at = 0.0
+        self.heartbeat_period_s = config.heartbeat_period_s
+        self.heartbeat_threshold_s = config.heartbeat_threshold_s
+        self.backoff = Backoff(RetryPolicy(initial=0.2, max_delay=30.0))
+        self.status = m.EndpointStatus()
+        self.blocks: list[Block] = []
+        self.last_strategy = 0.0
+        self.block_failures: list[float] = []
+        self._from_service = m.Decoder(m.SERVICE_TO_AGENT)
+        self._from_interchange = m.Decoder(m.INTERCHANGE_TO_AGENT)
+        self.ix_sock = self.ctx.socket(zmq.PAIR)
+        self.ix_sock.linger = 0
+        self.ix_sock.sndhwm = 0
+        self.ix_sock.rcvhwm = 0
+        self.ix_sock.bind("inproc://interchange")
+        self.interchange = Interchange(
+            self.ctx, "inproc://interchange", _bind_host(config.interchange_address),
+            max_retries=config.max_retries_on_system_failure,
+            heartbeat_period_s=config.heartbeat_period_s,
+            heartbeat_threshold_s=config.heartbeat_threshold_s)
+
+    # ------------------------------------------------------------- service --
+
+    def _connect(self) -> None:
+        if self.service is not None:
+            self.service.close(linger=0)
+        s = self.ctx.socket(zmq.DEALER)
+        s.curve_publickey = self.reg.public_key.encode()
+        s.curve_secretkey = self.reg.secret_key.encode()
+        s.curve_serverkey = self.reg.service_public_key.encode()
+        s.routing_id = self.reg.endpoint_id.encode()
+        s.linger = 0
+        s.sndhwm = 0
+        s.rcvhwm = 0
+        s.connect(self.reg.zmq_url)
+        self.service = s
+        self.link_up = False
+        self.last_heard = time.monotonic()
+        held = sorted(self.held | self.spool.task_ids)
+        self._send(m.Hello(endpoint_id=self.reg.endpoint_id, agent_version=AGENT_VERSION,
+                           python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+                           hostname=socket.gethostname(), held_task_ids=held))
+
+    def _send(self, msg: m.Message) -> None:
+        if self.service is None:
+            return
+        self.service.send(m.encode(msg), copy=False)
+        self.last_sent = time.monotonic()
+
+    def _link_lost(self, why: str) -> None:
+        delay = self.backoff.failed()
+        log.warning("link to the service lost (%s); reconnecting in %.1fs", why, delay)
+        self.link_up = False
+        if self.service is not None:
+            self.service.close(linger=0)
+            self.service = None
+        self.reconnect_at = time.monotonic() + delay
+
+    def _on_service(self, frame: bytes) -> None:
+        self.last_heard = time.monotonic()
+        msg = self._from_service.decode(frame)
+        if isinstance(msg, m.Welcome):
+            self.link_up = True
+            self.backoff.succeeded()
+            self.heartbeat_period_s = min(self.config.heartbeat_period_s, msg.heartbeat_period_s)
+            self.heartbeat_threshold_s = max(self.config.heartbeat_threshold_s,
+                                             msg.heartbeat_threshold_s)
+            log.info("connected to the service (%d results to resend)", len(self.spool))
+            for batch in self.spool.batches(RESEND_BATCH):
+                self._send(m.Results(results=batch))
+        elif isinstance(msg, m.Tasks):
+            self._on_tasks(msg.tasks)
+        elif isinstance(msg, m.Cancel):
+            self.ix_sock.send(m.encode(msg), copy=False)
+        elif isinstance(msg, m.ResultsAck):
+            self.spool.remove(msg.task_ids)
+        elif isinstance(msg, m.Bye):
+            self._link_lost(f"the service said goodbye: {msg.reason}")
+
+    def _on_tasks(self, specs: list[m.TaskSpec]) -> None:
+        allowed = set(self.config.allowed_functions)
+        fresh: list[m.TaskSpec] = []
+        refused: list[m.TaskResult] = []
+        for spec in specs:
+            if spec.task_id in self.held or spec.task_id in self.spool:
+                continue  # a duplicate delivery
+            if allowed and spec.function_id not in allowed:
+                refused.append(m.TaskResult(task_id=spec.task_id, ok=False, error=m.ErrorInfo(
+                    code="permission_denied",
+                    message=f"endpoint does not allow function {spec.function_id}")))
+                continue
+            self.held.add(spec.task_id)
+            fresh.append(spec)
+        if fresh:
+            self.ix_sock.send(m.encode(m.Tasks(tasks=fresh)), copy=False)
+        if refused:
+            self._on_results(refused)
+
+    # --------------------------------------------------------- interchange --
+
+    def _on_results(self, results: list[m.TaskResult]) -> None:
+        self.spool.add(results)
+        self.held.difference_update(r.task_id for r in results)
+        if self.link_up:
+            self._send(m.Results(results=results))
+
+    def _on_interchange(self, frame: bytes) -> None:
+        msg = self._from_interchange.decode(frame)
+        if isinstance(msg, m.Results):
+            self._on_results(msg.results)
+        elif isinstance(msg, m.TaskStates):
+            if self.link_up:
+                self._send(msg)
+        elif isinstance(msg, m.EndpointStatus):
+            msg.blocks = [m.BlockInfo(block_id=b.block_id, job_id=b.job_id, state=b.state,
+                                      nodes=b.nodes, submitted_at=b.submitted_at,
+                                      message=b.message) for b in self.blocks]
+            self.status = msg
+            if self.link_up:
+                self._send(msg)
+            self._write_status()
+
+    def _write_status(self) -> None:
+        data = msgspec.to_builtins(self.status)
+        data.update(endpoint_id=self.reg.endpoint_id, link_up=self.link_up,
+                    results_spooled=len(self.spool), updated_at=time.time(), pid=os.getpid())
+        tmp = self.folder / "status.json.tmp"
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.folder / "status.json")
+
+    # -------------------------------------------------------------- blocks --
+
+    def manager_command(self, block_id: str) -> str:
+        c = self.config
+        args = [sys.executable, "-m", "funcx_flows.endpoint.manager",
+                "--interchange", f"tcp://{c.interchange_address}:{self.interchange.port}",
+                "--block-id", block_id, "--workers", str(c.max_workers_per_node),
+                "--prefetch", str(c.max_workers_per_node),
+                "--heartbeat-period", str(c.heartbeat_period_s),
+                "--heartbeat-threshold", str(c.heartbeat_threshold_s),
+                "--max-result-bytes", str(self.max_result_bytes)]
+        if c.provider != "local":
+            end = time.time() + walltime_seconds(c.walltime) - c.walltime_margin_s
+            args += ["--drain-at", f"{end:.0f}"]
+        return shlex.join(args)
+
+    def _submit_blocks(self, n: int) -> None:
+        for _ in range(n):
+            block_id = uuid.uuid4().hex[:8]
+            try:
+                block = self.provider.submit(block_id, self.manager_command(block_id))
+            except Exception as exc:  # the scheduler refused: record and back off
+                log.error("could not submit a block: %s", exc)
+                self.block_failures.append(time.time())
+                self.interchange.errors.append(f"block submission failed: {exc}")
+                return
+            log.info("submitted block %s (job %s)", block.block_id, block.job_id)
+
+    def _strategy(self, decide: Callable[[Agent], int]) -> None:
+        self.blocks = self.provider.poll()
+        n = decide(self)
+        if n > 0:
+            self._submit_blocks(n)
+
+    # ----------------------------------------------------------------- run --
+
+    def run(self, decide: Callable[[Agent], int]) -> None:
+        self.interchange.thread.start()
+        self._submit_blocks(self.config.init_blocks)
+        self.blocks = self.provider.poll()
+        self._connect()
+        poller = zmq.Poller()
+        poller.register(self.ix_sock, zmq.POLLIN)
+        try:
+            while not self.stopping:
+                if self.service is None and time.monotonic() >= self.reconnect_at:
+                    self._connect()
+                sock = self.service
+                if sock is not None:
+                    poller.register(sock, zmq.POLLIN)
+                events = dict(poller.poll(200))
+                if sock is not None:
+                    poller.unregister(sock)
+                if sock is not None and sock in events:
+                    self._drain(sock, self._on_service)
+                if self.ix_sock in events:
+                    self._drain(self.ix_sock, self._on_interchange)
+                self._periodic(decide)
+        finally:
+            self._shutdown()
+
+    def _drain(self, sock: zmq.Socket[bytes], handler: Callable[[bytes], None]) -> None:
+        for _ in range(1000):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                handler(frame)
+            except ProtocolError as exc:
+                log.warning("dropped a bad message: %s", exc)
+
+    def _periodic(self, decide: Callable[[Agent], int]) -> None:
+        now = time.monotonic()
+        if self.service is not None:
+            if now - self.last_heard > self.heartbeat_threshold_s:
+                self._link_lost(f"no word from the service for {now - self.last_heard:.0f}s")
+            elif now - self.last_sent >= self.heartbeat_period_s:
+                self._send(m.Heartbeat(sent_at=time.time()))
+        if now - self.last_strategy >= self.config.strategy_period:
+            self.last_strategy = now
+            self._strategy(decide)
+
+    def _shutdown(self) -> None:
+        log.info("stopping")
+        try:
+            if self.link_up:
+                self._send(m.Bye(reason="endpoint stopping"))
+            self.ix_sock.send(m.encode(m.Shutdown(reason="endpoint stopping")))
+            self.interchange.thread.join(10)
+        finally:
+            self.provider.close()
+            if self.service is not None:
+                self.service.close(linger=500)
+            self.ix_sock.close()
+            self.spool.close()
+            self.ctx.term()
+
+
+def _bind_host(address: str) -> str:
+    return "127.0.0.1" if address in ("127.0.0.1", "localhost") else "*"
+
+
+def simple_decide(agent: Agent) -> int:
+    """Blocks to submit now: keep ``min_blocks`` and, while tasks wait without a
+    pending block, add one up to ``max_blocks``. Used until a provider brings its
+    own strategy."""
+    c = agent.config
+    active = [b for b in agent.blocks if b.active]
+    pending = [b for b in active if b.state == "pending"]
+    want = max(c.min_blocks - len(active), 0)
+    waiting = agent.status.tasks_queued > 0 or (agent.held and agent.status.workers_total == 0)
+    if not want and waiting and not pending and len(active) < c.max_blocks:
+        want = 1
+    recent = [t for t in agent.block_failures if time.time() - t < 60]
+    if recent and want:
+        backoff = min(2 ** len(recent), 60)
+        if time.time() - recent[-1] < backoff:
+            return 0
+    return min(want, c.max_blocks - len(active))
+
+
+def host_metadata() -> dict[str, str]:
+    return {"hostname": socket.gethostname(), "python": platform.python_version(),
+            "platform": platform.platform()}

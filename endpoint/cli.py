@@ -1,0 +1,293 @@
+"""``funcx-endpoint``: configure, start, stop, restart, list, status, delete.
+
+Every ``FuncxFlowsError`` becomes a one-line message and exit code 1 in
+``main``; users never see a traceback for a mistake of theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
+from funcx_flows.endpoint.config import default_config_text, load_config
+from funcx_flows.endpoint.daemon import (
+    PidLock,
+    registration_from_folder,
+    run_endpoint,
+    running_pid,
+    setup_logging,
+)
+from funcx_flows.errors import (
+    ConfigError,
+    EndpointAlreadyRunning,
+    EndpointError,
+    EndpointNotConfigured,
+    EndpointNotRunning,
+    FuncxFlowsError,
+)
+from funcx_flows.home import home_dir
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+console = Console()
+
+
+def _folder(name: str) -> Path:
+    if not NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid endpoint name {name!r}: use letters, digits, '.', '_' and '-'")
+    return home_dir() / "endpoints" / name
+
+
+def _configured(name: str) -> Path:
+    folder = _folder(name)
+    if not (folder / "config.yaml").exists():
+        raise EndpointNotConfigured(
+            f"endpoint {name!r} is not configured; run `funcx-endpoint configure {name}`")
+    return folder
+
+
+def _client(service_url: str) -> Any:
+    from funcx_flows.sdk.client import Client
+
+    return Client(service_url=service_url or None)
+
+
+@click.group()
+def cli() -> None:
+    """Run funcx-flows endpoints: where your functions execute."""
+
+
+@cli.command()
+@click.argument("name")
+def configure(name: str) -> None:
+    """Write NAME's config.yaml with commented defaults."""
+    folder = _folder(name)
+    path = folder / "config.yaml"
+    if path.exists():
+        load_config(path)  # report problems in an existing file
+        click.echo(f"endpoint {name} is already configured: {path}")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(default_config_text())
+    click.echo(f"wrote {path}; edit it, then run `funcx-endpoint start {name}`")
+
+
+def _register(name: str, folder: Path, service_url: str) -> Registration:
+    public, secret = load_or_create_keys(folder)
+    client = _client(service_url)
+    try:
+        answer = client.register_endpoint(name, public, host_metadata())
+    finally:
+        client.close()
+    info = {"endpoint_id": answer["endpoint_id"], "name": name,
+            "zmq_url": answer["zmq_url"], "service_public_key": answer["service_public_key"],
+            "service_url": client.service_url}
+    (folder / "endpoint.json").write_text(json.dumps(info, indent=2))
+    return Registration(answer["endpoint_id"], answer["zmq_url"],
+                        answer["service_public_key"], public, secret)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--foreground", is_flag=True, help="Stay attached; log to stderr.")
+def start(name: str, foreground: bool) -> None:
+    """Register NAME with the service and run it (as a daemon unless --foreground)."""
+    folder = _configured(name)
+    config = load_config(folder / "config.yaml")
+    pid = running_pid(folder)
+    if pid is not None:
+        raise EndpointAlreadyRunning(f"endpoint {name} is already running (pid {pid})")
+    lock = PidLock(folder / "daemon.pid")
+    if foreground:
+        lock.acquire()
+        try:
+            reg = _register(name, folder, config.service_url)
+            setup_logging(None)
+            click.echo(f"endpoint {name} ({reg.endpoint_id}) running in the foreground",
+                       err=True)
+        except BaseException:
+            lock.release()
+            raise
+        run_endpoint(folder, config, reg, lock)
+        return
+    reg = _register(name, folder, config.service_url)
+    _detach(name, folder)
+    click.echo(f"endpoint {name} started: id {reg.endpoint_id}, log {folder / 'endpoint.log'}")
+
+
+def _detach(name: str, folder: Path) -> None:
+    (folder / "status.json").unlink(missing_ok=True)
+    out = (folder / "daemon.out").open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", "funcx_flows.endpoint.daemon", name],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True, env=os.environ.copy())
+    out.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (folder / "daemon.out").read_text()[-2000:]
+            raise EndpointError(f"endpoint {name} exited at start ({proc.returncode}):\n{tail}")
+        try:
+            if json.loads((folder / "status.json").read_text()).get("pid") == proc.pid:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise EndpointError(f"endpoint {name} did not report in 60s; see {folder / 'endpoint.log'}")
+
+
+def _stop(name: str, folder: Path, timeout: float = 30.0) -> None:
+    pid = running_pid(folder)
+    if pid is None:
+        raise EndpointNotRunning(f"endpoint {name} is not running")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_pid(folder) is not None:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+
+
+@cli.command()
+@click.argument("name")
+def stop(name: str) -> None:
+    """Stop NAME cleanly (its blocks and workers too)."""
+    _stop(name, _folder(name))
+    click.echo(f"endpoint {name} stopped")
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def restart(ctx: click.Context, name: str) -> None:
+    """Stop NAME if it runs, then start it again as a daemon."""
+    folder = _configured(name)
+    if running_pid(folder) is not None:
+        _stop(name, folder)
+    ctx.invoke(start, name=name, foreground=False)
+
+
+def _service_states() -> dict[str, dict[str, Any]]:
+    try:
+        client = _client("")
+        try:
+            return {e["endpoint_id"]: e for e in client.list_endpoints()}
+        finally:
+            client.close()
+    except FuncxFlowsError:
+        return {}
+
+
+@cli.command(name="list")
+def list_() -> None:
+    """A table of this machine's endpoints and their states."""
+    root = home_dir() / "endpoints"
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    remote = _service_states()
+    table = Table("name", "endpoint id", "local", "service")
+    for folder in folders:
+        try:
+            eid = json.loads((folder / "endpoint.json").read_text())["endpoint_id"]
+        except (OSError, ValueError, KeyError):
+            eid = ""
+        pid = running_pid(folder)
+        local = f"running (pid {pid})" if pid else "stopped"
+        service = remote.get(eid, {}).get("state", "unknown" if eid else "not registered")
+        table.add_row(folder.name, eid or "-", local, service)
+    if not folders:
+        click.echo("no endpoints; create one with `funcx-endpoint configure NAME`")
+        return
+    console.print(table)
+
+
+@cli.command()
+@click.argument("name")
+def status(name: str) -> None:
+    """Workers, queue, managers, blocks and recent errors of NAME."""
+    folder = _configured(name)
+    pid = running_pid(folder)
+    try:
+        st = json.loads((folder / "status.json").read_text())
+    except (OSError, ValueError):
+        st = {}
+    if pid is None:
+        click.echo(f"endpoint {name}: stopped")
+    else:
+        age = time.time() - st.get("updated_at", 0)
+        click.echo(f"endpoint {name}: running (pid {pid}); link to service "
+                   f"{'up' if st.get('link_up') else 'down'}; status {age:.0f}s old")
+    if not st:
+        return
+    click.echo(f"workers {st.get('workers_busy', 0)}/{st.get('workers_total', 0)} busy, "
+               f"{st.get('tasks_queued', 0)} queued, {st.get('tasks_running', 0)} running, "
+               f"{st.get('results_spooled', 0)} results spooled")
+    if st.get("blocks"):
+        t = Table("block", "job id", "state", "nodes", "age", "message", title="blocks")
+        for b in st["blocks"]:
+            t.add_row(b["block_id"], b.get("job_id", ""), b.get("state", ""),
+                      str(b.get("nodes", 1)), f"{time.time() - b.get('submitted_at', 0):.0f}s",
+                      (b.get("message") or "")[:80])
+        console.print(t)
+    if st.get("managers"):
+        t = Table("manager", "host", "block", "workers", "busy", title="managers")
+        for mg in st["managers"]:
+            t.add_row(mg["manager_id"], mg.get("hostname", ""), mg.get("block_id", ""),
+                      str(mg.get("workers", 0)), str(mg.get("busy", 0)))
+        console.print(t)
+    for err in st.get("recent_errors") or []:
+        click.echo(f"recent error: {err}")
+
+
+@cli.command()
+@click.argument("name")
+def delete(name: str) -> None:
+    """Stop NAME, remove it from the service, and delete its folder."""
+    folder = _configured(name)
+    if running_pid(folder) is not None:
+        _stop(name, folder)
+    try:
+        reg = registration_from_folder(folder)
+    except (OSError, ValueError, KeyError):
+        reg = None
+    if reg is not None:
+        client = _client(load_config(folder / "config.yaml").service_url)
+        try:
+            client.delete_endpoint(reg.endpoint_id)
+        finally:
+            client.close()
+    shutil.rmtree(folder)
+    click.echo(f"endpoint {name} deleted")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FuncxFlowsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Running an endpoint: pid lock, logging, signals, then the agent's loop.
+
+``python -m funcx_flows.endpoint.daemon NAME`` is what ``funcx-endpoint start``
+detaches; ``--foreground`` runs the same function in the CLI's process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO
+
+from funcx_flows.endpoint.agent import Agent, Registration, simple_decide
+from funcx_flows.endpoint.config import EndpointConfig, load_config
+from funcx_flows.endpoint.providers.base import Provider
+from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
+from funcx_flows.home import home_dir
+
+log = logging.getLogger(__name__)
+
+
+class PidLock:
+    """A pid file held with ``flock``: a stale file of a dead process is not a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.path.open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise EndpointAlreadyRunning(
+                f"endpoint is already running (pid {read_pid(self.path)}); "
+                f"stop it first with `funcx-endpoint stop`") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self.path.unlink(missing_ok=True)
+            self._fh.close()
+            self._fh = None
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(folder: Path) -> int | None:
+    """The pid of the endpoint's daemon if it is running (its lock is held)."""
+    path = folder / "daemon.pid"
+    if not path.exists():
+        return None
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_pid(path)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+def make_provider(config: EndpointConfig, folder: Path) -> Provider:
+    if config.provider == "local":
+        from funcx_flows.endpoint.providers.local import LocalProvider
+
+        return LocalProvider(folder / "blocks")
+    from funcx_flows.endpoint.providers.psij import PsijProvider
+
+    return PsijProvider(config, folder / "blocks")
+
+
+def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
+                 lock: PidLock | None = None) -> None:
+    """Run until SIGTERM/SIGINT; the caller may already hold the pid lock."""
+    if lock is None:
+        lock = PidLock(folder / "daemon.pid")
+        lock.acquire()
+    try:
+        provider = make_provider(config, folder)
+        agent = Agent(config, folder, reg, provider)
+
+        def stop(signum: int, _frame: object) -> None:
+            log.info("received signal %d", signum)
+            agent.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("endpoint %s starting (pid %d)", reg.endpoint_id, os.getpid())
+        agent.run(simple_decide)
+        log.info("endpoint stopped")
+    finally:
+        lock.release()
+
+
+def registration_from_folder(folder: Path) -> Registration:
+    from funcx_flows.endpoint.agent import load_or_create_keys
+
+    data = json.loads((folder / "endpoint.json").read_text())
+    public, secret = load_or_create_keys(folder)
+    return Registration(endpoint_id=data["endpoint_id"], zmq_url=data["zmq_url"],
+                        service_public_key=data["service_public_key"], public_key=public,
+                        secret_key=secret)
+
+
+def setup_logging(log_file: Path | None) -> None:
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m funcx_flows.endpoint.daemon NAME", file=sys.stderr)
+        sys.exit(2)
+    folder = home_dir() / "endpoints" / args[0]
+    setup_logging(folder / "endpoint.log")
+    try:
+        config = load_config(folder / "config.yaml")
+        run_endpoint(folder, config, registration_from_folder(folder))
+    except FuncxFlowsError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

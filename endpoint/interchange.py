@@ -1,0 +1,277 @@
+"""The interchange: queues an endpoint's tasks and places them on managers.
+
+Managers dial its ROUTER (tcp, reachable from compute nodes) and grant credits
+with ``Ready(free)``; it sends each at most that many tasks, honouring per-task
+resource hints (a task that asks for more cores or GPUs than a manager's node
+has goes elsewhere). It forwards results and running states to the agent (over
+an inproc PAIR, in batches), retries tasks lost to system failures up to
+``max_retries``, and declares a manager lost when its heartbeats stop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from funcx_flows import messages as m
+from funcx_flows.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+SYSTEM_FAILURES = frozenset({"worker_lost", "manager_lost", "pilot_ended"})
+STATUS_PERIOD_S = 1.0
+
+
+@dataclass
+class ManagerState:
+    manager_id: str
+    info: m.ManagerRegister
+    free: int = 0
+    tasks: dict[str, m.TaskSpec] = field(default_factory=dict)
+    last_heard: float = field(default_factory=time.monotonic)
+    draining: bool = False
+
+    def fits(self, spec: m.TaskSpec) -> bool:
+        r = spec.resources
+        if r is None:
+            return True
+        return r.cores <= max(self.info.cores, 1) and r.gpus <= self.info.gpus
+
+
+class Interchange:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], agent_url: str, bind_host: str,
+                 *, max_retries: int = 0, heartbeat_period_s: float = 2.0,
+                 heartbeat_threshold_s: float = 10.0, port: int = 0) -> None:
+        self.max_retries = max_retries
+        self.heartbeat_period_s = heartbeat_period_s
+        self.heartbeat_threshold_s = heartbeat_threshold_s
+        self.agent = ctx.socket(zmq.PAIR)
+        self.agent.linger = 0
+        self.agent.sndhwm = 0
+        self.agent.rcvhwm = 0
+        self.agent.connect(agent_url)
+        self.managers_sock = ctx.socket(zmq.ROUTER)
+        self.managers_sock.linger = 0
+        self.managers_sock.sndhwm = 0
+        self.managers_sock.rcvhwm = 0
+        self.managers_sock.router_handover = True
+        if port:
+            self.managers_sock.bind(f"tcp://{bind_host}:{port}")
+            self.port = port
+        else:
+            self.port = self.managers_sock.bind_to_random_port(f"tcp://{bind_host}")
+        self.pending: collections.deque[m.TaskSpec] = collections.deque()
+        self.known: set[str] = set()  # task ids queued or on a manager
+        self.managers: dict[str, ManagerState] = {}
+        self.results: list[m.TaskResult] = []
+        self.states: list[m.TaskState] = []
+        self.errors: collections.deque[str] = collections.deque(maxlen=20)
+        self.stop_event = threading.Event()
+        self._from_agent = m.Decoder(m.AGENT_TO_INTERCHANGE)
+        self._from_manager = m.Decoder(m.MANAGER_TO_INTERCHANGE)
+        self._last_status = 0.0
+        self._last_beat = 0.0
+        self.thread = threading.Thread(target=self._run, name="interchange", daemon=True)
+
+    # -------------------------------------------------------------- agent --
+
+    def _on_agent(self, frame: bytes) -> None:
+        msg = self._from_agent.decode(frame)
+        if isinstance(msg, m.Tasks):
+            for spec in msg.tasks:
+                if spec.task_id not in self.known:
+                    self.known.add(spec.task_id)
+                    self.pending.append(spec)
+        elif isinstance(msg, m.Cancel):
+            self._cancel(msg.task_ids)
+        elif isinstance(msg, m.Shutdown):
+            self.stop_event.set()
+
+    def _cancel(self, task_ids: list[str]) -> None:
+        wanted = set(task_ids) & self.known
+        if not wanted:
+            return
+        kept: collections.deque[m.TaskSpec] = collections.deque()
+        for spec in self.pending:
+            if spec.task_id in wanted:
+                self._finish(m.TaskResult(
+                    task_id=spec.task_id, ok=False, attempts=spec.attempt,
+                    error=m.ErrorInfo(code="cancelled", message="cancelled by the user")))
+            else:
+                kept.append(spec)
+        self.pending = kept
+        for mgr in self.managers.values():
+            ids = [t for t in mgr.tasks if t in wanted]
+            if ids:
+                self._send_manager(mgr.manager_id, m.Cancel(task_ids=ids))
+
+    def _finish(self, result: m.TaskResult) -> None:
+        self.known.discard(result.task_id)
+        self.results.append(result)
+
+    # ----------------------------------------------------------- managers --
+
+    def _send_manager(self, manager_id: str, msg: m.Message) -> None:
+        self.managers_sock.send_multipart([manager_id.encode(), m.encode(msg)], copy=False)
+
+    def _on_manager(self, ident: bytes, frame: bytes) -> None:
+        manager_id = ident.decode("ascii", "replace")
+        msg = self._from_manager.decode(frame)
+        if isinstance(msg, m.ManagerRegister):
+            if msg.manager_id != manager_id:
+                raise ProtocolError("ManagerRegister names another id than its routing id")
+            old = self.managers.get(manager_id)
+            if old is not None:
+                self._lose(old, "manager re-registered")
+            self.managers[manager_id] = ManagerState(manager_id, msg)
+            log.info("manager %s on %s registered with %d workers", manager_id, msg.hostname,
+                     msg.workers)
+            return
+        mgr = self.managers.get(manager_id)
+        if mgr is None:
+            # unknown (e.g. declared lost): it must register again
+            self._send_manager(manager_id, m.Shutdown(reason="unknown manager"))
+            return
+        mgr.last_heard = time.monotonic()
+        if isinstance(msg, m.Ready):
+            mgr.free += msg.free
+        elif isinstance(msg, m.Results):
+            for r in msg.results:
+                spec = mgr.tasks.pop(r.task_id, None)
+                if spec is None:
+                    continue
+                if (not r.ok and r.error is not None and r.error.code in SYSTEM_FAILURES
+                        and spec.attempt < self.max_retries):
+                    self._retry(spec, r.error.message)
+                else:
+                    self._finish(r)
+        elif isinstance(msg, m.TaskStates):
+            self.states.extend(s for s in msg.states if s.task_id in mgr.tasks)
+        elif isinstance(msg, m.Drain):
+            mgr.draining = True
+        elif isinstance(msg, m.Bye):
+            self._lose(mgr, f"manager stopped: {msg.reason}", code="pilot_ended")
+
+    def _retry(self, spec: m.TaskSpec, why: str) -> None:
+        log.warning("retrying task %s (attempt %d): %s", spec.task_id, spec.attempt + 2, why)
+        spec.attempt += 1
+        self.pending.appendleft(spec)
+
+    def _lose(self, mgr: ManagerState, why: str, code: str = "manager_lost") -> None:
+        self.managers.pop(mgr.manager_id, None)
+        if mgr.tasks:
+            self.errors.append(f"{time.strftime('%H:%M:%S')} {why} with {len(mgr.tasks)} tasks")
+        for spec in mgr.tasks.values():
+            if spec.attempt < self.max_retries:
+                self._retry(spec, why)
+            else:
+                self._finish(m.TaskResult(
+                    task_id=spec.task_id, ok=False, attempts=spec.attempt + 1,
+                    error=m.ErrorInfo(code=code, message=f"{why} (manager {mgr.manager_id} "
+                                                         f"on {mgr.info.hostname})")))
+        mgr.tasks.clear()
+
+    def _dispatch(self) -> None:
+        if not self.pending:
+            return
+        for mgr in list(self.managers.values()):
+            if not self.pending:
+                return
+            if mgr.free <= 0 or mgr.draining:
+                continue
+            batch: list[m.TaskSpec] = []
+            skipped: list[m.TaskSpec] = []
+            while self.pending and len(batch) < mgr.free:
+                spec = self.pending.popleft()
+                (batch if mgr.fits(spec) else skipped).append(spec)
+            self.pending.extendleft(reversed(skipped))
+            if batch:
+                mgr.free -= len(batch)
+                for spec in batch:
+                    mgr.tasks[spec.task_id] = spec
+                self._send_manager(mgr.manager_id, m.Tasks(tasks=batch))
+
+    # ---------------------------------------------------------------- loop --
+
+    def status(self) -> m.EndpointStatus:
+        workers = sum(mg.info.workers for mg in self.managers.values())
+        running = sum(len(mg.tasks) for mg in self.managers.values())
+        return m.EndpointStatus(
+            workers_total=workers, workers_busy=min(running, workers),
+            tasks_queued=len(self.pending), tasks_running=running,
+            managers=[m.ManagerInfo(
+                manager_id=mg.manager_id, hostname=mg.info.hostname, block_id=mg.info.block_id,
+                workers=mg.info.workers, busy=min(len(mg.tasks), mg.info.workers),
+                cores=mg.info.cores, gpus=mg.info.gpus, draining=mg.draining,
+                last_heartbeat=time.time() - (time.monotonic() - mg.last_heard))
+                for mg in self.managers.values()],
+            recent_errors=list(self.errors))
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        for mgr in list(self.managers.values()):
+            if now - mgr.last_heard > self.heartbeat_threshold_s:
+                log.error("manager %s missed its heartbeats", mgr.manager_id)
+                self._lose(mgr, f"manager lost: no heartbeat for "
+                                f"{now - mgr.last_heard:.0f}s")
+        if now - self._last_beat >= self.heartbeat_period_s:
+            self._last_beat = now
+            beat = m.Heartbeat(sent_at=time.time())
+            for mid in self.managers:
+                self._send_manager(mid, beat)
+        if now - self._last_status >= STATUS_PERIOD_S:
+            self._last_status = now
+            self.agent.send(m.encode(self.status()), copy=False)
+
+    def _flush(self) -> None:
+        if self.states:
+            self.agent.send(m.encode(m.TaskStates(states=self.states)), copy=False)
+            self.states = []
+        if self.results:
+            self.agent.send(m.encode(m.Results(results=self.results)), copy=False)
+            self.results = []
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.agent, zmq.POLLIN)
+        poller.register(self.managers_sock, zmq.POLLIN)
+        timeout = int(min(self.heartbeat_period_s, STATUS_PERIOD_S) * 1000 / 2)
+        try:
+            while not self.stop_event.is_set():
+                events = dict(poller.poll(timeout))
+                if self.agent in events:
+                    for _ in range(1000):
+                        try:
+                            frame = self.agent.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._guard(self._on_agent, frame)
+                if self.managers_sock in events:
+                    for _ in range(1000):
+                        try:
+                            ident, frame = self.managers_sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        except ValueError:
+                            continue
+                        self._guard(self._on_manager, ident, frame)
+                self._dispatch()
+                self._periodic()
+                self._flush()
+        finally:
+            for mid in list(self.managers):
+                self._send_manager(mid, m.Shutdown(reason="endpoint stopping"))
+            self.agent.close()
+            self.managers_sock.close(linger=500)
+
+    @staticmethod
+    def _guard(fn: object, *args: bytes) -> None:
+        try:
+            fn(*args)  # type: ignore[operator]
+        except ProtocolError as exc:
+            log.warning("dropped a bad message: %s", exc)

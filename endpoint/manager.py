@@ -1,0 +1,317 @@
+"""A manager: one per node, inside a pilot job (or a local block).
+
+It dials the interchange, says how many tasks it can take (``Ready``), forks
+workers and feeds them over pipes, and reports results and running states in
+batches. A worker that dies mid-task is replaced and its task reported as
+``worker_lost`` (the interchange decides about retries). A manager that hears
+nothing from its interchange past the heartbeat threshold ends itself, its
+workers with it.
+
+Run as ``python -m funcx_flows.endpoint.manager --interchange tcp://HOST:PORT ...``.
+It imports neither Prefect nor the service: it must start fast on a compute node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import zmq
+
+from funcx_flows import messages as m
+from funcx_flows.endpoint.worker import worker_main
+from funcx_flows.errors import ProtocolError
+
+log = logging.getLogger("funcx_flows.manager")
+_fork = multiprocessing.get_context("fork")
+
+
+@dataclass
+class Worker:
+    index: int
+    proc: Any  # multiprocessing Process
+    conn: Connection
+    task: m.TaskSpec | None = None
+
+
+@dataclass
+class ManagerOptions:
+    interchange: str
+    manager_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    block_id: str = ""
+    workers: int = 1
+    prefetch: int = 0
+    heartbeat_period_s: float = 2.0
+    heartbeat_threshold_s: float = 10.0
+    max_result_bytes: int = 10 * 1024 * 1024
+    drain_at: float | None = None
+
+
+class Manager:
+    def __init__(self, opts: ManagerOptions) -> None:
+        self.opts = opts
+        self.workers: dict[int, Worker] = {}
+        self.queue: collections.deque[m.TaskSpec] = collections.deque()
+        self.results: list[m.TaskResult] = []
+        self.states: list[m.TaskState] = []
+        self.credit_owed = 0  # capacity freed since the last Ready
+        self.draining = False
+        self.stopping = False
+        self._decoder = m.Decoder(m.INTERCHANGE_TO_MANAGER)
+        self._worker_decoder = m.Decoder(m.Results)
+        self._ctx = zmq.Context()
+        self.sock = self._ctx.socket(zmq.DEALER)
+        self.sock.routing_id = opts.manager_id.encode()
+        self.sock.linger = 0
+        self.sock.sndhwm = 0
+        self.sock.rcvhwm = 0
+        self.last_heard = time.monotonic()
+        self.last_sent = 0.0
+
+    # -------------------------------------------------------------- workers --
+
+    def _start_worker(self, index: int) -> None:
+        parent, child = _fork.Pipe(duplex=True)
+        proc = _fork.Process(target=worker_main, args=(child, self.opts.max_result_bytes),
+                             name=f"funcx-worker-{index}", daemon=True)
+        proc.start()
+        child.close()
+        self.workers[index] = Worker(index, proc, parent)
+
+    def _idle_workers(self) -> list[Worker]:
+        return [w for w in self.workers.values() if w.task is None]
+
+    def _feed(self) -> None:
+        now = time.time()
+        for w in self._idle_workers():
+            if not self.queue:
+                return
+            spec = self.queue.popleft()
+            w.task = spec
+            try:
+                w.conn.send_bytes(m.encode(m.Tasks(tasks=[spec])))
+            except OSError:
+                continue  # its death is noticed by the sentinel
+            self.states.append(m.TaskState(task_id=spec.task_id, state="running", at=now))
+
+    def _on_worker_frame(self, w: Worker) -> None:
+        try:
+            frame = w.conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # dead; the sentinel handles it
+        msg = self._worker_decoder.decode(frame)
+        assert isinstance(msg, m.Results)
+        self.results.extend(msg.results)
+        w.task = None
+        self.credit_owed += len(msg.results)
+
+    def _on_worker_death(self, w: Worker, cancelled: bool = False) -> None:
+        w.proc.join(1)
+        code = w.proc.exitcode
+        w.conn.close()
+        del self.workers[w.index]
+        if w.task is not None:
+            spec = w.task
+            if cancelled:
+                err = m.ErrorInfo(code="cancelled", message="cancelled by the user")
+            else:
+                how = (f"killed by signal {-code}" if code is not None and code < 0
+                       else f"exited with code {code}")
+                err = m.ErrorInfo(
+                    code="worker_lost",
+                    message=f"the worker process running the task died ({how}) on "
+                            f"{socket.gethostname()}")
+            self.results.append(m.TaskResult(task_id=spec.task_id, ok=False, error=err,
+                                             attempts=spec.attempt + 1,
+                                             finished_at=time.time()))
+            self.credit_owed += 1
+        if not self.stopping:
+            self._start_worker(w.index)
+
+    def _cancel(self, task_ids: list[str]) -> None:
+        wanted = set(task_ids)
+        kept: collections.deque[m.TaskSpec] = collections.deque()
+        for spec in self.queue:
+            if spec.task_id in wanted:
+                self.results.append(m.TaskResult(
+                    task_id=spec.task_id, ok=False, attempts=spec.attempt,
+                    error=m.ErrorInfo(code="cancelled", message="cancelled by the user")))
+                self.credit_owed += 1
+            else:
+                kept.append(spec)
+        self.queue = kept
+        for w in list(self.workers.values()):
+            if w.task is not None and w.task.task_id in wanted:
+                w.proc.kill()
+                self._on_worker_death(w, cancelled=True)
+
+    # ---------------------------------------------------------------- wire --
+
+    def _send(self, msg: m.Message) -> None:
+        self.sock.send(m.encode(msg), copy=False)
+        self.last_sent = time.monotonic()
+
+    def _flush(self) -> None:
+        if self.states:
+            self._send(m.TaskStates(states=self.states))
+            self.states = []
+        if self.results:
+            self._send(m.Results(results=self.results))
+            self.results = []
+        if self.credit_owed and not self.draining:
+            self._send(m.Ready(free=self.credit_owed))
+            self.credit_owed = 0
+
+    def _on_message(self, frame: bytes) -> None:
+        self.last_heard = time.monotonic()
+        msg = self._decoder.decode(frame)
+        if isinstance(msg, m.Tasks):
+            self.queue.extend(msg.tasks)
+        elif isinstance(msg, m.Cancel):
+            self._cancel(msg.task_ids)
+        elif isinstance(msg, m.Shutdown):
+            log.info("interchange asked to shut down: %s", msg.reason)
+            self.stopping = True
+
+    # ----------------------------------------------------------------- run --
+
+    def run(self) -> int:
+        o = self.opts
+        for i in range(o.workers):
+            self._start_worker(i)
+        self.sock.connect(o.interchange)
+        self._send(m.ManagerRegister(
+            manager_id=o.manager_id, hostname=socket.gethostname(), block_id=o.block_id,
+            workers=o.workers, cores=os.cpu_count() or 1, gpus=_count_gpus(),
+            python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+            drain_at=o.drain_at))
+        self._send(m.Ready(free=o.workers + o.prefetch))
+        poller = zmq.Poller()
+        period_ms = int(o.heartbeat_period_s * 1000)
+        try:
+            while not self.stopping:
+                poller = zmq.Poller()
+                poller.register(self.sock, zmq.POLLIN)
+                by_fd: dict[int, tuple[str, Worker]] = {}
+                for w in self.workers.values():
+                    poller.register(w.conn.fileno(), zmq.POLLIN)
+                    by_fd[w.conn.fileno()] = ("conn", w)
+                    poller.register(w.proc.sentinel, zmq.POLLIN)
+                    by_fd[w.proc.sentinel] = ("dead", w)
+                events = dict(poller.poll(period_ms))
+                if self.sock in events:
+                    while True:
+                        try:
+                            frame = self.sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            self._on_message(frame)
+                        except ProtocolError as exc:
+                            log.warning("dropped a bad message: %s", exc)
+                for fd in events:
+                    if isinstance(fd, int) and fd in by_fd:
+                        kind, w = by_fd[fd]
+                        if kind == "conn" and w.index in self.workers:
+                            self._on_worker_frame(w)
+                for fd in events:
+                    if isinstance(fd, int) and fd in by_fd:
+                        kind, w = by_fd[fd]
+                        if kind == "dead" and w.index in self.workers and not w.proc.is_alive():
+                            self._on_worker_frame_if_ready(w)
+                            self._on_worker_death(w)
+                self._feed()
+                self._periodic()
+                self._flush()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _on_worker_frame_if_ready(self, w: Worker) -> None:
+        """A worker may have sent its result just before it died: keep it."""
+        try:
+            if w.conn.poll(0):
+                self._on_worker_frame(w)
+        except (EOFError, OSError):
+            pass
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        o = self.opts
+        if now - self.last_heard > o.heartbeat_threshold_s:
+            log.error("no word from the interchange for %.0fs: stopping",
+                      now - self.last_heard)
+            self.stopping = True
+            return
+        if o.drain_at is not None and not self.draining and time.time() >= o.drain_at:
+            self.draining = True
+            self._send(m.Drain(reason="walltime ends soon"))
+        if now - self.last_sent >= o.heartbeat_period_s:
+            self._send(m.Heartbeat(sent_at=time.time()))
+        if self.draining and not self.queue and not any(w.task for w in self.workers.values()):
+            self.stopping = True
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        for w in list(self.workers.values()):
+            if w.proc.is_alive():
+                w.proc.kill()
+        for w in list(self.workers.values()):
+            w.proc.join(5)
+        try:
+            self._flush()
+            self._send(m.Bye(reason="manager stopping"))
+        except zmq.ZMQError:
+            pass
+        self.sock.close(linger=500)
+        self._ctx.term()
+
+
+def _count_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    except OSError:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m funcx_flows.endpoint.manager")
+    p.add_argument("--interchange", required=True)
+    p.add_argument("--manager-id", default=None)
+    p.add_argument("--block-id", default="")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--prefetch", type=int, default=0)
+    p.add_argument("--heartbeat-period", type=float, default=2.0)
+    p.add_argument("--heartbeat-threshold", type=float, default=10.0)
+    p.add_argument("--max-result-bytes", type=int, default=10 * 1024 * 1024)
+    p.add_argument("--drain-at", type=float, default=None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s manager: %(message)s")
+    opts = ManagerOptions(
+        interchange=a.interchange, block_id=a.block_id, workers=a.workers, prefetch=a.prefetch,
+        heartbeat_period_s=a.heartbeat_period, heartbeat_threshold_s=a.heartbeat_threshold,
+        max_result_bytes=a.max_result_bytes, drain_at=a.drain_at)
+    if a.manager_id:
+        opts.manager_id = a.manager_id
+    manager = Manager(opts)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(manager, "stopping", True))
+    sys.exit(manager.run())
+
+
+if __name__ == "__main__":
+    main()

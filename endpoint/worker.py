@@ -1,0 +1,123 @@
+"""A worker: a forked child of a manager that runs one task at a time.
+
+It reads encoded ``TaskSpec`` frames from a pipe and writes encoded
+``TaskResult`` frames back. It unpickles the function and the arguments (the
+only place besides the client that ever does), captures what the function
+prints, and turns every failure into an error that names its cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import signal
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from funcx_flows import messages as m
+from funcx_flows import serialize
+from funcx_flows.errors import FuncxFlowsError, ResultTooLarge, SerializationError
+
+MAX_STDOUT = 64 * 1024
+_FUNCTION_CACHE_SIZE = 256
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _remote_traceback(exc: BaseException) -> str:
+    """The traceback from the user's function down, without this module's frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _failure(spec: m.TaskSpec, code: str, message: str, started: float, out: str = "",
+             remote_type: str = "", remote_traceback: str = "") -> m.TaskResult:
+    return m.TaskResult(
+        task_id=spec.task_id, ok=False, stdout=out, started_at=started,
+        finished_at=time.time(), attempts=spec.attempt + 1,
+        error=m.ErrorInfo(code=code, message=message, remote_type=remote_type,
+                          remote_traceback=remote_traceback))
+
+
+class Runner:
+    """Runs task specs; keeps deserialized functions by id."""
+
+    def __init__(self, max_result_bytes: int) -> None:
+        self.max_result_bytes = max_result_bytes
+        self._functions: dict[str, Any] = {}
+
+    def _function(self, spec: m.TaskSpec) -> Any:
+        fn = self._functions.get(spec.function_id)
+        if fn is None:
+            fn = serialize.unpack(spec.function, what="function", strict_python=True)
+            if len(self._functions) >= _FUNCTION_CACHE_SIZE:
+                self._functions.pop(next(iter(self._functions)))
+            self._functions[spec.function_id] = fn
+        return fn
+
+    def run(self, spec: m.TaskSpec) -> m.TaskResult:
+        started = time.time()
+        try:
+            fn = self._function(spec)
+            args, kwargs = serialize.unpack(spec.payload, what="arguments", strict_python=True)
+        except FuncxFlowsError as exc:
+            return _failure(spec, exc.code, exc.message, started)
+        except Exception as exc:  # a payload that is not an (args, kwargs) pair
+            return _failure(spec, SerializationError.code,
+                            f"cannot deserialize the task: {type(exc).__name__}: {exc}", started)
+        buf = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - everything the function raises is its result
+            name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+            return _failure(spec, "remote_exception", f"{type(exc).__name__}: {exc}", started,
+                            _clip(buf.getvalue()), name, _remote_traceback(exc))
+        out = _clip(buf.getvalue())
+        try:
+            data = serialize.pack(value)
+        except SerializationError as exc:
+            return _failure(spec, exc.code, f"the result cannot be serialized: {exc.message}",
+                            started, out)
+        if len(data) > self.max_result_bytes:
+            return _failure(spec, ResultTooLarge.code,
+                            f"the result is {len(data)} bytes; the limit is "
+                            f"{self.max_result_bytes}", started, out)
+        return m.TaskResult(task_id=spec.task_id, ok=True, data=data, stdout=out,
+                            started_at=started, finished_at=time.time(),
+                            attempts=spec.attempt + 1)
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_STDOUT:
+        return text
+    return text[:MAX_STDOUT // 2] + "\n[... output truncated ...]\n" + text[-MAX_STDOUT // 2:]
+
+
+def worker_main(conn: Connection, max_result_bytes: int) -> None:
+    """Entry point of a forked worker process."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    decoder = m.Decoder(m.Tasks)
+    runner = Runner(max_result_bytes)
+    while True:
+        try:
+            frame = conn.recv_bytes()
+        except (EOFError, OSError):
+            os._exit(0)
+        msg = decoder.decode(frame)
+        assert isinstance(msg, m.Tasks)
+        for spec in msg.tasks:
+            conn.send_bytes(m.encode(m.Results(results=[runner.run(spec)])))
