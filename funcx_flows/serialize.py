@@ -16,8 +16,13 @@ instead of a confusing unpickling failure in the worker.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import site
 import sys
+import sysconfig
+import threading
+from types import ModuleType
 from typing import Any
 
 import cloudpickle
@@ -48,6 +53,41 @@ def pack(obj: Any) -> bytes:
             f"cannot serialize {type(obj).__name__}: {type(exc).__name__}: {exc}"
         ) from exc
     return _HEADER + data
+
+
+def _installed(module: ModuleType) -> bool:
+    """Whether a module comes with Python or an installed distribution (so the
+    remote side can import it) rather than from the user's own scripts."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return module.__name__ in sys.builtin_module_names
+    path = os.path.realpath(path)
+    return any(path.startswith(p) for p in _INSTALLED_PREFIXES)
+
+
+_INSTALLED_PREFIXES = tuple(
+    os.path.realpath(p) + os.sep
+    for p in {*(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+              *site.getsitepackages(), site.getusersitepackages()}
+    if p
+)
+
+
+def pack_function(fn: Any) -> bytes:
+    """Serialize a function; code from the user's own modules (scripts, test
+    files, notebooks) travels by value, since the worker cannot import it."""
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    if module is None or module.__name__ == "__main__" or _installed(module):
+        return pack(fn)
+    with _BY_VALUE_LOCK:
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            return pack(fn)
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+_BY_VALUE_LOCK = threading.Lock()
 
 
 def pack_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

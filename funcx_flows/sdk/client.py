@@ -239,7 +239,7 @@ class Client:
             cached = None
         if cached is not None:
             return cached
-        data = serialize.pack(function)
+        data = serialize.pack_function(function)
         digest = serialize.content_hash(data)
         function_id = self._function_ids_by_hash.get(digest)
         if function_id is None:
