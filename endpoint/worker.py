@@ -27,10 +27,8 @@ _FUNCTION_CACHE_SIZE = 256
 
 
 def _die_with_parent() -> None:
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _remote_traceback(exc: BaseException) -> str:
@@ -80,7 +78,7 @@ class Runner:
         try:
             with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
                 value = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - everything the function raises is its result
+        except BaseException as exc:
             name = f"{type(exc).__module__}.{type(exc).__qualname__}"
             return _failure(spec, "remote_exception", f"{type(exc).__name__}: {exc}", started,
                             _clip(buf.getvalue()), name, _remote_traceback(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,7 +54,7 @@ class ServiceSettings(BaseSettings):
         return self.database_url or f"sqlite:///{self.folder / 'service.db'}"
 
 
-def load_settings(**overrides: object) -> ServiceSettings:
+def load_settings(**overrides: Any) -> ServiceSettings:
     """Settings from the environment with explicit overrides; errors name the key."""
     try:
         return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})

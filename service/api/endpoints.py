@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import zmq
 from fastapi import APIRouter, Depends
 from funcx_flows.service.api.deps import Parts, current_user, parts
 from funcx_flows.service.api.models import (
@@ -16,6 +15,7 @@ from funcx_flows.service.api.models import (
     EndpointStatusOut,
 )
 from funcx_flows.service.store import User
+from zmq.utils import z85
 
 from funcx_flows.errors import InvalidRequest
 
@@ -37,7 +37,7 @@ def _info(row: dict[str, Any], p: Parts) -> dict[str, Any]:
 @router.post("/endpoints", response_model=EndpointCreated)
 def register_endpoint(body: EndpointIn, user: UserDep, p: PartsDep) -> EndpointCreated:
     try:
-        zmq.utils.z85.decode(body.public_key)
+        z85.decode(body.public_key)
     except ValueError:
         raise InvalidRequest("public_key is not a Z85-encoded CurveZMQ key",
                              field="public_key") from None

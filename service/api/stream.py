@@ -26,7 +26,7 @@ PAGE = 1000
 @router.websocket("/results/stream")
 async def results_stream(websocket: WebSocket, group_id: str | None = None,
                          after: int = 0) -> None:
-    p = parts(websocket)  # type: ignore[arg-type]
+    p = parts(websocket)
     try:
         user = await asyncio.to_thread(authenticate, p, websocket.headers.get("authorization"))
     except FuncxFlowsError:

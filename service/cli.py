@@ -1,0 +1,194 @@
+"""``funcx-flows service start|stop|status`` and ``funcx-flows token create|list|revoke``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+from funcx_flows.service.settings import ServiceSettings, load_settings
+from rich.console import Console
+from rich.table import Table
+
+from funcx_flows.errors import FuncxFlowsError, NotFound, ServiceUnavailable
+from funcx_flows.home import write_secret
+
+console = Console()
+
+
+def _info(settings: ServiceSettings) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((settings.folder / "service.json").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(data["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None
+    return data
+
+
+@click.group("service")
+def service_group() -> None:
+    """Run the funcx-flows service on this machine."""
+
+
+@service_group.command()
+@click.option("--port", type=int, default=None, help="HTTP port (default 8000; 0 picks one).")
+@click.option("--zmq-port", type=int, default=None, help="Port endpoints dial (0 picks one).")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--database-url", default=None, help="SQLAlchemy URL (default SQLite in home).")
+@click.option("--foreground", is_flag=True, help="Stay attached.")
+def start(port: int | None, zmq_port: int | None, host: str | None,
+          database_url: str | None, foreground: bool) -> None:
+    """Start the service (detached unless --foreground)."""
+    settings = load_settings(port=port, zmq_port=zmq_port, host=host,
+                             database_url=database_url)
+    running = _info(settings)
+    if running is not None:
+        raise click.ClickException(
+            f"the service is already running (pid {running['pid']}) at {running['url']}")
+    args = [sys.executable, "-m", "funcx_flows.service"]
+    for flag, value in (("--port", port), ("--zmq-port", zmq_port), ("--host", host),
+                        ("--database-url", database_url)):
+        if value is not None:
+            args += [flag, str(value)]
+    if foreground:
+        os.execv(sys.executable, args)
+    settings.folder.mkdir(parents=True, exist_ok=True)
+    log_path = settings.folder / "service.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceUnavailable(f"the service exited at start ({proc.returncode}):\n"
+                                     f"{log_path.read_text()[-2000:]}")
+        info = _info(settings)
+        if info is not None and info.get("pid") == proc.pid:
+            click.echo(f"service running at {info['url']} (pid {proc.pid}); log {log_path}")
+            click.echo(f"endpoints dial {info['zmq_url']}; your token is in "
+                       f"{settings.home / 'token'}")
+            return
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"the service did not start in 60s; see {log_path}")
+
+
+@service_group.command()
+def stop() -> None:
+    """Stop the service started from this home."""
+    settings = load_settings()
+    info = _info(settings)
+    if info is None:
+        raise click.ClickException("the service is not running")
+    pid = int(info["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    click.echo(f"service stopped (pid {pid})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+@service_group.command()
+def status() -> None:
+    """Whether the service runs, where, and if it answers."""
+    settings = load_settings()
+    info = _info(settings)
+    if info is None:
+        raise click.ClickException("the service is not running")
+    from funcx_flows.sdk.client import Client
+
+    try:
+        with Client(service_url=info["url"], token="-", timeout=5) as c:
+            health = c.health()
+        answer = f"answers (version {health.get('version')})"
+    except FuncxFlowsError as exc:
+        answer = f"does not answer: {exc}"
+    click.echo(f"service pid {info['pid']} at {info['url']} (endpoints dial {info['zmq_url']}): "
+               f"{answer}")
+
+
+# ----------------------------------------------------------------- tokens --
+
+
+def _store(settings: ServiceSettings) -> Any:
+    from funcx_flows.service.db import make_engine
+    from funcx_flows.service.store import Store
+
+    store = Store(make_engine(settings.db_url))
+    store.create_schema()
+    return store
+
+
+@click.group("token")
+def token_group() -> None:
+    """API tokens (service-issued; stored hashed)."""
+
+
+@token_group.command()
+@click.option("--user", default=None, help="The user the token is for (created if new); "
+                                           "default: the local user.")
+@click.option("--name", default="cli", show_default=True, help="A label for the token.")
+@click.option("--save", is_flag=True, help="Also write it to <home>/token (mode 0600).")
+def create(user: str | None, name: str, save: bool) -> None:
+    """Issue a token; it is shown once."""
+    import getpass
+
+    settings = load_settings()
+    store = _store(settings)
+    u = store.ensure_user(user or getpass.getuser())
+    token_id, token = store.create_token(u, name)
+    if save:
+        write_secret(settings.home / "token", token + "\n")
+    click.echo(f"token {token_id} for user {u.name}:")
+    click.echo(token)
+
+
+@token_group.command(name="list")
+def list_() -> None:
+    """Tokens of every user (ids, not secrets)."""
+    store = _store(load_settings())
+    table = Table("token id", "user", "name", "created", "revoked")
+    for t in store.list_tokens(None):
+        table.add_row(t["token_id"], t["user"], t["name"], _when(t["created_at"]),
+                      _when(t["revoked_at"]) if t["revoked_at"] else "")
+    console.print(table)
+
+
+@token_group.command()
+@click.argument("token_id")
+def revoke(token_id: str) -> None:
+    """Revoke a token by id; it stops working at once."""
+    store = _store(load_settings())
+    try:
+        store.revoke_token(token_id, None)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {token_id}")
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
