@@ -18,6 +18,8 @@ from funcx_flows.errors import FuncxFlowsError
 def serve(settings: ServiceSettings) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit it: no Nagle delay between a response's header and body.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
