@@ -28,7 +28,7 @@ from funcx_flows.endpoint.daemon import (
     setup_logging,
 )
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from funcx_flows.errors import (
     ConfigError,
@@ -198,7 +198,8 @@ def list_() -> None:
     root = home_dir() / "endpoints"
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
     remote = _service_states()
-    table = Table("name", "endpoint id", "local", "service")
+    table = Table(Column("name", no_wrap=True), Column("endpoint id", no_wrap=True), "local",
+                  "service")
     for folder in folders:
         try:
             eid = json.loads((folder / "endpoint.json").read_text())["endpoint_id"]

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from funcx_flows.errors import ConfigError
 
@@ -65,9 +72,14 @@ class EndpointConfig(BaseModel):
             raise ValueError("init_blocks must not exceed max_blocks")
         if self.heartbeat_threshold_s <= self.heartbeat_period_s:
             raise ValueError("heartbeat_threshold_s must be larger than heartbeat_period_s")
-        if walltime_seconds(self.walltime) <= 0:
-            raise ValueError("walltime must be positive")
         return self
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        if walltime_seconds(value) <= 0:
+            raise ValueError("walltime must be positive")
+        return value
 
 
 def walltime_seconds(text: str) -> int:
@@ -77,7 +89,10 @@ def walltime_seconds(text: str) -> int:
     if "-" in body:
         d, body = body.split("-", 1)
         days = int(d)
-    parts = [int(p) for p in body.split(":")]
+    try:
+        parts = [int(p) for p in body.split(":")]
+    except ValueError:
+        raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS") from None
     if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
         raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS")
     while len(parts) < 3:

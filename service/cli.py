@@ -13,7 +13,7 @@ from typing import Any
 import click
 from funcx_flows.service.settings import ServiceSettings, load_settings
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from funcx_flows.errors import FuncxFlowsError, NotFound, ServiceUnavailable
 from funcx_flows.home import write_secret
@@ -169,7 +169,8 @@ def create(user: str | None, name: str, save: bool) -> None:
 def list_() -> None:
     """Tokens of every user (ids, not secrets)."""
     store = _store(load_settings())
-    table = Table("token id", "user", "name", "created", "revoked")
+    table = Table("user", "name", "created", "revoked")
+    table.columns.insert(0, Column("token id", no_wrap=True))
     for t in store.list_tokens(None):
         table.add_row(t["token_id"], t["user"], t["name"], _when(t["created_at"]),
                       _when(t["revoked_at"]) if t["revoked_at"] else "")
