@@ -86,6 +86,7 @@ class Dispatcher:
         self._sock: zmq.asyncio.Socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Future[Any]] = set()
         self._decoder = m.Decoder(m.AGENT_TO_SERVICE)
         self.url = ""
 
@@ -196,6 +197,11 @@ class Dispatcher:
             "recent_errors": list(st.recent_errors),
         }
 
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     # ------------------------------------------------------------- sending --
 
     def _send(self, endpoint_id: str, msg: m.Message) -> None:
@@ -246,8 +252,10 @@ class Dispatcher:
         if isinstance(msg, m.Results):
             await self._on_results(endpoint_id, msg)
         elif isinstance(msg, m.TaskStates):
+            # Off the receive loop: a result must not wait behind a state update (and
+            # mark_running never overrides a terminal state, so order does not matter).
             states = [(s.task_id, s.at) for s in msg.states if s.state == "running"]
-            await asyncio.to_thread(self.store.mark_running, endpoint_id, states)
+            self._background(asyncio.to_thread(self.store.mark_running, endpoint_id, states))
         elif isinstance(msg, m.EndpointStatus):
             link.status = msg
         elif isinstance(msg, m.Bye):

@@ -34,6 +34,8 @@ from sqlalchemy.exc import IntegrityError
 from funcx_flows.errors import Conflict, InvalidRequest, NotFound, RateLimited
 from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 
+AUTH_CACHE_S = 5.0
+
 
 @dataclass(frozen=True)
 class User:
@@ -85,6 +87,8 @@ class Store:
         self.engine = engine
         self._bodies: OrderedDict[str, bytes] = OrderedDict()  # function_id -> body
         self._bodies_lock = threading.Lock()
+        self._auth_cache: dict[str, tuple[User, float]] = {}
+        self._owners: dict[tuple[str, str], str] = {}  # (kind, id) -> owner user id
 
     def create_schema(self) -> None:
         create_schema(self.engine)
@@ -115,9 +119,24 @@ class Store:
         return token_id, token
 
     def authenticate(self, token: str) -> User | None:
+        """The token's user; answers from a cache for ``AUTH_CACHE_S`` seconds (a token
+        revoked through this service's API is dropped from the cache at once)."""
+        digest = hash_token(token)
+        now = time.monotonic()
+        hit = self._auth_cache.get(digest)
+        if hit is not None and now - hit[1] < AUTH_CACHE_S:
+            return hit[0]
+        user = self._authenticate(digest)
+        if user is not None:
+            if len(self._auth_cache) > 10_000:
+                self._auth_cache.clear()
+            self._auth_cache[digest] = (user, now)
+        return user
+
+    def _authenticate(self, digest: str) -> User | None:
         q = (select(users.c.user_id, users.c.name)
              .join(tokens, tokens.c.user_id == users.c.user_id)
-             .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)))
+             .where(tokens.c.token_hash == digest, tokens.c.revoked_at.is_(None)))
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return None if row is None else User(row[0], row[1])
@@ -140,6 +159,7 @@ class Store:
                                 .values(revoked_at=time.time())).rowcount
         if not done:
             raise NotFound(f"no active token {token_id!r}")
+        self._auth_cache.clear()
 
     # ------------------------------------------------------------- functions --
 
@@ -187,6 +207,7 @@ class Store:
         self.get_function(user, function_id)
         with self.engine.begin() as conn:
             conn.execute(delete(functions).where(functions.c.function_id == function_id))
+        self._owners.pop(("function", function_id), None)
         with self._bodies_lock:
             self._bodies.pop(function_id, None)
 
@@ -259,6 +280,7 @@ class Store:
                 tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(lc.ACTIVE)))]
             records = self._finish(conn, ids, lc.FAILED, {i: err for i in ids})
             conn.execute(delete(endpoints).where(endpoints.c.endpoint_id == endpoint_id))
+        self._owners.pop(("endpoint", endpoint_id), None)
         return records
 
     def endpoint_keys(self) -> dict[str, str]:
@@ -301,14 +323,8 @@ class Store:
             if not _valid_uuid(tid):
                 raise InvalidRequest(f"task_id {tid!r} is not a UUID")
         with self.engine.begin() as conn:
-            own_f = {r[0] for r in conn.execute(select(functions.c.function_id).where(
-                functions.c.function_id.in_(fids), functions.c.owner_id == user.user_id))}
-            if fids - own_f:
-                raise NotFound(f"no function {sorted(fids - own_f)[0]!r} is visible to you")
-            own_e = {r[0] for r in conn.execute(select(endpoints.c.endpoint_id).where(
-                endpoints.c.endpoint_id.in_(eids), endpoints.c.owner_id == user.user_id))}
-            if eids - own_e:
-                raise NotFound(f"no endpoint {sorted(eids - own_e)[0]!r} is visible to you")
+            self._check_owned(conn, user, "function", fids)
+            self._check_owned(conn, user, "endpoint", eids)
             existing = {str(r[0]): str(r[1]) for r in conn.execute(
                 select(tasks.c.task_id, tasks.c.owner_id).where(tasks.c.task_id.in_(ids)))}
             if any(owner != user.user_id for owner in existing.values()):
@@ -344,6 +360,21 @@ class Store:
             if r["state"] == lc.DISPATCHED:
                 to_send.setdefault(r["endpoint_id"], []).append(self._spec(r, bodies))
         return ids, to_send
+
+    def _check_owned(self, conn: Any, user: User, kind: str, ids: set[str]) -> None:
+        """Raise NotFound unless every id is the user's (owners never change; deleted
+        things leave the cache when deleted)."""
+        unknown = {i for i in ids if self._owners.get((kind, i)) != user.user_id}
+        if not unknown:
+            return
+        table = functions if kind == "function" else endpoints
+        col = table.c.function_id if kind == "function" else table.c.endpoint_id
+        found = {str(r[0]) for r in conn.execute(select(col).where(
+            col.in_(unknown), table.c.owner_id == user.user_id))}
+        for i in found:
+            self._owners[(kind, i)] = user.user_id
+        if unknown - found:
+            raise NotFound(f"no {kind} {sorted(unknown - found)[0]!r} is visible to you")
 
     @staticmethod
     def _spec(row: Mapping[str, Any], bodies: Mapping[str, bytes]) -> TaskSpec:
