@@ -71,6 +71,7 @@ class Agent:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.spool = Spool(folder / "spool.db")
         self.held: set[str] = set()
+        self._results: list[m.TaskResult] = []
         self.stopping = False
         self.link_up = False
         self.service: zmq.Socket[bytes] | None = None
@@ -173,10 +174,18 @@ class Agent:
             self.ix_sock.send(m.encode(m.Tasks(tasks=fresh)), copy=False)
         if refused:
             self._on_results(refused)
+            self._flush_results()
 
     # --------------------------------------------------------- interchange --
 
     def _on_results(self, results: list[m.TaskResult]) -> None:
+        self._results.extend(results)
+
+    def _flush_results(self) -> None:
+        """Spool (one transaction) and send what the interchange delivered this turn."""
+        results, self._results = self._results, []
+        if not results:
+            return
         self.spool.add(results)
         self.held.difference_update(r.task_id for r in results)
         if self.link_up:
@@ -263,6 +272,7 @@ class Agent:
                     self._drain(sock, self._on_service)
                 if self.ix_sock in events:
                     self._drain(self.ix_sock, self._on_interchange)
+                    self._flush_results()
                 self._periodic(decide)
         finally:
             self._shutdown()

@@ -33,6 +33,7 @@ from funcx_flows.home import write_secret
 log = logging.getLogger(__name__)
 
 TASKS_PER_MESSAGE = 512
+MAX_MESSAGES_PER_TURN = 2000
 
 
 @dataclass
@@ -200,7 +201,12 @@ class Dispatcher:
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background update failed: %s", task.exception())
 
     # ------------------------------------------------------------- sending --
 
@@ -220,24 +226,50 @@ class Dispatcher:
     # ------------------------------------------------------------ receiving --
 
     async def _receive_loop(self) -> None:
-        assert self._sock is not None
+        """Take every message that is waiting, then handle them in order, with the
+        results of each endpoint merged into one transaction."""
+        sock = self._sock
+        assert sock is not None
         while True:
-            frames = await self._sock.recv_multipart(copy=False)
-            try:
-                await self._handle(frames)
-            except ProtocolError as exc:
-                log.warning("dropped a bad message: %s", exc)
-            except Exception:
-                log.exception("error while handling an endpoint message")
+            batch = [await sock.recv_multipart(copy=False)]
+            while len(batch) < MAX_MESSAGES_PER_TURN:
+                try:
+                    batch.append(await sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                except zmq.Again:
+                    break
+            decoded: list[tuple[str, m.Message]] = []
+            for frames in batch:
+                try:
+                    decoded.append(self._decode(frames))
+                except ProtocolError as exc:
+                    log.warning("dropped a bad message: %s", exc)
+            merged: dict[str, m.Results] = {}
+            for endpoint_id, msg in decoded:
+                if isinstance(msg, m.Results):
+                    if endpoint_id in merged:
+                        merged[endpoint_id].results.extend(msg.results)
+                        continue
+                    merged[endpoint_id] = msg
+            for endpoint_id, msg in decoded:
+                if isinstance(msg, m.Results) and merged.get(endpoint_id) is not msg:
+                    continue
+                try:
+                    await self._handle(endpoint_id, msg)
+                except ProtocolError as exc:
+                    log.warning("dropped a bad message: %s", exc)
+                except Exception:
+                    log.exception("error while handling an endpoint message")
 
-    async def _handle(self, frames: list[zmq.Frame]) -> None:
+    def _decode(self, frames: list[zmq.Frame]) -> tuple[str, m.Message]:
         if len(frames) != 2:
             raise ProtocolError(f"expected 2 frames, got {len(frames)}")
         endpoint_id = frames[0].bytes.decode("ascii", "replace")
         frame = frames[1]
         if frame.get("User-Id") != self._endpoint_keys.get(endpoint_id):
             raise ProtocolError(f"a peer claimed endpoint id {endpoint_id!r} with another key")
-        msg = self._decoder.decode(frame.buffer)
+        return endpoint_id, self._decoder.decode(frame.buffer)
+
+    async def _handle(self, endpoint_id: str, msg: m.Message) -> None:
         link = self.links.get(endpoint_id)
         if link is None:
             link = self.links[endpoint_id] = Link(endpoint_id)

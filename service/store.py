@@ -28,7 +28,7 @@ from funcx_flows.service.db import (
     tokens,
     users,
 )
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from funcx_flows.errors import Conflict, InvalidRequest, NotFound, RateLimited
@@ -410,7 +410,9 @@ class Store:
             conn.execute(
                 update(tasks).where(tasks.c.task_id == bindparam("tid"),
                                     tasks.c.endpoint_id == endpoint_id,
-                                    tasks.c.state.in_((lc.WAITING, lc.DISPATCHED)))
+                                    # no IN (...): expanding parameters cannot executemany
+                                    or_(tasks.c.state == lc.WAITING,
+                                        tasks.c.state == lc.DISPATCHED))
                 .values(state=lc.RUNNING, t_running=bindparam("at")),
                 [{"tid": tid, "at": at} for tid, at in states])
 

@@ -53,6 +53,13 @@ def big(n):
     return b"x" * n
 
 
+def state_of(client, task_id):
+    try:
+        return client.get_task(task_id)["state"]
+    except NotFound:  # not submitted yet
+        return None
+
+
 def test_thousand_tasks_all_return_correct_results(endpoint, client):
     with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
         futures = {ex.submit(square, i): i for i in range(1000)}
@@ -109,7 +116,11 @@ def test_result_over_the_limit_is_refused(endpoint, client):
 def test_cancel_a_running_task(endpoint, client):
     with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
         fut = ex.submit(sleeper, 60)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while state_of(client, fut.task_id) != "running":
+            assert time.monotonic() < deadline, "the task never showed as running"
+            time.sleep(0.05)
+        assert "running" in client.get_task(fut.task_id)["timestamps"]
         assert fut.cancel()
         with pytest.raises(CancelledError):
             fut.result(timeout=1)
