@@ -48,6 +48,11 @@ class Parts:
     limiter: RateLimiter
 
 
+async def parts_dep(request: Request) -> Parts:
+    """As a FastAPI dependency: async, so it costs no worker-thread hop."""
+    return parts(request)
+
+
 def parts(request: Request) -> Parts:
     p: Parts = request.app.state.parts
     return p
@@ -70,5 +75,7 @@ def authenticate(p: Parts, header: str | None) -> User:
     return user
 
 
-def current_user(request: Request) -> User:
+async def current_user(request: Request) -> User:
+    """Async on purpose: a worker-thread hop per dependency costs more than the
+    lookup, which is a cache hit (or one indexed query) almost always."""
     return authenticate(parts(request), request.headers.get("authorization"))

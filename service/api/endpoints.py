@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Deleted,
     EndpointCreated,
@@ -21,7 +21,7 @@ from funcx_flows.errors import InvalidRequest
 
 router = APIRouter(tags=["endpoints"])
 UserDep = Annotated[User, Depends(current_user)]
-PartsDep = Annotated[Parts, Depends(parts)]
+PartsDep = Annotated[Parts, Depends(parts_dep)]
 
 
 def _info(row: dict[str, Any], p: Parts) -> dict[str, Any]:

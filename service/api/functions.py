@@ -6,7 +6,7 @@ import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Deleted,
     FunctionCreated,
@@ -22,7 +22,7 @@ from funcx_flows.errors import InvalidRequest, PayloadTooLarge, SerializationErr
 
 router = APIRouter(tags=["functions"])
 UserDep = Annotated[User, Depends(current_user)]
-PartsDep = Annotated[Parts, Depends(parts)]
+PartsDep = Annotated[Parts, Depends(parts_dep)]
 
 
 @router.post("/functions", response_model=FunctionCreated)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Cancelled,
     TaskIds,
@@ -22,7 +22,7 @@ from funcx_flows.errors import Conflict, InvalidRequest, PayloadTooLarge
 
 router = APIRouter(tags=["tasks"])
 UserDep = Annotated[User, Depends(current_user)]
-PartsDep = Annotated[Parts, Depends(parts)]
+PartsDep = Annotated[Parts, Depends(parts_dep)]
 
 
 @router.post("/tasks", response_model=TaskIdsOut)

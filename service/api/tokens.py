@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from funcx_flows.service.api.deps import Parts, current_user, parts
+from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Health,
     Revoked,
@@ -19,11 +19,11 @@ from funcx_flows.service.store import User
 
 router = APIRouter(tags=["identity"])
 UserDep = Annotated[User, Depends(current_user)]
-PartsDep = Annotated[Parts, Depends(parts)]
+PartsDep = Annotated[Parts, Depends(parts_dep)]
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -34,7 +34,7 @@ def health() -> Health:
 
 
 @router.get("/whoami", response_model=WhoAmI)
-def whoami(user: UserDep) -> WhoAmI:
+async def whoami(user: UserDep) -> WhoAmI:
     return WhoAmI(user_id=user.user_id, name=user.name)
 
 
