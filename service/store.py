@@ -36,6 +36,24 @@ from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 
 AUTH_CACHE_S = 5.0
 
+_FINISH_COLUMNS = (tasks.c.task_id, tasks.c.function_id, tasks.c.endpoint_id, tasks.c.group_id,
+                   tasks.c.owner_id, tasks.c.state, tasks.c.attempts, tasks.c.t_received,
+                   tasks.c.t_waiting, tasks.c.t_dispatched, tasks.c.t_running)
+_ACTIVE_BY_IDS = select(*_FINISH_COLUMNS).where(
+    tasks.c.task_id.in_(bindparam("ids", expanding=True)),
+    tasks.c.state.in_(sorted(lc.ACTIVE)))
+_ACTIVE_BY_IDS_OF_ENDPOINT = _ACTIVE_BY_IDS.where(tasks.c.endpoint_id == bindparam("eid"))
+_NEXT_SEQS = (update(counters).where(counters.c.name == "seq")
+              .values(value=counters.c.value + bindparam("n"))
+              .returning(counters.c.value))
+_OWNERS_OF_TASKS = select(tasks.c.task_id, tasks.c.owner_id).where(
+    tasks.c.task_id.in_(bindparam("ids", expanding=True)))
+_INSERT_TASK = insert(tasks)
+_FINISH = (update(tasks).where(tasks.c.task_id == bindparam("tid"))
+           .values(state=bindparam("s"), seq=bindparam("q"), t_completed=bindparam("tc"),
+                   result=bindparam("res"), error=bindparam("err"), stdout=bindparam("out"),
+                   attempts=bindparam("att"), t_running=bindparam("tr"), payload=None))
+
 
 @dataclass(frozen=True)
 class User:
@@ -325,8 +343,8 @@ class Store:
         with self.engine.begin() as conn:
             self._check_owned(conn, user, "function", fids)
             self._check_owned(conn, user, "endpoint", eids)
-            existing = {str(r[0]): str(r[1]) for r in conn.execute(
-                select(tasks.c.task_id, tasks.c.owner_id).where(tasks.c.task_id.in_(ids)))}
+            existing = {str(r[0]): str(r[1]) for r in conn.execute(_OWNERS_OF_TASKS,
+                                                                   {"ids": ids})}
             if any(owner != user.user_id for owner in existing.values()):
                 raise Conflict("a task_id in this batch is already in use")
             if max_in_flight:
@@ -353,7 +371,7 @@ class Store:
                     "t_dispatched": now if state == lc.DISPATCHED else None,
                 })
             if rows:
-                conn.execute(insert(tasks), rows)
+                conn.execute(_INSERT_TASK, rows)
         bodies = self.function_bodies({r["function_id"] for r in rows})
         to_send: dict[str, list[TaskSpec]] = {}
         for r in rows:
@@ -418,22 +436,24 @@ class Store:
 
     def _next_seqs(self, conn: Any, n: int) -> int:
         """Reserve ``n`` sequence numbers; returns the first."""
-        last = conn.execute(update(counters).where(counters.c.name == "seq")
-                            .values(value=counters.c.value + n)
-                            .returning(counters.c.value)).scalar_one()
+        last = conn.execute(_NEXT_SEQS, {"n": n}).scalar_one()
         return int(last) - n + 1
 
     def _finish(self, conn: Any, task_ids: Sequence[str], state: str,
                 errors: Mapping[str, ErrorInfo],
-                results: Mapping[str, TaskResult] | None = None) -> list[dict[str, Any]]:
-        """Move active tasks to a terminal state (within ``conn``'s transaction)."""
+                results: Mapping[str, TaskResult] | None = None,
+                endpoint_id: str | None = None) -> list[dict[str, Any]]:
+        """Move active tasks (of ``endpoint_id`` if given) to a terminal state, within
+        ``conn``'s transaction. Statements are built once: building them costs more
+        than running them."""
         if not task_ids:
             return []
-        rows = [dict(r) for r in conn.execute(
-            select(tasks.c.task_id, tasks.c.function_id, tasks.c.endpoint_id, tasks.c.group_id,
-                   tasks.c.owner_id, tasks.c.state, tasks.c.attempts, tasks.c.t_received,
-                   tasks.c.t_waiting, tasks.c.t_dispatched, tasks.c.t_running)
-            .where(tasks.c.task_id.in_(task_ids), tasks.c.state.in_(lc.ACTIVE))).mappings()]
+        if endpoint_id is None:
+            found = conn.execute(_ACTIVE_BY_IDS, {"ids": list(task_ids)})
+        else:
+            found = conn.execute(_ACTIVE_BY_IDS_OF_ENDPOINT,
+                                 {"ids": list(task_ids), "eid": endpoint_id})
+        rows = [dict(r) for r in found.mappings()]
         if not rows:
             return []
         first = self._next_seqs(conn, len(rows))
@@ -457,12 +477,7 @@ class Store:
             params.append({"tid": r["task_id"], "s": r["state"], "q": r["seq"],
                            "tc": now, "res": r["result"], "err": r["error"],
                            "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running")})
-        conn.execute(
-            update(tasks).where(tasks.c.task_id == bindparam("tid"))
-            .values(state=bindparam("s"), seq=bindparam("q"), t_completed=bindparam("tc"),
-                    result=bindparam("res"), error=bindparam("err"), stdout=bindparam("out"),
-                    attempts=bindparam("att"), t_running=bindparam("tr"), payload=None),
-            params)
+        conn.execute(_FINISH, params)
         return rows
 
     def complete(self, endpoint_id: str,
@@ -471,9 +486,7 @@ class Store:
         changed (owner_id included), ready to publish. Duplicates are ignored."""
         by_id = {r.task_id: r for r in results}
         with self.engine.begin() as conn:
-            mine = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(
-                tasks.c.task_id.in_(list(by_id)), tasks.c.endpoint_id == endpoint_id))]
-            return self._finish(conn, mine, lc.FAILED, {}, by_id)
+            return self._finish(conn, list(by_id), lc.FAILED, {}, by_id, endpoint_id)
 
     def cancel(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         ids = [t for t in task_ids if _valid_uuid(t)]
