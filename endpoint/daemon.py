@@ -92,6 +92,8 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
     if lock is None:
         lock = PidLock(folder / "daemon.pid")
         lock.acquire()
+    # The agent and the interchange are threads that hand messages to each other.
+    sys.setswitchinterval(0.0002)
     try:
         provider = make_provider(config, folder)
         agent = Agent(config, folder, reg, provider)
