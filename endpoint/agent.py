@@ -24,12 +24,12 @@ from pathlib import Path
 
 import msgspec
 import zmq
+
+from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.providers.base import Block, Provider
 from funcx_flows.endpoint.spool import Spool
-
-from funcx_flows import messages as m
 from funcx_flows.errors import ProtocolError
 from funcx_flows.home import write_secret
 from funcx_flows.retry import Backoff, RetryPolicy

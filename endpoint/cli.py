@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Column, Table
+
 from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
 from funcx_flows.endpoint.config import default_config_text, load_config
 from funcx_flows.endpoint.daemon import (
@@ -27,9 +30,6 @@ from funcx_flows.endpoint.daemon import (
     running_pid,
     setup_logging,
 )
-from rich.console import Console
-from rich.table import Column, Table
-
 from funcx_flows.errors import (
     ConfigError,
     EndpointAlreadyRunning,

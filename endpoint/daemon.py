@@ -18,7 +18,6 @@ from typing import IO
 from funcx_flows.endpoint.agent import Agent, Registration, simple_decide
 from funcx_flows.endpoint.config import EndpointConfig, load_config
 from funcx_flows.endpoint.providers.base import Provider
-
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
 from funcx_flows.home import home_dir
 

@@ -28,9 +28,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import zmq
-from funcx_flows.endpoint.worker import worker_main
 
 from funcx_flows import messages as m
+from funcx_flows.endpoint.worker import worker_main
 from funcx_flows.errors import ProtocolError
 
 log = logging.getLogger("funcx_flows.manager")

@@ -9,10 +9,10 @@ import socket
 import sys
 
 import uvicorn
-from funcx_flows.service.app import create_app
-from funcx_flows.service.settings import ServiceSettings, load_settings
 
 from funcx_flows.errors import FuncxFlowsError
+from funcx_flows.service.app import create_app
+from funcx_flows.service.settings import ServiceSettings, load_settings
 
 
 def serve(settings: ServiceSettings) -> None:

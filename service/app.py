@@ -15,6 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from funcx_flows.errors import FuncxFlowsError
+from funcx_flows.home import write_secret
 from funcx_flows.service.api import endpoints, functions, stream, tasks, tokens
 from funcx_flows.service.api.deps import Parts, RateLimiter
 from funcx_flows.service.api.models import ErrorBody
@@ -23,10 +27,6 @@ from funcx_flows.service.dispatcher import Dispatcher, ServiceKeys
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from funcx_flows.errors import FuncxFlowsError
-from funcx_flows.home import write_secret
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import time
 from typing import Any
 
 import click
-from funcx_flows.service.settings import ServiceSettings, load_settings
 from rich.console import Console
 from rich.table import Column, Table
 
 from funcx_flows.errors import NotFound, ServiceUnavailable
 from funcx_flows.home import write_secret
+from funcx_flows.service.settings import ServiceSettings, load_settings
 
 console = Console()
 

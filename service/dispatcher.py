@@ -21,14 +21,14 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from funcx_flows.service.hub import Hub
-from funcx_flows.service.settings import ServiceSettings
-from funcx_flows.service.store import Store, task_record
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from funcx_flows import messages as m
 from funcx_flows.errors import ProtocolError
 from funcx_flows.home import write_secret
+from funcx_flows.service.hub import Hub
+from funcx_flows.service.settings import ServiceSettings
+from funcx_flows.service.store import Store, task_record
 
 log = logging.getLogger(__name__)
 

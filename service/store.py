@@ -18,6 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from funcx_flows.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 from funcx_flows.service import lifecycle as lc
 from funcx_flows.service.db import (
     counters,
@@ -28,11 +33,6 @@ from funcx_flows.service.db import (
     tokens,
     users,
 )
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
-
-from funcx_flows.errors import Conflict, InvalidRequest, NotFound, RateLimited
-from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 
 AUTH_CACHE_S = 5.0
 

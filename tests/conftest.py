@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -22,6 +22,12 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI must provide this component: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def need() -> Callable[[bool, str], None]:
+    """``need(condition, reason)``: skip here, fail in CI (see ``require``)."""
+    return require
 
 
 @pytest.fixture

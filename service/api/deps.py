@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
+
+from funcx_flows.errors import AuthenticationError, RateLimited
 from funcx_flows.service.dispatcher import Dispatcher
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store, User
-
-from funcx_flows.errors import AuthenticationError, RateLimited
 
 
 @dataclass

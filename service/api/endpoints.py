@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from zmq.utils import z85
+
+from funcx_flows.errors import InvalidRequest
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Deleted,
@@ -15,9 +18,6 @@ from funcx_flows.service.api.models import (
     EndpointStatusOut,
 )
 from funcx_flows.service.store import User
-from zmq.utils import z85
-
-from funcx_flows.errors import InvalidRequest
 
 router = APIRouter(tags=["endpoints"])
 UserDep = Annotated[User, Depends(current_user)]

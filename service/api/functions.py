@@ -6,6 +6,9 @@ import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+
+from funcx_flows import serialize
+from funcx_flows.errors import InvalidRequest, PayloadTooLarge, SerializationError
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Deleted,
@@ -16,9 +19,6 @@ from funcx_flows.service.api.models import (
     decode_b64,
 )
 from funcx_flows.service.store import User
-
-from funcx_flows import serialize
-from funcx_flows.errors import InvalidRequest, PayloadTooLarge, SerializationError
 
 router = APIRouter(tags=["functions"])
 UserDep = Annotated[User, Depends(current_user)]

@@ -13,10 +13,10 @@ from typing import Any
 
 import msgspec
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from funcx_flows.service.api.deps import authenticate, parts
-from funcx_flows.service.store import task_record
 
 from funcx_flows.errors import FuncxFlowsError
+from funcx_flows.service.api.deps import authenticate, parts
+from funcx_flows.service.store import task_record
 
 router = APIRouter(tags=["results"])
 _json = msgspec.json.Encoder()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+
+from funcx_flows.errors import Conflict, InvalidRequest, PayloadTooLarge
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Cancelled,
@@ -17,8 +19,6 @@ from funcx_flows.service.api.models import (
 )
 from funcx_flows.service.lifecycle import TERMINAL
 from funcx_flows.service.store import User, task_record
-
-from funcx_flows.errors import Conflict, InvalidRequest, PayloadTooLarge
 
 router = APIRouter(tags=["tasks"])
 UserDep = Annotated[User, Depends(current_user)]

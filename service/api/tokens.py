@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.models import (
     Health,

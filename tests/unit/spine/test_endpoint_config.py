@@ -4,6 +4,9 @@ import re
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
 from funcx_flows.endpoint.config import (
     EndpointConfig,
     default_config_text,
@@ -11,9 +14,6 @@ from funcx_flows.endpoint.config import (
     parse_config,
     walltime_seconds,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
 from funcx_flows.errors import ConfigError
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from funcx_flows.service import lifecycle as lc
 
 

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from funcx_flows.endpoint.spool import Spool
-
 from funcx_flows import messages as m
+from funcx_flows.endpoint.spool import Spool
 
 
 def result(i: int) -> m.TaskResult:

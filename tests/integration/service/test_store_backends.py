@@ -1,0 +1,73 @@
+"""The store on both databases the service supports: SQLite (WAL) and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from funcx_flows import messages as m
+from funcx_flows.errors import Conflict, NotFound
+from funcx_flows.service.db import make_engine
+from funcx_flows.service.store import Store
+
+PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path, need) -> Iterator[Store]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    else:
+        need(bool(PG_URL), "PostgreSQL: set FUNCX_FLOWS_TEST_POSTGRES_URL")
+        engine = make_engine(PG_URL)
+        with engine.begin() as conn:  # a clean schema per test
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    s = Store(engine)
+    s.create_schema()
+    yield s
+    engine.dispose()
+
+
+def test_a_batch_of_tasks_round_trips(store: Store):
+    alice, bob = store.ensure_user("alice"), store.ensure_user("bob")
+    fid, created = store.register_function(alice, "f", "", b"FXF-body")
+    assert created and store.register_function(alice, "g", "", b"FXF-body") == (fid, False)
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {"host": "x"})
+    items = [{"function_id": fid, "endpoint_id": eid, "payload": bytes([i]), "group_id": "g1"}
+             for i in range(50)]
+    ids, to_send = store.submit(alice, items, online={eid})
+    assert len(to_send[eid]) == 50 and to_send[eid][7].payload == bytes([7])
+    # idempotent resubmission; a foreign user reusing an id is refused
+    again, resend = store.submit(alice, [{**items[0], "task_id": ids[0]}], online={eid})
+    assert again == [ids[0]] and resend == {}
+    with pytest.raises(Conflict):
+        bob_fid, _ = store.register_function(bob, "f", "", b"FXF-b")
+        bob_eid, _ = store.register_endpoint(bob, "ep", "b" * 40, {})
+        store.submit(bob, [{"task_id": ids[0], "function_id": bob_fid, "endpoint_id": bob_eid,
+                            "payload": b""}], online=set())
+    store.mark_running(eid, [(ids[0], 1.0)])
+    results = [m.TaskResult(task_id=t, ok=True, data=b"r" + t.encode()) for t in ids[:30]]
+    rows = store.complete(eid, results)
+    assert len(rows) == 30 and {r["state"] for r in rows} == {"success"}
+    assert store.complete(eid, results) == []  # duplicates change nothing
+    assert store.complete(str(uuid.uuid4()), results[:1]) == []  # another endpoint's claim
+    cancelled = store.cancel(alice, ids[25:40])
+    assert {r["task_id"] for r in cancelled} == set(ids[30:40])
+    assert store.cancel(bob, ids[40:]) == []
+    seqs = [r["seq"] for r in store.completed_after(alice.user_id, 0, "g1")]
+    assert len(seqs) == 40 and seqs == sorted(seqs) and len(set(seqs)) == 40
+    assert len(store.completed_after(alice.user_id, seqs[9], "g1")) == 30
+    assert store.completed_after(bob.user_id, 0, None) == []
+    resent = store.resend(eid, held=ids[40:45])
+    assert {s.task_id for s in resent} == set(ids[45:])
+    assert store.get_task(alice, ids[0])["result"] == b"r" + ids[0].encode()
+    with pytest.raises(NotFound):
+        store.get_task(bob, ids[0])
+    failed = store.delete_endpoint(alice, eid)
+    assert {r["task_id"] for r in failed} == set(ids[40:])
+    assert store.purge(older_than=1e12) == 50
