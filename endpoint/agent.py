@@ -279,6 +279,8 @@ class Agent:
 
     def _drain(self, sock: zmq.Socket[bytes], handler: Callable[[bytes], None]) -> None:
         for _ in range(1000):
+            if sock.closed:  # a handler dropped the link
+                return
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:

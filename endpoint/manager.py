@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -35,6 +37,7 @@ from funcx_flows.errors import ProtocolError
 
 log = logging.getLogger("funcx_flows.manager")
 _fork = multiprocessing.get_context("fork")
+PARENT_PID_ENV = "FUNCX_FLOWS_MANAGER_PARENT_PID"
 
 
 @dataclass
@@ -278,6 +281,17 @@ class Manager:
         self._ctx.term()
 
 
+def _follow_parent() -> None:
+    """A manager started directly by a local agent ends with it (kill -9 included)."""
+    expected = os.environ.get(PARENT_PID_ENV)
+    if not expected:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PDEATHSIG
+    if os.getppid() != int(expected):
+        sys.exit("the endpoint that started this manager is gone")
+
+
 def _count_gpus() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
@@ -302,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s manager: %(message)s")
+    _follow_parent()
     opts = ManagerOptions(
         interchange=a.interchange, block_id=a.block_id, workers=a.workers, prefetch=a.prefetch,
         heartbeat_period_s=a.heartbeat_period, heartbeat_threshold_s=a.heartbeat_threshold,

@@ -116,10 +116,25 @@ class LocalStack:
         except FuncxFlowsError:
             return False
 
-    def restart_service(self, *extra_args: str) -> str:
+    def restart_service(self, *, kill: bool = False) -> str:
+        """Stop (or ``kill -9``) the service and start it again on the same ports,
+        so that endpoints and clients find it where they left it."""
+        info = json.loads((self.home / "service" / "service.json").read_text())
+        http_port = info["url"].rsplit(":", 1)[1]
+        zmq_port = info["zmq_url"].rsplit(":", 1)[1]
         if self.service_proc is not None:
-            stop_process(self.service_proc)
-        return self.start_service(*extra_args)
+            if kill:
+                self.service_proc.kill()
+                self.service_proc.wait(10)
+            else:
+                stop_process(self.service_proc)
+        return self.start_service("--port", http_port, "--zmq-port", zmq_port)
+
+    def kill_endpoint(self, name: str) -> None:
+        """``kill -9`` an endpoint's daemon (its managers follow it)."""
+        ep = self.endpoints.pop(name)
+        ep.proc.kill()
+        ep.proc.wait(10)
 
     def client(self) -> Client:
         return Client(home=self.home)

@@ -278,9 +278,10 @@ class Dispatcher:
             await self._on_hello(link, msg)
             return
         if not link.online and not isinstance(msg, m.Bye):
-            # a message from a link the service had given up on: ask it to say Hello again
-            link.online = True
-            link.connected_at = link.last_seen
+            # A link this service does not know as online (it restarted, or gave up on
+            # the link): handle the message, and ask the agent to say Hello again, so
+            # that it resends its spool and receives the tasks it lacks.
+            self._send(endpoint_id, m.Bye(reason="say hello"))
         if isinstance(msg, m.Results):
             await self._on_results(endpoint_id, msg)
         elif isinstance(msg, m.TaskStates):

@@ -23,9 +23,11 @@ class LocalProvider:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"block-{block_id}.log"
         with log_path.open("ab") as log:
+            # The manager ends with this process (see manager._follow_parent).
+            env = {**os.environ, "FUNCX_FLOWS_MANAGER_PARENT_PID": str(os.getpid())}
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", f"exec {command}"], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, env=env,
             )
         self._procs[block_id] = proc
         block = Block(block_id=block_id, job_id=str(proc.pid), state=RUNNING)
