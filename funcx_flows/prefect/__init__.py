@@ -1,0 +1,1 @@
+"""Prefect integration: remote tasks, the endpoint task runner, batched maps, Globus transfers."""

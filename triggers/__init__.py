@@ -1,0 +1,1 @@
+"""Triggers that start pipelines: file events near instruments, Globus transfers landing."""
