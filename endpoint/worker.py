@@ -8,8 +8,10 @@ prints, and turns every failure into an error that names its cause.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import inspect
 import io
 import os
 import signal
@@ -78,6 +80,8 @@ class Runner:
         try:
             with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
                 value = fn(*args, **kwargs)
+                if inspect.iscoroutine(value):  # an async def function
+                    value = asyncio.run(value)
         except BaseException as exc:
             name = f"{type(exc).__module__}.{type(exc).__qualname__}"
             return _failure(spec, "remote_exception", f"{type(exc).__name__}: {exc}", started,

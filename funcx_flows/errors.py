@@ -208,6 +208,19 @@ class ResultTooLarge(TaskError):
     code = "result_too_large"
 
 
+class PartialFailure(TaskError):
+    """Some calls of a batched map failed; ``failures`` maps input index to its error
+    and ``results`` holds the values, with the errors in the failed slots."""
+
+    code = "partial_failure"
+
+    def __init__(self, message: str = "", *, failures: dict[int, BaseException] | None = None,
+                 results: list[Any] | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.failures = failures or {}
+        self.results = results or []
+
+
 class SystemFailure(TaskError):
     """The machinery under the task failed (not the function itself)."""
 

@@ -1,0 +1,172 @@
+"""One Executor per (service, token, endpoint) in this process, shared by every
+remote task and task runner, and the one way a Prefect task body calls remotely.
+
+The Prefect task engine stays in the flow's process; only the function and its
+arguments travel. What the function printed remotely is replayed into the task's
+Prefect log; a Prefect timeout or cancellation cancels the remote task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from funcx_flows.sdk.client import Client
+from funcx_flows.sdk.executor import Executor, TaskFuture
+
+log = logging.getLogger(__name__)
+
+OFFLINE_CHECK_S = 10.0
+_WAIT_SLICE_S = 0.25
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where remote calls go: an endpoint (name or id) of a service."""
+
+    endpoint: str
+    service_url: str | None = None
+    token: str | None = None
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executors: dict[Target, Executor] = {}
+        self._offline_checked: dict[Target, float] = {}
+
+    def executor(self, target: Target) -> Executor:
+        with self._lock:
+            ex = self._executors.get(target)
+            if ex is None:
+                client = Client(service_url=target.service_url, token=target.token)
+                ex = Executor(endpoint=target.endpoint, client=client)
+                self._executors[target] = ex
+            return ex
+
+    def endpoint_offline(self, target: Target) -> bool:
+        """Whether the endpoint is offline (asked at most every OFFLINE_CHECK_S)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._offline_checked.get(target, -OFFLINE_CHECK_S)
+            if now - last < OFFLINE_CHECK_S:
+                return False
+            self._offline_checked[target] = now
+        ex = self.executor(target)
+        try:
+            state = ex.client.get_endpoint_status(ex.endpoint_id).get("state")
+        except Exception:  # the status is advice; the task itself will report errors
+            return False
+        return state != "online"
+
+    def close(self) -> None:
+        with self._lock:
+            executors, self._executors = list(self._executors.values()), {}
+        for ex in executors:
+            ex.shutdown(wait=False, cancel_futures=True)
+            ex.client.close()
+
+
+registry = _Registry()
+atexit.register(registry.close)
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # outside a Prefect run
+        return log
+
+
+def _timeout_s() -> float | None:
+    try:
+        from prefect.context import TaskRunContext
+
+        ctx = TaskRunContext.get()
+    except Exception:
+        return None
+    return None if ctx is None else ctx.task.timeout_seconds
+
+
+def start(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
+          kwargs: dict[str, Any]) -> TaskFuture:
+    """Submit one call; logs where it went (and that it waits, if the endpoint is offline)."""
+    logger = _run_logger()
+    ex = registry.executor(target)
+    future = ex.submit(fn, *args, **kwargs)
+    logger.info("running %s on endpoint %s as remote task %s",
+                getattr(fn, "__qualname__", fn), target.endpoint, future.task_id)
+    if registry.endpoint_offline(target):
+        logger.warning("endpoint %s is offline: the task waits for it (up to the task's "
+                       "timeout)", target.endpoint)
+    return future
+
+
+def finish(future: TaskFuture) -> Any:
+    """The result of a completed future, after replaying its remote output."""
+    record = future.record or {}
+    out = record.get("stdout") or ""
+    if out:
+        logger = _run_logger()
+        for line in out.rstrip("\n").splitlines():
+            logger.info("[remote] %s", line)
+    return future.result(timeout=0)
+
+
+def _cancel(future: TaskFuture, why: str) -> None:
+    if not future.done():
+        future.cancel()
+        _run_logger().warning("cancelled remote task %s: %s", future.task_id, why)
+
+
+def call(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
+         kwargs: dict[str, Any]) -> Any:
+    """Run remotely and wait; interruptions (timeouts, cancellation) cancel remotely."""
+    future = start(target, fn, args, kwargs)
+    timeout = _timeout_s()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"remote task {future.task_id} did not finish within "
+                                   f"{timeout}s")
+            try:
+                future.result(timeout=_WAIT_SLICE_S if remaining is None
+                              else min(_WAIT_SLICE_S, remaining))
+                break
+            except cf.TimeoutError:
+                continue
+            except Exception:
+                break  # finished with an error: raised by finish()
+    except BaseException as exc:
+        _cancel(future, f"{type(exc).__name__}: {exc}")
+        raise
+    return finish(future)
+
+
+async def call_async(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Any:
+    future = start(target, fn, args, kwargs)
+    timeout = _timeout_s()
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+    except TimeoutError:
+        _cancel(future, "timed out")
+        raise TimeoutError(f"remote task {future.task_id} did not finish within "
+                           f"{timeout}s") from None
+    except asyncio.CancelledError:
+        _cancel(future, "cancelled")
+        raise
+    except Exception:
+        pass  # finished with an error: raised by finish()
+    return finish(future)

@@ -1,0 +1,78 @@
+"""``@remote_task(endpoint=...)``: a Prefect task whose body runs on an endpoint.
+
+The returned object is a real ``prefect.Task``: call it, ``.submit()`` it,
+``.map()`` it, give it retries, timeouts, caching, tags and names as with any
+task. Its function is a small proxy that ships the original function and its
+arguments to the endpoint and waits for the result (asynchronously for
+``async def`` functions), so that Prefect's engine, states, logs and result
+persistence stay in the flow's process.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from prefect import Task
+
+from funcx_flows.prefect import _remote
+from funcx_flows.prefect._remote import Target
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def remote_proxy(fn: Callable[..., Any], target: Target,
+                 force_async: bool = False) -> Callable[..., Any]:
+    """A function with ``fn``'s signature (and source, for cache keys) that runs it
+    remotely; a coroutine function when ``fn`` is one or ``force_async`` is set."""
+    if force_async or inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def remote_async(*args: Any, **kwargs: Any) -> Any:
+            return await _remote.call_async(target, fn, args, kwargs)
+
+        remote_async.__funcx_remote__ = (fn, target)  # type: ignore[attr-defined]
+        return remote_async
+
+    @functools.wraps(fn)
+    def remote(*args: Any, **kwargs: Any) -> Any:
+        return _remote.call(target, fn, args, kwargs)
+
+    remote.__funcx_remote__ = (fn, target)  # type: ignore[attr-defined]
+    return remote
+
+
+@overload
+def remote_task(fn: F, /, *, endpoint: str, service_url: str | None = None,
+                token: str | None = None, **task_options: Any) -> Task[Any, Any]: ...
+
+
+@overload
+def remote_task(fn: None = None, /, *, endpoint: str, service_url: str | None = None,
+                token: str | None = None,
+                **task_options: Any) -> Callable[[F], Task[Any, Any]]: ...
+
+
+def remote_task(fn: Callable[..., Any] | None = None, /, *, endpoint: str,
+                service_url: str | None = None, token: str | None = None,
+                **task_options: Any) -> Any:
+    """Make ``fn`` a Prefect task that runs on ``endpoint`` (a name or an id).
+
+    ``task_options`` are those of ``prefect.task`` (``name``, ``retries``,
+    ``retry_delay_seconds``, ``timeout_seconds``, ``cache_policy``, ``tags``,
+    ``persist_result``...). Used as ``@remote_task(endpoint="hpc")`` or
+    ``remote_task(existing_function, endpoint="hpc")``.
+    """
+    if not endpoint:
+        raise ValueError("remote_task needs endpoint= (a name or an id)")
+    target = Target(endpoint=endpoint, service_url=service_url, token=token)
+
+    def decorate(f: Callable[..., Any]) -> Task[Any, Any]:
+        if isinstance(f, Task):
+            raise TypeError("remote_task wraps a plain function, not a Prefect task; "
+                            "apply it instead of @task")
+        options = {"name": getattr(f, "__name__", None), **task_options}
+        return Task(fn=remote_proxy(f, target), **options)
+
+    return decorate if fn is None else decorate(fn)
