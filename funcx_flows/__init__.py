@@ -16,6 +16,7 @@ _LAZY = {
     "remote_task": "funcx_flows.prefect",
     "remote_map": "funcx_flows.prefect",
     "EndpointTaskRunner": "funcx_flows.prefect",
+    "transfer": "funcx_flows.prefect",
 }
 
 if TYPE_CHECKING:

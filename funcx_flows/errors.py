@@ -245,6 +245,12 @@ class PilotEnded(SystemFailure):
     code = "pilot_ended"
 
 
+class TransferFailed(FuncxFlowsError):
+    """A Globus transfer ended in failure (or could not be submitted); the message is Globus's."""
+
+    code = "transfer_failed"
+
+
 class EndpointError(FuncxFlowsError):
     """An endpoint life-cycle operation failed."""
 
