@@ -1,0 +1,119 @@
+"""Trigger configuration: validated models, loaded from YAML; errors name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from funcx_flows.errors import ConfigError
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetConfig(Model):
+    """What a trigger starts. ``parameters`` values may be templates: a value that is
+    exactly ``"{paths}"`` (or ``{path}``, ``{files}``, ``{task_id}``, ``{batch_id}``,
+    ``{time}``...) becomes that value; other strings are formatted with them."""
+
+    kind: Literal["flow", "deployment", "event"] = "flow"
+    flow: str = ""  # "package.module:flow" or "path/to/file.py:flow" (kind: flow)
+    deployment: str = ""  # "flow-name/deployment-name" (kind: deployment)
+    event: str = ""  # event name (kind: event)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int = Field(5, ge=1)
+    retry_initial_s: float = Field(1.0, ge=0)
+    retry_max_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _named(self) -> TargetConfig:
+        needed = {"flow": self.flow, "deployment": self.deployment, "event": self.event}
+        if not needed[self.kind]:
+            raise ValueError(f"target of kind {self.kind!r} needs the key {self.kind!r}")
+        return self
+
+
+class FileTriggerConfig(Model):
+    type: Literal["files"] = "files"
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    paths: list[str] = Field(min_length=1)
+    patterns: list[str] = Field(default_factory=lambda: ["*"])
+    ignore_patterns: list[str] = Field(default_factory=lambda: [".*", "*.tmp", "*.part", "*~"])
+    recursive: bool = True
+    # stable: size and mtime unchanged for settle_s (and close-after-write ends the wait
+    # early where the OS reports it); sentinel: a "<file><sentinel_suffix>" file marks it done
+    mode: Literal["stable", "sentinel"] = "stable"
+    settle_s: float = Field(2.0, ge=0)
+    sentinel_suffix: str = ".done"
+    polling: bool = False  # for network filesystems without events
+    poll_interval_s: float = Field(1.0, gt=0)
+    batch_size: int = Field(1, ge=1)
+    batch_window_s: float = Field(0.0, ge=0)
+    max_in_flight: int = Field(4, ge=1)
+    target: TargetConfig
+
+
+class GlobusTriggerConfig(Model):
+    type: Literal["globus"] = "globus"
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    destination_endpoint: str = ""
+    path_prefix: str = ""
+    label_pattern: str = ""
+    endpoint_manager: bool = False  # everyone's tasks on destination_endpoint
+    poll_interval_s: float = Field(30.0, gt=0)
+    overlap_s: float = Field(300.0, ge=0)
+    list_files: bool = True
+    max_in_flight: int = Field(4, ge=1)
+    target: TargetConfig
+
+    @model_validator(mode="after")
+    def _manager_needs_endpoint(self) -> GlobusTriggerConfig:
+        if self.endpoint_manager and not self.destination_endpoint:
+            raise ValueError("endpoint_manager needs destination_endpoint")
+        return self
+
+
+class TriggersFile(Model):
+    state_db: str = ""  # blank: <home>/triggers/state.db
+    triggers: list[Annotated[FileTriggerConfig | GlobusTriggerConfig,
+                             Field(discriminator="type")]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> TriggersFile:
+        names = [t.name for t in self.triggers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"trigger names must be unique: {sorted(dup)}")
+        return self
+
+
+def parse(data: Any, source: str = "") -> TriggersFile:
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid trigger config {source}: expected a mapping with 'triggers'")
+    for i, t in enumerate(data.get("triggers") or []):
+        if isinstance(t, dict) and "type" not in t:
+            raise ConfigError(f"invalid trigger config {source}: triggers.{i}.type: "
+                              "missing (files or globus)")
+    try:
+        return TriggersFile.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"] if str(p) not in ("files", "globus")]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {'.'.join(loc) or '(top level)'}: {msg}")
+        raise ConfigError(f"invalid trigger config {source}:\n" + "\n".join(lines)) from None
+
+
+def load(path: Path) -> TriggersFile:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no trigger config at {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse(data, str(path))

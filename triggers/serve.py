@@ -1,0 +1,102 @@
+"""Run triggers: ``serve(*triggers)`` from Python, or from a YAML file via the CLI."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from funcx_flows.home import home_dir
+from funcx_flows.triggers.config import FileTriggerConfig, GlobusTriggerConfig, TriggersFile
+from funcx_flows.triggers.state import StateStore
+
+log = logging.getLogger(__name__)
+TICK_S = 0.1
+
+
+class Trigger(Protocol):
+    name: str
+    problems: list[str]
+
+    def start(self) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def stop(self, wait: bool = True) -> None: ...
+
+
+def default_state_path(configured: str = "") -> Path:
+    return Path(configured).expanduser() if configured else home_dir() / "triggers" / "state.db"
+
+
+def build(config: TriggersFile, store: StateStore,
+          transfer_client: Callable[[], Any] | None = None) -> list[Trigger]:
+    triggers: list[Trigger] = []
+    for t in config.triggers:
+        if isinstance(t, FileTriggerConfig):
+            from funcx_flows.triggers.filewatch import FileTrigger
+
+            triggers.append(FileTrigger(t, store))
+        elif isinstance(t, GlobusTriggerConfig):
+            from funcx_flows.prefect.transfer import transfer_client_from_env
+            from funcx_flows.triggers.globus import GlobusTransferTrigger
+
+            client = (transfer_client or transfer_client_from_env)()
+            triggers.append(GlobusTransferTrigger(t, store, client))
+    return triggers
+
+
+def serve(*triggers: Trigger, stop: threading.Event | None = None,
+          handle_signals: bool = False) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM with ``handle_signals``)."""
+    stop = stop or threading.Event()
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    for t in triggers:
+        t.start()
+        log.info("trigger %s started", t.name)
+    try:
+        while not stop.is_set():
+            for t in triggers:
+                try:
+                    t.tick()
+                except Exception:  # one trigger's trouble must not stop the others
+                    log.exception("trigger %s: error in its loop", t.name)
+            stop.wait(TICK_S)
+    finally:
+        for t in triggers:
+            t.stop(wait=True)
+        log.info("triggers stopped")
+
+
+class Running:
+    """Triggers served on a background thread (for scripts, the demo and tests)."""
+
+    def __init__(self, *triggers: Trigger) -> None:
+        self.triggers = triggers
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=serve, args=triggers,
+                                       kwargs={"stop": self.stop_event}, daemon=True,
+                                       name="funcx-triggers")
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop_event.set()
+        self.thread.join(60)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

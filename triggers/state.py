@@ -1,0 +1,246 @@
+"""Durable trigger state (SQLite, WAL): what was seen, what was started, watermarks.
+
+A file version (path, size, mtime) is recorded once; a run is created for it in
+the same transaction that marks it batched, so a restart neither repeats nor
+skips. Runs move queued -> running -> done, or back to queued with a later
+``next_at`` after a failed start, or to failed after their last attempt (still
+visible, and ``replay`` can queue them again).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    trigger TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    seen_at REAL NOT NULL, run_id TEXT,
+    PRIMARY KEY (trigger, path, size, mtime_ns));
+CREATE INDEX IF NOT EXISTS files_unbatched ON files (trigger, run_id, seen_at);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, trigger TEXT NOT NULL, context TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+    error TEXT, result TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_due ON runs (trigger, state, next_at);
+CREATE TABLE IF NOT EXISTS marks (
+    trigger TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (trigger, key));
+CREATE TABLE IF NOT EXISTS seen_tasks (
+    trigger TEXT NOT NULL, task_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    PRIMARY KEY (trigger, task_id));
+"""
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Run:
+    run_id: str
+    trigger: str
+    context: dict[str, Any]
+    state: str
+    attempts: int
+    next_at: float
+    error: str | None
+    created_at: float
+
+
+class StateStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _txn(self) -> Any:
+        store = self
+
+        class _T:
+            def __enter__(self) -> sqlite3.Connection:
+                store._lock.acquire()
+                store._db.execute("BEGIN IMMEDIATE")
+                return store._db
+
+            def __exit__(self, exc_type: Any, *rest: Any) -> None:
+                try:
+                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    store._lock.release()
+
+        return _T()
+
+    # --------------------------------------------------------------- files --
+
+    def record_files(self, trigger: str, versions: Iterable[FileVersion]) -> list[FileVersion]:
+        """Record file versions; returns those never seen before."""
+        new = []
+        now = time.time()
+        with self._txn() as db:
+            for v in versions:
+                cur = db.execute("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, NULL)",
+                                 (trigger, v.path, v.size, v.mtime_ns, now))
+                if cur.rowcount:
+                    new.append(v)
+        return new
+
+    def known(self, trigger: str, v: FileVersion) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM files WHERE trigger=? AND path=? AND size=? AND mtime_ns=?",
+                (trigger, v.path, v.size, v.mtime_ns)).fetchone()
+        return row is not None
+
+    def unbatched(self, trigger: str) -> list[tuple[FileVersion, float]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, size, mtime_ns, seen_at FROM files WHERE trigger=? AND run_id IS "
+                "NULL ORDER BY seen_at, path", (trigger,)).fetchall()
+        return [(FileVersion(r[0], r[1], r[2]), r[3]) for r in rows]
+
+    def batch(self, trigger: str, files: Sequence[FileVersion],
+              context: dict[str, Any]) -> str:
+        """Create a queued run for these files and mark them, atomically."""
+        run_id = str(uuid.uuid4())
+        now = time.time()
+        with self._txn() as db:
+            db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, 0, ?, NULL, NULL, ?, ?)",
+                       (run_id, trigger, json.dumps(context), QUEUED, now, now, now))
+            db.executemany(
+                "UPDATE files SET run_id=? WHERE trigger=? AND path=? AND size=? AND mtime_ns=?",
+                [(run_id, trigger, f.path, f.size, f.mtime_ns) for f in files])
+        return run_id
+
+    # ---------------------------------------------------------------- runs --
+
+    def add_run(self, trigger: str, context: dict[str, Any],
+                seen_task: str | None = None) -> str | None:
+        """A queued run; with ``seen_task``, only if that task was not seen before."""
+        run_id = str(uuid.uuid4())
+        now = time.time()
+        with self._txn() as db:
+            if seen_task is not None:
+                cur = db.execute("INSERT OR IGNORE INTO seen_tasks VALUES (?, ?, ?)",
+                                 (trigger, seen_task, run_id))
+                if not cur.rowcount:
+                    return None
+            db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, 0, ?, NULL, NULL, ?, ?)",
+                       (run_id, trigger, json.dumps(context), QUEUED, now, now, now))
+        return run_id
+
+    def seen_task(self, trigger: str, task_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM seen_tasks WHERE trigger=? AND task_id=?",
+                                    (trigger, task_id)).fetchone() is not None
+
+    def due(self, trigger: str, limit: int) -> list[Run]:
+        if limit <= 0:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM runs WHERE trigger=? AND state=? AND next_at<=? "
+                "ORDER BY created_at LIMIT ?", (trigger, QUEUED, time.time(), limit)).fetchall()
+        return [self._run(r) for r in rows]
+
+    @staticmethod
+    def _run(r: Sequence[Any]) -> Run:
+        return Run(run_id=r[0], trigger=r[1], context=json.loads(r[2]), state=r[3],
+                   attempts=r[4], next_at=r[5], error=r[6], created_at=r[8])
+
+    def _set(self, run_id: str, **values: Any) -> None:
+        values["updated_at"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in values)
+        with self._txn() as db:
+            db.execute(f"UPDATE runs SET {cols} WHERE run_id=?", (*values.values(), run_id))
+
+    def mark_running(self, run_id: str) -> None:
+        with self._txn() as db:
+            db.execute("UPDATE runs SET state=?, attempts=attempts+1, updated_at=? "
+                       "WHERE run_id=?", (RUNNING, time.time(), run_id))
+
+    def mark_done(self, run_id: str, result: str = "") -> None:
+        self._set(run_id, state=DONE, result=result[:2000], error=None)
+
+    def mark_retry(self, run_id: str, error: str, next_at: float) -> None:
+        self._set(run_id, state=QUEUED, error=error[:4000], next_at=next_at)
+
+    def mark_failed(self, run_id: str, error: str) -> None:
+        self._set(run_id, state=FAILED, error=error[:4000])
+
+    def recover(self) -> int:
+        """Runs left 'running' by a crash are started again (deployments dedupe by key)."""
+        with self._txn() as db:
+            return int(db.execute("UPDATE runs SET state=?, next_at=? WHERE state=?",
+                                  (QUEUED, time.time(), RUNNING)).rowcount)
+
+    def in_flight(self, trigger: str) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM runs WHERE trigger=? AND state=?",
+                                        (trigger, RUNNING)).fetchone()[0])
+
+    def runs(self, trigger: str | None = None, states: Sequence[str] = (),
+             limit: int = 100) -> list[Run]:
+        q, args = "SELECT * FROM runs WHERE 1=1", list[Any]()
+        if trigger:
+            q += " AND trigger=?"
+            args.append(trigger)
+        if states:
+            q += f" AND state IN ({','.join('?' * len(states))})"
+            args.extend(states)
+        q += " ORDER BY updated_at DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [self._run(r) for r in self._db.execute(q, args).fetchall()]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT trigger, state, count(*) FROM runs GROUP BY trigger, state").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for trig, state, n in rows:
+            out.setdefault(trig, {})[state] = n
+        return out
+
+    def requeue(self, run_id: str) -> None:
+        self._set(run_id, state=QUEUED, next_at=time.time(), attempts=0)
+
+    def find_runs(self, needle: str) -> list[Run]:
+        """Runs whose context mentions ``needle`` (a file path or a transfer task id)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM runs WHERE context LIKE ? "
+                                    "ORDER BY created_at", (f"%{json.dumps(needle)[1:-1]}%",)
+                                    ).fetchall()
+        return [self._run(r) for r in rows]
+
+    # --------------------------------------------------------------- marks --
+
+    def get_mark(self, trigger: str, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM marks WHERE trigger=? AND key=?",
+                                   (trigger, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_mark(self, trigger: str, key: str, value: str) -> None:
+        with self._txn() as db:
+            db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?, ?)", (trigger, key, value))

@@ -1,0 +1,157 @@
+"""What a trigger starts, and the one dispatcher that starts it (with retries).
+
+A target is a Prefect flow (or any callable) called in-process, a Prefect
+deployment started through the API with an idempotency key derived from the
+run (a retry never starts a second flow run), or a Prefect event.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import importlib.util
+import logging
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from funcx_flows.errors import ConfigError
+from funcx_flows.retry import RetryPolicy
+from funcx_flows.triggers.config import TargetConfig
+from funcx_flows.triggers.state import Run, StateStore
+
+log = logging.getLogger(__name__)
+_WHOLE = re.compile(r"^\{(\w+)\}$")
+
+
+def render(template: Any, context: dict[str, Any]) -> Any:
+    """Fill parameter templates from an event's context (recursively)."""
+    if isinstance(template, str):
+        whole = _WHOLE.match(template)
+        if whole and whole.group(1) in context:
+            return context[whole.group(1)]
+        try:
+            return template.format(**context)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"parameter template {template!r}: unknown field {exc}") from None
+    if isinstance(template, dict):
+        return {k: render(v, context) for k, v in template.items()}
+    if isinstance(template, list):
+        return [render(v, context) for v in template]
+    return template
+
+
+def load_callable(ref: str) -> Callable[..., Any]:
+    """``package.module:attr`` or ``path/to/file.py:attr``."""
+    module_ref, sep, attr = ref.rpartition(":")
+    if not sep or not module_ref or not attr:
+        raise ConfigError(f"flow {ref!r}: expected 'module:flow' or 'file.py:flow'")
+    try:
+        if module_ref.endswith(".py"):
+            path = Path(module_ref).expanduser().resolve()
+            name = f"funcx_trigger_target_{abs(hash(str(path)))}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"flow {ref!r}: cannot load {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_ref)
+    except (ImportError, FileNotFoundError, SyntaxError) as exc:
+        raise ConfigError(f"flow {ref!r}: cannot import: {exc}") from None
+    try:
+        fn: Callable[..., Any] = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"flow {ref!r}: {module_ref} has no {attr!r}") from None
+    return fn
+
+
+class Starter:
+    """Starts one trigger's queued runs, at most ``max_in_flight`` at a time."""
+
+    def __init__(self, trigger: str, target: TargetConfig, store: StateStore, max_in_flight: int,
+                 call: Callable[..., Any] | None = None,
+                 default_parameters: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                 ) -> None:
+        self.trigger = trigger
+        self.target = target
+        self.store = store
+        self.max_in_flight = max_in_flight
+        self._call = call
+        self._defaults = default_parameters or (lambda ctx: {})
+        self._pool = cf.ThreadPoolExecutor(max_in_flight, thread_name_prefix=f"trigger-{trigger}")
+        self._running: dict[str, cf.Future[Any]] = {}
+        self._policy = RetryPolicy(initial=max(target.retry_initial_s, 0.001),
+                                   max_delay=target.retry_max_s)
+
+    def _callable(self) -> Callable[..., Any]:
+        if self._call is None:
+            self._call = load_callable(self.target.flow)
+        return self._call
+
+    def parameters(self, run: Run) -> dict[str, Any]:
+        context = {**run.context, "run_id": run.run_id, "batch_id": run.run_id}
+        if self.target.parameters:
+            params: dict[str, Any] = render(self.target.parameters, context)
+            return params
+        return self._defaults(context)
+
+    def start(self, run: Run) -> Any:
+        """Start the target for one run (blocking for in-process flows)."""
+        params = self.parameters(run)
+        t = self.target
+        if t.kind == "flow":
+            return self._callable()(**params)
+        if t.kind == "deployment":
+            from prefect.deployments import run_deployment
+
+            flow_run = run_deployment(t.deployment, parameters=params, timeout=0,
+                                      idempotency_key=f"funcx-flows-trigger-{run.run_id}")
+            return f"flow run {getattr(flow_run, 'id', flow_run)}"
+        from prefect.events import emit_event
+
+        emit_event(event=t.event, resource={"prefect.resource.id":
+                                            f"funcx-flows.trigger.{self.trigger}"},
+                   payload=params, id=uuid.uuid5(uuid.NAMESPACE_URL, run.run_id))
+        return f"event {t.event}"
+
+    def pump(self) -> None:
+        """Reap finished starts and begin due ones (called from the serve loop)."""
+        for run_id, fut in list(self._running.items()):
+            if fut.done():
+                del self._running[run_id]
+        for run in self.store.due(self.trigger, self.max_in_flight - len(self._running)):
+            self.store.mark_running(run.run_id)
+            self._running[run.run_id] = self._pool.submit(self._attempt, run)
+
+    def _attempt(self, run: Run) -> None:
+        attempt = run.attempts + 1
+        try:
+            result = self.start(run)
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {exc}"
+            if attempt >= self.target.max_attempts:
+                log.error("trigger %s: run %s failed for good after %d attempts: %s",
+                          self.trigger, run.run_id, attempt, err)
+                self.store.mark_failed(run.run_id, err + "\n" + traceback.format_exc(limit=5))
+            else:
+                delay = self._policy.delay(attempt - 1)
+                log.warning("trigger %s: run %s failed (attempt %d/%d): %s; retrying in %.1fs",
+                            self.trigger, run.run_id, attempt, self.target.max_attempts, err,
+                            delay)
+                self.store.mark_retry(run.run_id, err, time.time() + delay)
+            return
+        self.store.mark_done(run.run_id, repr(result)[:2000])
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
