@@ -32,7 +32,7 @@ def test_bad_keys_and_values_are_named(change, words):
 
 
 def test_missing_type_and_duplicate_names():
-    with pytest.raises(ConfigError, match="triggers.0.type"):
+    with pytest.raises(ConfigError, match=r"triggers\.0\.type"):
         cfg.parse({"triggers": [{"name": "x", "paths": ["/d"], "target": {"flow": "m:f"}}]})
     with pytest.raises(ConfigError, match="unique"):
         cfg.parse({"triggers": [GOOD["triggers"][0], GOOD["triggers"][0]]})
