@@ -1,0 +1,63 @@
+"""`funcx-flows trigger run|status|replay` as an operator runs them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from funcx_flows.triggers.serve import wait_until
+
+CLI = "from funcx_flows.cli import main; main()"
+
+
+def cli(env, *args, check=False):
+    return subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_run_status_replay_and_bad_config(tmp_path, home):
+    import os
+
+    env = {**os.environ, "FUNCX_FLOWS_HOME": str(home)}
+    watched = tmp_path / "detector"
+    watched.mkdir()
+    out = tmp_path / "started.log"
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(
+        "def record(paths, label):\n"
+        f"    with open({str(out)!r}, 'a') as f:\n"
+        "        for p in paths:\n"
+        "            f.write(label + ' ' + p + '\\n')\n")
+    config = tmp_path / "triggers.yaml"
+    config.write_text(yaml.safe_dump({"triggers": [{
+        "type": "files", "name": "det", "paths": [str(watched)], "settle_s": 0.2,
+        "target": {"flow": f"{handlers}:record",
+                   "parameters": {"paths": "{paths}", "label": "run {batch_id}"}}}]}))
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "trigger", "run", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        (watched / "frame1.raw").write_bytes(b"x")
+        assert wait_until(lambda: out.exists() and "frame1.raw" in out.read_text(), 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().startswith("run ")
+    status = cli(env, "trigger", "status")
+    assert "det" in status.stdout and status.returncode == 0
+    replay = cli(env, "trigger", "replay", str(watched / "frame1.raw"))
+    assert replay.returncode == 0 and "queued run" in replay.stdout
+    assert "1" in cli(env, "trigger", "status").stdout  # one queued again
+    missing = cli(env, "trigger", "replay", "/no/such/file")
+    assert missing.returncode != 0 and "no run mentions" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"triggers": [{"type": "files", "name": "x", "paths": ["/d"],
+                                                 "setle_s": 1, "target": {"flow": "m:f"}}]}))
+    result = cli(env, "trigger", "run", str(bad))
+    assert result.returncode != 0 and "setle_s" in result.stderr
+    assert "Traceback" not in result.stderr
