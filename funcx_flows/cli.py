@@ -48,15 +48,23 @@ def cli() -> None:
 @cli.command()
 @click.option("--tasks", default=1000, show_default=True, help="How many analysis tasks to run.")
 @click.option("--workers", default=2, show_default=True, help="Workers on the local endpoint.")
-def demo(tasks: int, workers: int) -> None:
+@click.option("--frames", default=40, show_default=True,
+              help="Frames the simulated detector writes for the beamline flow (0: skip).")
+@click.option("--batch", default=10, show_default=True, help="Frames per beamline flow run.")
+def demo(tasks: int, workers: int, frames: int, batch: int) -> None:
     """Run the whole path on the embedded default, then clean up."""
     from funcx_flows.demo import run_demo
 
-    if tasks < 1 or workers < 1:
-        raise click.BadParameter("--tasks and --workers must be at least 1")
-    summary = run_demo(tasks=tasks, workers=workers)
+    if tasks < 1 or workers < 1 or frames < 0 or batch < 1:
+        raise click.BadParameter("--tasks, --workers and --batch must be at least 1, "
+                                 "--frames at least 0")
+    summary = run_demo(tasks=tasks, workers=workers, frames=frames, batch=batch)
     if summary["failed"]:
         raise click.ClickException(f"{summary['failed']} of {tasks} tasks failed")
+    if frames and summary["frames_published"] != frames:
+        raise click.ClickException(
+            f"the beamline published {summary['frames_published']} of {frames} frames "
+            f"({summary['flow_runs_failed']} flow runs failed)")
 
 
 def main(argv: list[str] | None = None) -> Any:

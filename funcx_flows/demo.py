@@ -44,13 +44,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def run_demo(tasks: int = 1000, workers: int = 2, home: Path | None = None,
-             console: Console | None = None) -> dict[str, Any]:
+def run_demo(tasks: int = 1000, workers: int = 2, frames: int = 40, batch: int = 10,
+             home: Path | None = None, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="funcx-flows-demo-") as tmp:
         stack = LocalStack(home or Path(tmp) / "home")
         try:
-            return _run(stack, tasks, workers, console)
+            summary = _run(stack, tasks, workers, console)
+            if frames:
+                from funcx_flows.demo_beamline import run_beamline
+
+                summary.update(run_beamline(stack, Path(tmp), frames, batch, console))
+            return summary
         finally:
             with console.status("stopping the endpoint and the service"):
                 stack.stop()
