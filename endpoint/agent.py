@@ -28,8 +28,16 @@ import zmq
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
 from funcx_flows.endpoint.interchange import Interchange
-from funcx_flows.endpoint.providers.base import Block, Provider
+from funcx_flows.endpoint.providers.base import (
+    ACTIVE_STATES,
+    CANCELLED,
+    ENDED,
+    FAILED,
+    Block,
+    Provider,
+)
 from funcx_flows.endpoint.spool import Spool
+from funcx_flows.endpoint.strategy import Actions, BlockView, Inputs, decide
 from funcx_flows.errors import ProtocolError
 from funcx_flows.home import write_secret
 from funcx_flows.retry import Backoff, RetryPolicy
@@ -85,6 +93,8 @@ class Agent:
         self.blocks: list[Block] = []
         self.last_strategy = 0.0
         self.block_failures: list[float] = []
+        self.refused_blocks: list[Block] = []  # submissions the scheduler refused
+        self.idle_since: dict[str, float | None] = {}
         self._from_service = m.Decoder(m.SERVICE_TO_AGENT)
         self._from_interchange = m.Decoder(m.INTERCHANGE_TO_AGENT)
         self.ix_sock = self.ctx.socket(zmq.PAIR)
@@ -201,7 +211,8 @@ class Agent:
         elif isinstance(msg, m.EndpointStatus):
             msg.blocks = [m.BlockInfo(block_id=b.block_id, job_id=b.job_id, state=b.state,
                                       nodes=b.nodes, submitted_at=b.submitted_at,
-                                      message=b.message) for b in self.blocks]
+                                      message=b.message)
+                          for b in [*self.refused_blocks, *self.blocks[-20:]]]
             self.status = msg
             if self.link_up:
                 self._send(msg)
@@ -236,22 +247,51 @@ class Agent:
             block_id = uuid.uuid4().hex[:8]
             try:
                 block = self.provider.submit(block_id, self.manager_command(block_id))
-            except Exception as exc:  # the scheduler refused: record and back off
-                log.error("could not submit a block: %s", exc)
+            except Exception as exc:  # the scheduler refused: record, show, back off
+                msg = f"{type(exc).__name__}: {exc}".strip()
+                log.error("could not submit block %s: %s", block_id, msg)
                 self.block_failures.append(time.time())
-                self.interchange.errors.append(f"block submission failed: {exc}")
+                self.refused_blocks = [*self.refused_blocks[-4:], Block(
+                    block_id=block_id, state=FAILED, message=msg[:1000],
+                    nodes=self.config.nodes_per_block)]
+                self.interchange.errors.append(f"block {block_id} could not start: {msg[:300]}")
                 return
             log.info("submitted block %s (job %s)", block.block_id, block.job_id)
 
-    def _strategy(self, decide: Callable[[Agent], int]) -> None:
+    def _strategy(self, decide: Callable[[Agent], Actions]) -> None:
+        before = {b.block_id: b.state for b in self.blocks}
         self.blocks = self.provider.poll()
-        n = decide(self)
-        if n > 0:
-            self._submit_blocks(n)
+        for b in self.blocks:
+            if b.state == FAILED and before.get(b.block_id) != FAILED:
+                self.block_failures.append(time.time())
+                self.interchange.errors.append(f"block {b.block_id} failed: {b.message[:300]}")
+            elif b.state in (ENDED, CANCELLED) and before.get(b.block_id) in ACTIVE_STATES:
+                log.info("block %s %s", b.block_id, b.state)
+        self._track_idle()
+        actions = decide(self)
+        if actions.cancel:
+            log.info("releasing blocks %s: %s", ", ".join(actions.cancel), actions.reason)
+            self.provider.cancel(list(actions.cancel))
+        if actions.submit > 0:
+            log.info("submitting %d block(s): %s", actions.submit, actions.reason)
+            self._submit_blocks(actions.submit)
+
+    def _track_idle(self) -> None:
+        now = time.time()
+        busy: dict[str, int] = {}
+        for mg in self.status.managers:
+            busy[mg.block_id] = busy.get(mg.block_id, 0) + mg.busy
+        for b in self.blocks:
+            if not b.active:
+                self.idle_since.pop(b.block_id, None)
+            elif busy.get(b.block_id, 0) > 0:
+                self.idle_since[b.block_id] = None
+            elif self.idle_since.get(b.block_id) is None:
+                self.idle_since[b.block_id] = now
 
     # ----------------------------------------------------------------- run --
 
-    def run(self, decide: Callable[[Agent], int]) -> None:
+    def run(self, decide: Callable[[Agent], Actions]) -> None:
         self.interchange.thread.start()
         self._submit_blocks(self.config.init_blocks)
         self.blocks = self.provider.poll()
@@ -290,7 +330,7 @@ class Agent:
             except ProtocolError as exc:
                 log.warning("dropped a bad message: %s", exc)
 
-    def _periodic(self, decide: Callable[[Agent], int]) -> None:
+    def _periodic(self, decide: Callable[[Agent], Actions]) -> None:
         now = time.monotonic()
         if self.service is not None:
             if now - self.last_heard > self.heartbeat_threshold_s:
@@ -321,23 +361,26 @@ def _bind_host(address: str) -> str:
     return "127.0.0.1" if address in ("127.0.0.1", "localhost") else "*"
 
 
-def simple_decide(agent: Agent) -> int:
-    """Blocks to submit now: keep ``min_blocks`` and, while tasks wait without a
-    pending block, add one up to ``max_blocks``. Used until a provider brings its
-    own strategy."""
+def scaling_decision(agent: Agent) -> Actions:
+    """The strategy's inputs from what the agent knows; see ``strategy.decide``."""
     c = agent.config
-    active = [b for b in agent.blocks if b.active]
-    pending = [b for b in active if b.state == "pending"]
-    want = max(c.min_blocks - len(active), 0)
-    waiting = agent.status.tasks_queued > 0 or (agent.held and agent.status.workers_total == 0)
-    if not want and waiting and not pending and len(active) < c.max_blocks:
-        want = 1
-    recent = [t for t in agent.block_failures if time.time() - t < 60]
-    if recent and want:
-        backoff = min(2 ** len(recent), 60)
-        if time.time() - recent[-1] < backoff:
-            return 0
-    return int(min(want, c.max_blocks - len(active)))
+    workers: dict[str, int] = {}
+    busy: dict[str, int] = {}
+    for mg in agent.status.managers:
+        workers[mg.block_id] = workers.get(mg.block_id, 0) + mg.workers
+        busy[mg.block_id] = busy.get(mg.block_id, 0) + mg.busy
+    blocks = tuple(BlockView(b.block_id, b.state, workers.get(b.block_id, 0),
+                             busy.get(b.block_id, 0), agent.idle_since.get(b.block_id))
+                   for b in agent.blocks if b.active)
+    waiting = max(agent.status.tasks_queued,
+                  len(agent.held) - agent.status.tasks_running)
+    now = time.time()
+    return decide(Inputs(
+        now=now, tasks_waiting=waiting, blocks=blocks, min_blocks=c.min_blocks,
+        max_blocks=c.max_blocks,
+        workers_per_block=c.max_workers_per_node * c.nodes_per_block,
+        idle_timeout=c.idle_timeout,
+        failures=tuple(t for t in agent.block_failures if now - t < 3600)))
 
 
 def host_metadata() -> dict[str, str]:

@@ -42,6 +42,8 @@ class EndpointConfig(BaseModel):
     walltime: str = "00:30:00"
     nodes_per_block: int = Field(1, ge=1)
     init_blocks: int = Field(1, ge=0)
+    # Blank: 1 for the local provider (keep workers ready), 0 on a batch scheduler
+    # (release the allocation when idle).
     min_blocks: int = Field(0, ge=0)
     max_blocks: int = Field(1, ge=1)
     max_workers_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
@@ -63,6 +65,13 @@ class EndpointConfig(BaseModel):
     max_retries_on_system_failure: int = Field(0, ge=0)
     # Function ids this endpoint agrees to run; empty means any of its owner's.
     allowed_functions: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_min_blocks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("min_blocks") is None:
+            data = {**data, "min_blocks": 1 if data.get("provider", "local") == "local" else 0}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> EndpointConfig:
@@ -152,7 +161,7 @@ provider: local
 # walltime: "00:30:00"       # per pilot job (block)
 # nodes_per_block: 1
 # init_blocks: 1
-# min_blocks: 0
+# min_blocks:                # blank: 1 for local, 0 on a batch scheduler
 # max_blocks: 1
 # max_workers_per_node: {workers}
 # worker_init: ""            # shell lines run before the manager starts (module load ...)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from funcx_flows.endpoint.agent import Agent, Registration, simple_decide
+from funcx_flows.endpoint.agent import Agent, Registration, scaling_decision
 from funcx_flows.endpoint.config import EndpointConfig, load_config
 from funcx_flows.endpoint.providers.base import Provider
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
@@ -104,7 +104,7 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("endpoint %s starting (pid %d)", reg.endpoint_id, os.getpid())
-        agent.run(simple_decide)
+        agent.run(scaling_decision)
         log.info("endpoint stopped")
     finally:
         lock.release()

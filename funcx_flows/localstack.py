@@ -158,7 +158,9 @@ class LocalStack:
         return folder
 
     def start_endpoint(self, name: str, config: Mapping[str, Any] | None = None,
-                       timeout: float = 60.0) -> RunningEndpoint:
+                       timeout: float = 60.0, workers: bool = True) -> RunningEndpoint:
+        """Start in the foreground and wait until online (and, with ``workers``,
+        until it has workers)."""
         folder = self.home / "endpoints" / name
         if not (folder / "config.yaml").exists() or config:
             self.configure_endpoint(name, config)
@@ -179,7 +181,7 @@ class LocalStack:
         endpoint_id = _wait_for(registered, timeout, f"endpoint {name} to register", proc, log)
         client = self.client()
         try:
-            _wait_for(lambda: self._online(client, endpoint_id), timeout,
+            _wait_for(lambda: self._online(client, endpoint_id, workers), timeout,
                       f"endpoint {name} to come online", proc, log)
         finally:
             client.close()
@@ -188,12 +190,13 @@ class LocalStack:
         return ep
 
     @staticmethod
-    def _online(client: Client, endpoint_id: str) -> bool:
+    def _online(client: Client, endpoint_id: str, workers: bool = True) -> bool:
         try:
             status = client.get_endpoint_status(endpoint_id)
         except FuncxFlowsError:
             return False
-        return status.get("state") == "online" and int(status.get("workers_total") or 0) > 0
+        return status.get("state") == "online" and (
+            not workers or int(status.get("workers_total") or 0) > 0)
 
     def stop_endpoint(self, name: str) -> None:
         ep = self.endpoints.pop(name, None)

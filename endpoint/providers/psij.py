@@ -1,0 +1,248 @@
+"""Blocks as scheduler jobs through PSI/J: one code path for Slurm, PBS, LSF, Flux,
+Cobalt (and PSI/J's own local executor).
+
+Each block is one PSI/J job running ``bash -c`` with the endpoint's
+``worker_init`` lines, then the manager command under the configured launcher
+on ``nodes_per_block`` nodes. The provider's view of its blocks must stay
+true even where PSI/J's is not (see docs/pilots.md): on Slurm it asks
+``squeue`` itself when PSI/J reports a job failed while the controller could
+not be reached, or leaves a job queued for long.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
+from funcx_flows.endpoint.providers.base import (
+    CANCELLED,
+    ENDED,
+    FAILED,
+    FINAL_STATES,
+    PENDING,
+    RUNNING,
+    Block,
+)
+
+log = logging.getLogger(__name__)
+
+_LAUNCHERS = {
+    "single": "{command}",
+    "srun": "srun --ntasks-per-node=1 --nodes={nodes} {command}",
+    "mpirun": "mpirun -np {nodes} --map-by ppr:1:node {command}",
+    "mpiexec": "mpiexec -n {nodes} -ppn 1 {command}",
+    "aprun": "aprun -n {nodes} -N 1 {command}",
+    "jsrun": "jsrun -n {nodes} -r 1 -a 1 {command}",
+}
+_SLURM_STATES = {"PENDING": PENDING, "CONFIGURING": PENDING, "RUNNING": RUNNING,
+                 "COMPLETING": RUNNING, "COMPLETED": ENDED, "CANCELLED": CANCELLED,
+                 "FAILED": FAILED, "TIMEOUT": ENDED, "NODE_FAIL": FAILED, "PREEMPTED": ENDED,
+                 "OUT_OF_MEMORY": FAILED, "BOOT_FAIL": FAILED, "DEADLINE": ENDED}
+
+
+def scheduler_options_to_attributes(provider: str, text: str) -> dict[str, str]:
+    """``#SBATCH --qos=debug`` style lines as PSI/J custom attributes (``slurm.qos``)."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        for prefix in ("#SBATCH", "#PBS", "#BSUB", "#COBALT", "#FLUX:"):
+            line = line.removeprefix(prefix).strip()
+        tokens = shlex.split(line)
+        i = 0
+        while i < len(tokens):
+            tok = tokens[i]
+            if tok.startswith("--"):
+                key, eq, value = tok[2:].partition("=")
+                if not eq and i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
+                    value, i = tokens[i + 1], i + 1
+                out[f"{provider}.{key}"] = value or ""
+            i += 1
+    return out
+
+
+def job_script(config: EndpointConfig, command: str) -> str:
+    lines = [line for line in config.worker_init.splitlines() if line.strip()]
+    lines.append(_LAUNCHERS[config.launcher].format(command=command,
+                                                    nodes=config.nodes_per_block))
+    return "\n".join(["set -e", *lines[:-1], "set +e", lines[-1]]) if len(lines) > 1 \
+        else lines[0]
+
+
+class PsijProvider:
+    def __init__(self, config: EndpointConfig, log_dir: Path) -> None:
+        from psij import JobExecutor
+
+        self.config = config
+        self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        executor_config: Any = None
+        if config.provider != "local":
+            from psij.executors.batch.batch_scheduler_executor import (
+                BatchSchedulerExecutorConfig,
+            )
+
+            executor_config = BatchSchedulerExecutorConfig(
+                work_directory=log_dir / "psij",
+                queue_polling_interval=max(1, int(config.status_poll_interval)),
+                initial_queue_polling_delay=0,
+                # tolerate a controller outage; the provider checks for itself (see poll)
+                queue_polling_error_threshold=1_000_000,
+                keep_files=True)
+        self.executor = JobExecutor.get_instance(config.provider, config=executor_config)
+        self._jobs: dict[str, Any] = {}
+        self._blocks: dict[str, Block] = {}
+        self._lock = threading.Lock()
+        self._last_verify = 0.0
+
+    # ------------------------------------------------------------- submit --
+
+    def submit(self, block_id: str, command: str) -> Block:
+        from psij import Job, JobAttributes, JobSpec, ResourceSpecV1
+
+        c = self.config
+        custom: dict[str, object] = {
+            **scheduler_options_to_attributes(c.provider, c.scheduler_options),
+            **c.custom_attributes}
+        if c.provider == "slurm":
+            custom.setdefault("slurm.job-name", f"funcx-block-{block_id}")
+        seconds = walltime_seconds(c.walltime)
+        spec = JobSpec(
+            executable="/bin/bash", arguments=["-c", job_script(c, command)],
+            directory=self.log_dir,
+            stdout_path=self.log_dir / f"block-{block_id}.out",
+            stderr_path=self.log_dir / f"block-{block_id}.err",
+            resources=ResourceSpecV1(node_count=c.nodes_per_block),
+            attributes=JobAttributes(
+                duration=timedelta(seconds=seconds), queue_name=c.queue or None,
+                account=c.account or None, custom_attributes=custom or None),
+            launcher="single")
+        job = Job(spec)
+        block = Block(block_id=block_id, nodes=c.nodes_per_block, state=PENDING,
+                      walltime_s=float(seconds))
+        job.set_job_status_callback(lambda j, status: self._on_status(block_id, j, status))
+        with self._lock:
+            self._blocks[block_id] = block
+            self._jobs[block_id] = job
+        try:
+            self.executor.submit(job)
+        except Exception as exc:
+            with self._lock:
+                block.state = FAILED
+                block.message = f"{type(exc).__name__}: {exc}".strip()
+            raise
+        block.job_id = str(job.native_id or "")
+        return block
+
+    def _on_status(self, block_id: str, job: Any, status: Any) -> None:
+        from psij import JobState
+
+        with self._lock:
+            block = self._blocks.get(block_id)
+            if block is None or block.state in FINAL_STATES:
+                return
+            block.job_id = str(job.native_id or block.job_id)
+            state = status.state
+            if state == JobState.ACTIVE:
+                block.state = RUNNING
+            elif state == JobState.COMPLETED:
+                block.state = ENDED
+            elif state == JobState.CANCELED:
+                block.state = CANCELLED
+            elif state == JobState.FAILED:
+                if self._controller_trouble(status):
+                    log.warning("block %s: PSI/J says failed (%s); checking for ourselves",
+                                block_id, status.message)
+                    return
+                block.state = FAILED
+                block.message = self._failure_message(block_id, status)
+
+    @staticmethod
+    def _controller_trouble(status: Any) -> bool:
+        text = f"{status.message or ''} {status.metadata or ''}".lower()
+        return any(w in text for w in ("squeue", "unable to contact", "connection refused",
+                                       "socket timed out", "slurm_load_jobs error"))
+
+    def _failure_message(self, block_id: str, status: Any) -> str:
+        parts = [str(status.message or "").strip()]
+        if status.exit_code is not None:
+            parts.append(f"exit code {status.exit_code}")
+        try:
+            tail = (self.log_dir / f"block-{block_id}.err").read_text()[-800:].strip()
+        except OSError:
+            tail = ""
+        if tail:
+            parts.append(f"stderr: {tail}")
+        return "; ".join(p for p in parts if p) or "the job failed"
+
+    # --------------------------------------------------------------- poll --
+
+    def poll(self) -> list[Block]:
+        if self.config.provider == "slurm":
+            self._verify_slurm()
+        with self._lock:
+            return [Block(**vars(b)) for b in self._blocks.values()]
+
+    def _verify_slurm(self) -> None:
+        """Ask squeue directly about jobs whose PSI/J state may be stale."""
+        now = time.monotonic()
+        if now - self._last_verify < max(self.config.status_poll_interval, 1.0):
+            return
+        self._last_verify = now
+        with self._lock:
+            active = {b.job_id: b for b in self._blocks.values() if b.active and b.job_id}
+        if not active or shutil.which("squeue") is None:
+            return
+        try:
+            out = subprocess.run(
+                ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(active)],
+                capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("squeue unavailable (%s); keeping the blocks' last known states", exc)
+            return
+        if out.returncode != 0 and "invalid job id" not in out.stderr.lower():
+            log.warning("squeue failed (%s); keeping the blocks' last known states",
+                        out.stderr.strip()[:200])
+            return
+        seen: dict[str, str] = {}
+        for line in out.stdout.splitlines():
+            job_id, _, word = line.strip().partition(" ")
+            mapped = _SLURM_STATES.get(word.strip())
+            if mapped is not None:
+                seen[job_id] = mapped
+        with self._lock:
+            for job_id, block in active.items():
+                new = seen.get(job_id)
+                if new is None or new == block.state or not block.active:
+                    continue
+                block.state = new
+                if new == FAILED:
+                    block.message = block.message or "slurm reports the job failed"
+
+    # ------------------------------------------------------------- cancel --
+
+    def cancel(self, block_ids: list[str]) -> None:
+        for block_id in block_ids:
+            with self._lock:
+                job = self._jobs.get(block_id)
+                block = self._blocks.get(block_id)
+            if job is None or block is None or not block.active:
+                continue
+            try:
+                self.executor.cancel(job)
+            except Exception as exc:  # already gone: its final state will tell
+                log.warning("cancel of block %s: %s", block_id, exc)
+            with self._lock:
+                block.state = CANCELLED
+
+    def close(self) -> None:
+        with self._lock:
+            active = [b.block_id for b in self._blocks.values() if b.active]
+        self.cancel(active)
