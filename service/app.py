@@ -105,8 +105,10 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "service_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        # A body that does not parse is bad input like any other: 422, as documented.
+        status = 422 if exc.status_code == 400 else exc.status_code
+        code = _STATUS_CODES.get(status, "service_error")
+        return _error(status, code, str(exc.detail))
 
     for module in (tokens, functions, endpoints, tasks, stream):
         app.include_router(module.router, prefix="/v1")
