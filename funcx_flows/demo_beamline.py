@@ -58,45 +58,16 @@ def run_beamline(stack: LocalStack, tmp: Path, frames: int, batch: int,
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ["FUNCX_FLOWS_HOME"] = str(stack.home)
-    with console.status("starting a temporary Prefect API"):
-        from prefect.server.api.server import SubprocessASGIServer
+    from funcx_flows.prefect.server import prefect_api
 
-        # One server for every flow run the trigger starts (concurrent runs would
-        # otherwise race to start Prefect's ephemeral one).
-        server = SubprocessASGIServer(port=_free_port())
-        server.start(timeout=120)
-        os.environ["PREFECT_API_URL"] = server.api_url
+    with console.status("starting a temporary Prefect API"):
+        api = prefect_api()
+        api.__enter__()
         beamline = _load_beamline()
-        _warm_up()
     try:
         return _run(stack, tmp, frames, batch, console, beamline)
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
-
-
-def _warm_up() -> None:
-    """One trivial flow run first: the API's first requests are slow to answer."""
-    from prefect import flow
-
-    @flow(name="warm-up")
-    def warm_up() -> int:
-        return 1
-
-    for attempt in range(5):
-        try:
-            warm_up()
-            return
-        except RuntimeError:
-            time.sleep(1 + attempt)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        api.__exit__(None, None, None)
 
 
 def _run(stack: LocalStack, tmp: Path, frames: int, batch: int, console: Console,

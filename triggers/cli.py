@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -41,8 +42,23 @@ def run(config_file: Path) -> None:
     triggers = build(config, store)
     click.echo(f"serving {len(triggers)} trigger(s); state in {store.path}; Ctrl-C stops",
                err=True)
-    serve(*triggers, handle_signals=True)
+    with contextlib.ExitStack() as stack:
+        if _prefect_flows(config):
+            from funcx_flows.prefect.server import prefect_api
+
+            stack.enter_context(prefect_api())
+        serve(*triggers, handle_signals=True)
     store.close()
+
+
+def _prefect_flows(config: cfg.TriggersFile) -> bool:
+    """Whether any in-process target is a Prefect flow (which needs an API)."""
+    from prefect import Flow
+
+    from funcx_flows.triggers.targets import load_callable
+
+    return any(t.target.kind == "flow" and isinstance(load_callable(t.target.flow), Flow)
+               for t in config.triggers)
 
 
 @trigger_group.command()

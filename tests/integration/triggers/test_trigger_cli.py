@@ -61,3 +61,36 @@ def test_run_status_replay_and_bad_config(tmp_path, home):
     result = cli(env, "trigger", "run", str(bad))
     assert result.returncode != 0 and "setle_s" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_starts_prefect_flows_with_one_api_and_leaves_nothing(tmp_path, home):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(FUNCX_FLOWS_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    watched = tmp_path / "detector"
+    watched.mkdir()
+    out = tmp_path / "flow.log"
+    handlers = tmp_path / "pflows.py"
+    handlers.write_text(
+        "from prefect import flow\n\n"
+        "@flow\n"
+        "def record(paths):\n"
+        f"    with open({str(out)!r}, 'a') as f:\n"
+        "        f.write(' '.join(paths) + '\\n')\n")
+    config = tmp_path / "triggers.yaml"
+    config.write_text(yaml.safe_dump({"triggers": [{
+        "type": "files", "name": "det", "paths": [str(watched)], "settle_s": 0.2,
+        "max_in_flight": 3, "target": {"flow": f"{handlers}:record"}}]}))
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "trigger", "run", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        for i in range(4):
+            (watched / f"f{i}.raw").write_bytes(b"x")
+        assert wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 4, 120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
