@@ -117,6 +117,8 @@ class Dispatcher:
             port = sock.bind_to_random_port(f"tcp://{s.zmq_host}")
         self._sock = sock
         self.url = s.zmq_public_url or f"tcp://{s.zmq_host}:{port}"
+        log.info("ZeroMQ ROUTER bound on tcp://%s:%d; endpoints dial %s", s.zmq_host, port,
+                 self.url)
         self._tasks = [asyncio.create_task(self._receive_loop(), name="dispatcher-recv"),
                        asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat")]
         return self.url

@@ -1,0 +1,139 @@
+"""The link between endpoint and service cut and restored (a TCP relay on the path is
+dropped, connections and all): results spool on disk and arrive once afterwards."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+from funcx_flows.localstack import LocalStack
+from funcx_flows.sdk.executor import Executor
+
+
+class Relay:
+    """A TCP relay 127.0.0.1:port -> target that can cut every connection and refuse
+    new ones until restored."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.target: tuple[str, int] | None = None
+        self.up = threading.Event()
+        self.up.set()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up.is_set() or self.target is None:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.up.clear()
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self.stopped = True
+        self.cut()
+        self.listener.close()
+
+
+def work(i):
+    import time
+
+    time.sleep(0.005)
+    return -i
+
+
+def test_results_spool_during_a_cut_and_arrive_once_after(tmp_path: Path):
+    relay = Relay()
+    stack = LocalStack(tmp_path / "home", env={
+        "FUNCX_FLOWS_ZMQ_PUBLIC_URL": f"tcp://127.0.0.1:{relay.port}",
+        "FUNCX_FLOWS_HEARTBEAT_PERIOD_S": "0.5", "FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "2"})
+    try:
+        stack.start_service()
+        relay.target = ("127.0.0.1", _bound_zmq_port(stack))
+        ep = stack.start_endpoint("ep", {"max_workers_per_node": 2, "heartbeat_period_s": 0.5,
+                                         "heartbeat_threshold_s": 2})
+        client = stack.client()
+        with Executor(endpoint_id=ep.endpoint_id, client=client) as ex:
+            warm = [ex.submit(work, i) for i in range(20)]
+            assert [f.result(timeout=60) for f in warm] == [-i for i in range(20)]
+            futures = [ex.submit(work, i) for i in range(600)]
+            deadline = time.monotonic() + 60
+            while sum(f.done() for f in futures) < 50:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            relay.cut()
+            time.sleep(4)  # past the heartbeat threshold: both sides notice
+            done_during_cut = sum(f.done() for f in futures)
+            relay.restore()
+            values = [f.result(timeout=120) for f in futures]
+        assert values == [-i for i in range(600)]
+        assert done_during_cut < 600
+        records = client.fetch_tasks([f.task_id for f in futures])
+        assert {r["state"] for r in records} == {"success"}
+        endpoint_log = (ep.folder / "foreground.log").read_text()
+        resent = re.findall(r"connected to the service \((\d+) results", endpoint_log)
+        assert len(resent) >= 2, "the agent did not reconnect"
+        client.close()
+    finally:
+        stack.stop()
+        relay.close()
+
+
+def _bound_zmq_port(stack: LocalStack) -> int:
+    """The ROUTER's real port, from the service's log line."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = (stack.home / "service-stdout.log").read_text()
+        found = re.findall(r"ROUTER bound on tcp://127\.0\.0\.1:(\d+)", text)
+        if found:
+            return int(found[-1])
+        time.sleep(0.1)
+    raise AssertionError("the service did not log its bound ZeroMQ port")
