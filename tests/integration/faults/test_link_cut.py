@@ -3,6 +3,7 @@ dropped, connections and all): results spool on disk and arrive once afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -58,10 +59,8 @@ class Relay:
         except OSError:
             pass
         for s in (a, b):
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
 
     def cut(self) -> None:
         self.up.clear()
