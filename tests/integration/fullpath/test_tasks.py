@@ -188,3 +188,18 @@ def test_endpoint_listing_and_status(endpoint, client):
     status = client.get_endpoint_status(endpoint.endpoint_id)
     assert status["state"] == "online"
     assert status["workers_total"] >= 2
+
+
+def test_resource_hints_are_honoured_when_placing_tasks(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client,
+                  resources={"cores": 1}) as ex:
+        assert ex.submit(square, 6).result(timeout=60) == 36
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client,
+                  resources={"cores": 4096, "gpus": 8}) as ex:
+        fut = ex.submit(square, 7)
+        deadline = time.monotonic() + 30
+        while client.get_endpoint_status(endpoint.endpoint_id)["tasks_queued"] < 1:
+            assert time.monotonic() < deadline, "the task was not held back"
+            time.sleep(0.1)
+        assert not fut.done()  # no manager has 4096 cores: it waits for one
+        assert fut.cancel()
