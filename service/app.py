@@ -67,8 +67,15 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
         await asyncio.to_thread(bootstrap_token, store, settings)
         keys = await asyncio.to_thread(ServiceKeys.load_or_create, settings.folder)
         dispatcher = Dispatcher(settings, store, hub, keys)
+        globus = None
+        if settings.globus_client_id:
+            from funcx_flows.service.globus_auth import GlobusAuthValidator
+
+            globus = GlobusAuthValidator(settings.globus_client_id,
+                                         settings.globus_client_secret,
+                                         settings.globus_required_scope, store)
         app.state.parts = Parts(settings, store, hub, dispatcher,
-                                RateLimiter(settings.rate_limit_per_s))
+                                RateLimiter(settings.rate_limit_per_s), globus)
         zmq_url = await dispatcher.start()
         info = settings.folder / "service.json"
         if public_url:

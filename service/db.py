@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Engine,
     Float,
@@ -26,6 +27,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine.url import make_url
 
@@ -57,6 +60,8 @@ functions = Table(
     Column("body_hash", String(64), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
+    # Repeated identical calls answer from a stored result (funcX's memoization).
+    Column("memoize", Boolean, nullable=False, default=False),
     UniqueConstraint("owner_id", "body_hash", name="uq_function_owner_hash"),
 )
 
@@ -92,7 +97,9 @@ tasks = Table(
     Column("t_dispatched", Float),
     Column("t_running", Float),
     Column("t_completed", Float),
+    Column("memo_key", String(64)),  # sha256 of function id and payload, when memoized
     Index("ix_tasks_endpoint_state", "endpoint_id", "state"),
+    Index("ix_tasks_memo", "owner_id", "memo_key"),
     Index("ix_tasks_owner_seq", "owner_id", "seq"),
     Index("ix_tasks_completed", "t_completed"),
 )
@@ -130,8 +137,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Columns added after the first release, for databases created before them.
+_ADDED_COLUMNS = {("functions", "memoize"): "BOOLEAN NOT NULL DEFAULT FALSE",
+                  ("tasks", "memo_key"): "VARCHAR(64)"}
+
+
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+    insp = inspect(engine)
+    present = {t: {c["name"] for c in insp.get_columns(t)} for t in ("functions", "tasks")}
+    with engine.begin() as conn:
+        for (table, column), ddl in _ADDED_COLUMNS.items():
+            if column not in present[table]:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
     with engine.begin() as conn:
         exists = conn.execute(counters.select().where(counters.c.name == "seq")).first()
         if exists is None:

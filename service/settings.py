@@ -38,6 +38,10 @@ class ServiceSettings(BaseSettings):
     # Non-terminal tasks a user may have at once; 0 disables.
     max_tasks_in_flight: int = Field(0, ge=0)
     log_level: str = "info"
+    # Globus Auth as identity provider (blank: service-issued tokens only).
+    globus_client_id: str = ""
+    globus_client_secret: str = ""
+    globus_required_scope: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:

@@ -107,6 +107,7 @@ class Store:
         self._bodies_lock = threading.Lock()
         self._auth_cache: dict[str, tuple[User, float]] = {}
         self._owners: dict[tuple[str, str], str] = {}  # (kind, id) -> owner user id
+        self._memoized: dict[str, bool] = {}  # function id -> memoize
 
     def create_schema(self) -> None:
         create_schema(self.engine)
@@ -182,8 +183,9 @@ class Store:
     # ------------------------------------------------------------- functions --
 
     def register_function(self, user: User, name: str, description: str,
-                          body: bytes) -> tuple[str, bool]:
-        digest = hashlib.sha256(body).hexdigest()
+                          body: bytes, memoize: bool = False) -> tuple[str, bool]:
+        # A memoized registration is another function than the plain one of the same body.
+        digest = hashlib.sha256((b"memoize\0" if memoize else b"") + body).hexdigest()
         q = select(functions.c.function_id).where(
             functions.c.owner_id == user.user_id, functions.c.body_hash == digest)
         with self.engine.begin() as conn:
@@ -195,7 +197,7 @@ class Store:
                 conn.execute(insert(functions).values(
                     function_id=function_id, owner_id=user.user_id, name=name,
                     description=description, body_hash=digest, body=body,
-                    created_at=time.time()))
+                    created_at=time.time(), memoize=memoize))
             except IntegrityError:  # a concurrent registration of the same body won
                 conn.rollback()
                 with self.engine.connect() as c2:
@@ -215,7 +217,7 @@ class Store:
 
     def list_functions(self, user: User) -> list[dict[str, Any]]:
         cols = [functions.c.function_id, functions.c.name, functions.c.description,
-                functions.c.body_hash, functions.c.created_at]
+                functions.c.body_hash, functions.c.created_at, functions.c.memoize]
         with self.engine.connect() as conn:
             rows = conn.execute(select(*cols).where(functions.c.owner_id == user.user_id)
                                 .order_by(functions.c.created_at)).mappings()
@@ -322,9 +324,10 @@ class Store:
 
     def submit(self, user: User, items: Sequence[Mapping[str, Any]],
                online: set[str], max_in_flight: int = 0
-               ) -> tuple[list[str], dict[str, list[TaskSpec]]]:
-        """Insert a batch (all or nothing). Returns the task ids in order and, per
-        endpoint, the specs of newly inserted tasks on online endpoints (to send now)."""
+               ) -> tuple[list[str], dict[str, list[TaskSpec]], list[dict[str, Any]]]:
+        """Insert a batch (all or nothing). Returns the task ids in order; per endpoint,
+        the specs of new tasks on online endpoints (to send now); and the rows of tasks
+        answered at once from a memoized result (to publish)."""
         now = time.time()
         fids = {str(t["function_id"]) for t in items}
         eids = {str(t["endpoint_id"]) for t in items}
@@ -370,14 +373,48 @@ class Store:
                     "attempts": 0, "t_received": now, "t_waiting": now,
                     "t_dispatched": now if state == lc.DISPATCHED else None,
                 })
+            memo = self._memo_keys(conn, rows)
             if rows:
                 conn.execute(_INSERT_TASK, rows)
+            finished = self._answer_from_memo(conn, user, rows, memo)
+        done = {r["task_id"] for r in finished}
         bodies = self.function_bodies({r["function_id"] for r in rows})
         to_send: dict[str, list[TaskSpec]] = {}
         for r in rows:
-            if r["state"] == lc.DISPATCHED:
+            if r["state"] == lc.DISPATCHED and r["task_id"] not in done:
                 to_send.setdefault(r["endpoint_id"], []).append(self._spec(r, bodies))
-        return ids, to_send
+        return ids, to_send, finished
+
+    def _memo_keys(self, conn: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
+        """Set ``memo_key`` on rows of memoized functions; returns task id -> key."""
+        unknown = {r["function_id"] for r in rows} - self._memoized.keys()
+        if unknown:
+            for fid, flag in conn.execute(select(functions.c.function_id, functions.c.memoize)
+                                          .where(functions.c.function_id.in_(unknown))):
+                self._memoized[str(fid)] = bool(flag)
+        keys = {}
+        for r in rows:
+            if self._memoized.get(r["function_id"]):
+                r["memo_key"] = hashlib.sha256(r["function_id"].encode() + b"\0"
+                                               + r["payload"]).hexdigest()
+                keys[r["task_id"]] = r["memo_key"]
+            else:
+                r["memo_key"] = None
+        return keys
+
+    def _answer_from_memo(self, conn: Any, user: User, rows: list[dict[str, Any]],
+                          memo: dict[str, str]) -> list[dict[str, Any]]:
+        """Finish, with the stored result, new tasks whose call already succeeded."""
+        if not memo:
+            return []
+        hits = {str(k): (bytes(res), out or "") for k, res, out in conn.execute(
+            select(tasks.c.memo_key, tasks.c.result, tasks.c.stdout).where(
+                tasks.c.owner_id == user.user_id, tasks.c.memo_key.in_(set(memo.values())),
+                tasks.c.state == lc.SUCCESS))}
+        answers = {tid: TaskResult(task_id=tid, ok=True, data=hits[key][0], stdout=hits[key][1],
+                                   attempts=0)
+                   for tid, key in memo.items() if key in hits}
+        return self._finish(conn, list(answers), lc.SUCCESS, {}, answers)
 
     def _check_owned(self, conn: Any, user: User, kind: str, ids: set[str]) -> None:
         """Raise NotFound unless every id is the user's (owners never change; deleted

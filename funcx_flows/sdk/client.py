@@ -161,6 +161,9 @@ class Client:
         self._function_ids: weakref.WeakKeyDictionary[Callable[..., Any], str] = (
             weakref.WeakKeyDictionary()
         )
+        self._memo_function_ids: weakref.WeakKeyDictionary[Callable[..., Any], str] = (
+            weakref.WeakKeyDictionary()
+        )
         self._function_ids_by_hash: dict[str, str] = {}
         self._endpoint_ids: dict[str, str] = {}
 
@@ -228,30 +231,34 @@ class Client:
     # ---------------------------------------------------------- functions --
 
     def register_function(self, function: Callable[..., Any], name: str | None = None,
-                          description: str = "") -> str:
+                          description: str = "", memoize: bool = False) -> str:
         """Register ``function`` (or find it already registered) and return its id.
 
         Registration is by content: the same function body is registered once,
-        and the id is cached on the function object for later calls."""
+        and the id is cached on the function object for later calls. With
+        ``memoize``, repeated calls with identical arguments are answered from the
+        stored result of the first successful one, without running."""
+        cache = self._memo_function_ids if memoize else self._function_ids
         try:
-            cached = self._function_ids.get(function)
+            cached = cache.get(function)
         except TypeError:
             cached = None
         if cached is not None:
             return cached
         data = serialize.pack_function(function)
-        digest = serialize.content_hash(data)
+        digest = serialize.content_hash(data) + (":memo" if memoize else "")
         function_id = self._function_ids_by_hash.get(digest)
         if function_id is None:
             body = {
                 "name": name or getattr(function, "__qualname__", None) or repr(function),
                 "function": b64encode(data),
                 "description": description,
+                "memoize": memoize,
             }
             function_id = str(self._request("POST", "/functions", json_body=body)["function_id"])
             self._function_ids_by_hash[digest] = function_id
         with contextlib.suppress(TypeError):
-            self._function_ids[function] = function_id
+            cache[function] = function_id
         return function_id
 
     def get_function(self, function_id: str) -> dict[str, Any]:

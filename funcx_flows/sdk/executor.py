@@ -65,6 +65,7 @@ class Executor(cf.Executor):
         batch_size: int = 2000,
         resources: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
+        memoize: bool = False,
     ) -> None:
         if endpoint_id and endpoint:
             raise ValueError("give endpoint_id or endpoint (a name), not both")
@@ -76,6 +77,7 @@ class Executor(cf.Executor):
         self.endpoint_id = self.client.resolve_endpoint(target)
         self.group_id = str(uuid.uuid4())
         self.batch_size = batch_size
+        self.memoize = memoize
         self.resources = dict(resources) if resources else None
         self._retry = retry or RetryPolicy(initial=0.1, max_delay=5.0, max_attempts=20)
         self._futures: dict[str, TaskFuture] = {}
@@ -99,7 +101,8 @@ class Executor(cf.Executor):
     # ------------------------------------------------------------ public --
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
-        return self.submit_to_registered_function(self.client.register_function(fn), args, kwargs)
+        function_id = self.client.register_function(fn, memoize=self.memoize)
+        return self.submit_to_registered_function(function_id, args, kwargs)
 
     def submit_to_registered_function(
         self,

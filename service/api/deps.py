@@ -10,6 +10,7 @@ from fastapi import Request
 
 from funcx_flows.errors import AuthenticationError, RateLimited
 from funcx_flows.service.dispatcher import Dispatcher
+from funcx_flows.service.globus_auth import GlobusAuthValidator
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store, User
@@ -46,6 +47,7 @@ class Parts:
     hub: Hub
     dispatcher: Dispatcher
     limiter: RateLimiter
+    globus: GlobusAuthValidator | None = None
 
 
 async def parts_dep(request: Request) -> Parts:
@@ -68,7 +70,10 @@ def bearer(header: str | None) -> str:
 
 
 def authenticate(p: Parts, header: str | None) -> User:
-    user = p.store.authenticate(bearer(header))
+    token = bearer(header)
+    user = p.store.authenticate(token)
+    if user is None and p.globus is not None:
+        user = p.globus.user_for(token)  # raises AuthenticationError saying why not
     if user is None:
         raise AuthenticationError("invalid or revoked token")
     p.limiter.check(user.user_id)

@@ -36,7 +36,8 @@ def register_function(body: FunctionIn, user: UserDep, p: PartsDep) -> FunctionC
         serialize.envelope_info(data)  # checks the header only; never unpickles
     except SerializationError as exc:
         raise InvalidRequest(f"function is not a funcx-flows envelope: {exc}") from None
-    function_id, created = p.store.register_function(user, body.name, body.description, data)
+    function_id, created = p.store.register_function(user, body.name, body.description, data,
+                                                     body.memoize)
     return FunctionCreated(function_id=function_id, created=created)
 
 

@@ -26,6 +26,8 @@ class FunctionIn(Body):
     name: str = Field(min_length=1, max_length=500)
     function: str = Field(min_length=1, description="base64 of a serialized function envelope")
     description: str = Field("", max_length=10_000)
+    memoize: bool = Field(False, description="answer repeated identical calls from the "
+                                             "stored result of the first")
 
 
 class FunctionCreated(BaseModel):
@@ -39,6 +41,7 @@ class FunctionInfo(BaseModel):
     description: str
     body_hash: str
     created_at: float
+    memoize: bool = False
     function: str | None = None
 
 

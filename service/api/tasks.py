@@ -52,10 +52,12 @@ async def submit_tasks(body: TasksIn, user: UserDep, p: PartsDep) -> TaskIdsOut:
         })
     args = (user, items, p.dispatcher.online_endpoints(), s.max_tasks_in_flight)
     if len(items) <= INLINE_TASKS:
-        ids, to_send = p.store.submit(*args)
+        ids, to_send, finished = p.store.submit(*args)
     else:
-        ids, to_send = await asyncio.to_thread(p.store.submit, *args)
+        ids, to_send, finished = await asyncio.to_thread(p.store.submit, *args)
     p.dispatcher.send_tasks_threadsafe(to_send)
+    if finished:  # answered from memoized results
+        p.dispatcher.publish_threadsafe(finished)
     return TaskIdsOut(task_ids=ids)
 
 

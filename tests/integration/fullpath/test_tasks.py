@@ -203,3 +203,33 @@ def test_resource_hints_are_honoured_when_placing_tasks(endpoint, client):
             time.sleep(0.1)
         assert not fut.done()  # no manager has 4096 cores: it waits for one
         assert fut.cancel()
+
+
+def counted(path, x):
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    if x < 0:
+        raise ValueError("negative")
+    return x * x
+
+
+def test_memoized_functions_answer_repeated_calls_without_running(endpoint, client, tmp_path):
+    log = str(tmp_path / "calls.log")
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client, memoize=True) as ex:
+        first = [ex.submit(counted, log, i) for i in range(10)]
+        assert [f.result(timeout=60) for f in first] == [i * i for i in range(10)]
+        again = [ex.submit(counted, log, i) for i in range(12)]
+        assert [f.result(timeout=60) for f in again] == [i * i for i in range(12)]
+        for _ in range(2):  # failures are not remembered: they run again
+            with pytest.raises(RemoteExecutionError):
+                ex.submit(counted, log, -1).result(timeout=60)
+    with open(log) as f:
+        assert sorted(int(x) for x in f.read().split()) == [-1, -1, *range(12)]
+    records = {r["task_id"]: r for r in client.fetch_tasks([f.task_id for f in again])}
+    assert [records[f.task_id]["attempts"] for f in again] == [0] * 10 + [1, 1]
+    # the same function without memoize runs every time
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        assert ex.submit(counted, str(tmp_path / "plain.log"), 3).result(timeout=60) == 9
+        assert ex.submit(counted, str(tmp_path / "plain.log"), 3).result(timeout=60) == 9
+    with open(tmp_path / "plain.log") as f:
+        assert f.read().split() == ["3", "3"]

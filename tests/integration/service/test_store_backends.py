@@ -40,10 +40,11 @@ def test_a_batch_of_tasks_round_trips(store: Store):
     eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {"host": "x"})
     items = [{"function_id": fid, "endpoint_id": eid, "payload": bytes([i]), "group_id": "g1"}
              for i in range(50)]
-    ids, to_send = store.submit(alice, items, online={eid})
+    ids, to_send, memo = store.submit(alice, items, online={eid})
+    assert memo == []
     assert len(to_send[eid]) == 50 and to_send[eid][7].payload == bytes([7])
     # idempotent resubmission; a foreign user reusing an id is refused
-    again, resend = store.submit(alice, [{**items[0], "task_id": ids[0]}], online={eid})
+    again, resend, _ = store.submit(alice, [{**items[0], "task_id": ids[0]}], online={eid})
     assert again == [ids[0]] and resend == {}
     with pytest.raises(Conflict):
         bob_fid, _ = store.register_function(bob, "f", "", b"FXF-b")
@@ -70,4 +71,18 @@ def test_a_batch_of_tasks_round_trips(store: Store):
         store.get_task(bob, ids[0])
     failed = store.delete_endpoint(alice, eid)
     assert {r["task_id"] for r in failed} == set(ids[40:])
-    assert store.purge(older_than=1e12) == 50
+    # memoization: a second identical call of a memoized function is answered at once
+    mfid, _ = store.register_function(alice, "m", "", b"FXF-body", memoize=True)
+    assert mfid != fid  # another function than the plain registration of the same body
+    eid2, _ = store.register_endpoint(alice, "ep2", "m" * 40, {})
+    call = {"function_id": mfid, "endpoint_id": eid2, "payload": b"args"}
+    (first,), _, memo = store.submit(alice, [call], online={eid2})
+    assert memo == []
+    store.complete(eid2, [m.TaskResult(task_id=first, ok=True, data=b"42", stdout="hi")])
+    (second,), to_send, memo = store.submit(alice, [call], online={eid2})
+    assert to_send == {} and [r["task_id"] for r in memo] == [second]
+    assert store.get_task(alice, second)["result"] == b"42"
+    (third,), to_send, memo = store.submit(alice, [{**call, "payload": b"other"}],
+                                           online={eid2})
+    assert memo == [] and [s.task_id for s in to_send[eid2]] == [third]
+    assert store.purge(older_than=1e12) == 52
