@@ -233,3 +233,19 @@ def test_memoized_functions_answer_repeated_calls_without_running(endpoint, clie
         assert ex.submit(counted, str(tmp_path / "plain.log"), 3).result(timeout=60) == 9
     with open(tmp_path / "plain.log") as f:
         assert f.read().split() == ["3", "3"]
+
+
+def test_bytes_that_do_not_deserialize_on_the_worker_fail_the_task(endpoint, client):
+    fid = client.register_function(square)
+    garbage = serialize.pack_call((1,), {})[:8] + b"this is not a pickle"
+    (task_id,) = client.submit_tasks([{"function_id": fid, "endpoint_id": endpoint.endpoint_id,
+                                       "payload": b64encode(garbage)}])
+    deadline = time.monotonic() + 60
+    while (record := client.get_task(task_id))["state"] not in ("success", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert record["state"] == "failed"
+    assert record["error"]["code"] == "serialization_error"
+    assert "arguments" in record["error"]["message"]
+    with pytest.raises(SerializationError):
+        client.get_result(task_id)
