@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
-from funcx_flows.endpoint.config import default_config_text, load_config
+from funcx_flows.endpoint.config import EndpointConfig, default_config_text, load_config
 from funcx_flows.endpoint.daemon import (
     PidLock,
     registration_from_folder,
@@ -85,11 +85,15 @@ def configure(name: str) -> None:
     click.echo(f"wrote {path}; edit it, then run `funcx-endpoint start {name}`")
 
 
-def _register(name: str, folder: Path, service_url: str) -> Registration:
+def _register(name: str, folder: Path, config: EndpointConfig) -> Registration:
+    service_url = config.service_url
     public, secret = load_or_create_keys(folder)
     client = _client(service_url)
     try:
-        answer = client.register_endpoint(name, public, host_metadata())
+        meta: dict[str, Any] = {**host_metadata()}
+        if config.allowed_functions:
+            meta["allowed_functions"] = list(config.allowed_functions)
+        answer = client.register_endpoint(name, public, meta)
     finally:
         client.close()
     info = {"endpoint_id": answer["endpoint_id"], "name": name,
@@ -114,7 +118,7 @@ def start(name: str, foreground: bool) -> None:
     if foreground:
         lock.acquire()
         try:
-            reg = _register(name, folder, config.service_url)
+            reg = _register(name, folder, config)
             setup_logging(None)
             click.echo(f"endpoint {name} ({reg.endpoint_id}) running in the foreground",
                        err=True)
@@ -123,7 +127,7 @@ def start(name: str, foreground: bool) -> None:
             raise
         run_endpoint(folder, config, reg, lock)
         return
-    reg = _register(name, folder, config.service_url)
+    reg = _register(name, folder, config)
     _detach(name, folder)
     click.echo(f"endpoint {name} started: id {reg.endpoint_id}, log {folder / 'endpoint.log'}")
 

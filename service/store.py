@@ -21,7 +21,13 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from funcx_flows.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from funcx_flows.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 from funcx_flows.service import lifecycle as lc
 from funcx_flows.service.db import (
@@ -346,6 +352,7 @@ class Store:
         with self.engine.begin() as conn:
             self._check_owned(conn, user, "function", fids)
             self._check_owned(conn, user, "endpoint", eids)
+            self._check_allowed(conn, items)
             existing = {str(r[0]): str(r[1]) for r in conn.execute(_OWNERS_OF_TASKS,
                                                                    {"ids": ids})}
             if any(owner != user.user_id for owner in existing.values()):
@@ -430,6 +437,21 @@ class Store:
             self._owners[(kind, i)] = user.user_id
         if unknown - found:
             raise NotFound(f"no {kind} {sorted(unknown - found)[0]!r} is visible to you")
+
+    def _check_allowed(self, conn: Any, items: Sequence[Mapping[str, Any]]) -> None:
+        """An endpoint registered with an allow-list of function ids runs only those."""
+        eids = {str(t["endpoint_id"]) for t in items}
+        allowed = {str(eid): set(meta.get("allowed_functions") or ())
+                   for eid, meta in conn.execute(select(endpoints.c.endpoint_id,
+                                                        endpoints.c.metadata)
+                                                 .where(endpoints.c.endpoint_id.in_(eids)))
+                   if isinstance(meta, dict)}
+        for t in items:
+            ok = allowed.get(str(t["endpoint_id"]))
+            if ok and str(t["function_id"]) not in ok:
+                raise PermissionDenied(
+                    f"endpoint {t['endpoint_id']} does not allow function {t['function_id']}",
+                    endpoint_id=str(t["endpoint_id"]), function_id=str(t["function_id"]))
 
     @staticmethod
     def _spec(row: Mapping[str, Any], bodies: Mapping[str, bytes]) -> TaskSpec:
