@@ -124,6 +124,13 @@ class Manager:
         code = w.proc.exitcode
         w.conn.close()
         del self.workers[w.index]
+        if not cancelled and (self.stopping or code == -signal.SIGTERM):
+            # Terminated from outside (the scheduler ends the pilot; it signals every
+            # process of the job): the manager ends too and says Bye, and the
+            # interchange retries its tasks elsewhere; a "worker lost" here could be
+            # retried on this very manager, which is going away.
+            self.stopping = True
+            return
         if w.task is not None:
             spec = w.task
             if cancelled:
@@ -213,6 +220,8 @@ class Manager:
                     poller.register(w.proc.sentinel, zmq.POLLIN)
                     by_fd[w.proc.sentinel] = ("dead", w)
                 events = dict(poller.poll(period_ms))
+                if self.stopping:  # SIGTERM arrived: the pilot ends; leave it to Bye
+                    break
                 if self.sock in events:
                     while True:
                         try:

@@ -28,6 +28,9 @@ class TargetConfig(Model):
     max_attempts: int = Field(5, ge=1)
     retry_initial_s: float = Field(1.0, ge=0)
     retry_max_s: float = Field(300.0, gt=0)
+    # a run cut off by a crash: start it again? (default: yes for deployment and event,
+    # whose starts are idempotent; no for in-process flows, which become "interrupted")
+    rerun_interrupted: bool | None = None
 
     @model_validator(mode="after")
     def _named(self) -> TargetConfig:
@@ -48,6 +51,11 @@ class FileTriggerConfig(Model):
     # early where the OS reports it); sentinel: a "<file><sentinel_suffix>" file marks it done
     mode: Literal["stable", "sentinel"] = "stable"
     settle_s: float = Field(2.0, ge=0)
+    # after close-after-write or a rename into place: 0 fires at once; raise it for
+    # writers that close and reopen a file while writing it
+    close_settle_s: float = Field(0.0, ge=0)
+    # a full scan this often (0: only at start and after lost events) as a safety net
+    rescan_interval_s: float = Field(300.0, ge=0)
     sentinel_suffix: str = ".done"
     polling: bool = False  # for network filesystems without events
     poll_interval_s: float = Field(1.0, gt=0)

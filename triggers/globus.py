@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import globus_sdk
 
@@ -47,18 +48,27 @@ class GlobusTransferTrigger:
         self._label = re.compile(config.label_pattern) if config.label_pattern else None
         self._backoff = Backoff(RetryPolicy(initial=config.poll_interval_s, max_delay=600.0))
         self._next_poll = 0.0
+        self._held: IO[bytes] | None = None
         self.problems: list[str] = []
 
-    def start(self) -> None:
-        self.store.recover()
+    def start(self, wake: threading.Event | None = None) -> None:
+        if wake is not None:
+            self.starter.wake = wake
+        self._held = self.store.claim_trigger(self.name)
+        self.starter.recover()
 
     def stop(self, wait: bool = True) -> None:
         self.starter.close(wait=wait)
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def tick(self) -> None:
         if self.clock() >= self._next_poll:
             try:
                 n = self.poll()
+                if self._backoff.attempt:
+                    self.store.set_mark(self.name, "problem", "")
                 self._backoff.succeeded()
                 self._next_poll = self.clock() + self.config.poll_interval_s
                 if n:
@@ -69,6 +79,7 @@ class GlobusTransferTrigger:
                 msg = f"Globus error ({exc}); polling again in {delay:.0f}s"
                 log.warning("trigger %s: %s", self.name, msg)
                 self.problems = [*self.problems[-9:], msg]
+                self.store.set_mark(self.name, "problem", msg)
         self.starter.pump()
 
     def _since(self) -> datetime:

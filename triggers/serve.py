@@ -22,7 +22,7 @@ class Trigger(Protocol):
     name: str
     problems: list[str]
 
-    def start(self) -> None: ...
+    def start(self, wake: threading.Event | None = None) -> None: ...
 
     def tick(self) -> None: ...
 
@@ -51,41 +51,69 @@ def build(config: TriggersFile, store: StateStore,
 
 
 def serve(*triggers: Trigger, stop: threading.Event | None = None,
-          handle_signals: bool = False) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM with ``handle_signals``)."""
+          handle_signals: bool = False, started_event: threading.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM with ``handle_signals``).
+
+    The loop sleeps until something happens (a file event, a slot freed) or
+    ``TICK_S`` passes (settle times, batch windows and retries are due by clock).
+    """
     stop = stop or threading.Event()
+    wake = threading.Event()
     if handle_signals:
+        def _stop(*_: Any) -> None:
+            stop.set()
+            wake.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-    for t in triggers:
-        t.start()
-        log.info("trigger %s started", t.name)
+            signal.signal(sig, _stop)
+    started: list[Trigger] = []
     try:
+        for t in triggers:
+            t.start(wake)
+            started.append(t)
+            log.info("trigger %s started", t.name)
+        if started_event is not None:
+            started_event.set()
         while not stop.is_set():
             for t in triggers:
                 try:
                     t.tick()
                 except Exception:  # one trigger's trouble must not stop the others
                     log.exception("trigger %s: error in its loop", t.name)
-            stop.wait(TICK_S)
+            wake.wait(TICK_S)
+            wake.clear()
     finally:
-        for t in triggers:
+        for t in started:
             t.stop(wait=True)
         log.info("triggers stopped")
 
 
 class Running:
-    """Triggers served on a background thread (for scripts, the demo and tests)."""
+    """Triggers served on a background thread (for scripts, the demo and tests).
+
+    Entering returns once every trigger has started, and raises what stopped one
+    from starting (a bad folder, another process serving it)."""
 
     def __init__(self, *triggers: Trigger) -> None:
         self.triggers = triggers
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=serve, args=triggers,
-                                       kwargs={"stop": self.stop_event}, daemon=True,
-                                       name="funcx-triggers")
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="funcx-triggers")
+
+    def _serve(self) -> None:
+        try:
+            serve(*self.triggers, stop=self.stop_event, started_event=self._started)
+        except BaseException as exc:  # handed to the thread that entered
+            self._error = exc
+            self._started.set()
 
     def __enter__(self) -> Running:
         self.thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self.thread.join()
+            raise self._error
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,15 +1,31 @@
-"""Durable trigger state (SQLite, WAL): what was seen, what was started, watermarks.
+r"""Durable trigger state (SQLite, WAL): what was seen, what was started, watermarks.
 
 A file version (path, size, mtime) is recorded once; a run is created for it in
 the same transaction that marks it batched, so a restart neither repeats nor
 skips. Runs move queued -> running -> done, or back to queued with a later
 ``next_at`` after a failed start, or to failed after their last attempt (still
-visible, and ``replay`` can queue them again).
+visible, and ``replay`` can queue them again)::
+
+    queued --claim--> running --ok--> done
+      ^                  |  \--error, attempts left--> queued (next_at later)
+      |                  |   \-error, last attempt---> failed
+      |                  \--process died (found on restart)--> interrupted | queued
+      +---------------- replay (failed, interrupted, done) -------+
+
+A run found ``running`` on restart was cut off by a crash: idempotent targets
+(deployments, events) are started again; an in-process flow may already have
+done its work, so it becomes ``interrupted`` (visible, replayable) instead of
+silently running twice.
+
+One process at a time serves a trigger on a state database: ``claim_trigger``
+takes an exclusive lock that the OS drops when the process dies (even kill -9).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -17,7 +33,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from funcx_flows.errors import FuncxFlowsError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -38,6 +56,15 @@ CREATE TABLE IF NOT EXISTS seen_tasks (
 """
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+INTERRUPTED = "interrupted"
+STATES = (DONE, RUNNING, QUEUED, FAILED, INTERRUPTED)
+
+
+class TriggerAlreadyRunning(FuncxFlowsError):
+    """Another process is serving this trigger on the same state database."""
+
+    code = "trigger_already_running"
+    http_status = 409
 
 
 @dataclass(frozen=True)
@@ -122,15 +149,22 @@ class StateStore:
     def batch(self, trigger: str, files: Sequence[FileVersion],
               context: dict[str, Any]) -> str:
         """Create a queued run for these files and mark them, atomically."""
-        run_id = str(uuid.uuid4())
+        return self.batch_many(trigger, [(files, context)])[0]
+
+    def batch_many(self, trigger: str,
+                   batches: Sequence[tuple[Sequence[FileVersion], dict[str, Any]]]) -> list[str]:
+        """Several batches in one transaction (a burst of files costs one commit)."""
         now = time.time()
+        ids = [str(uuid.uuid4()) for _ in batches]
         with self._txn() as db:
-            db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, 0, ?, NULL, NULL, ?, ?)",
-                       (run_id, trigger, json.dumps(context), QUEUED, now, now, now))
-            db.executemany(
-                "UPDATE files SET run_id=? WHERE trigger=? AND path=? AND size=? AND mtime_ns=?",
-                [(run_id, trigger, f.path, f.size, f.mtime_ns) for f in files])
-        return run_id
+            for run_id, (files, context) in zip(ids, batches, strict=True):
+                db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, 0, ?, NULL, NULL, ?, ?)",
+                           (run_id, trigger, json.dumps(context), QUEUED, now, now, now))
+                db.executemany(
+                    "UPDATE files SET run_id=? WHERE trigger=? AND path=? AND size=? "
+                    "AND mtime_ns=?", [(run_id, trigger, f.path, f.size, f.mtime_ns)
+                                       for f in files])
+        return ids
 
     # ---------------------------------------------------------------- runs --
 
@@ -188,11 +222,60 @@ class StateStore:
     def mark_failed(self, run_id: str, error: str) -> None:
         self._set(run_id, state=FAILED, error=error[:4000])
 
-    def recover(self) -> int:
-        """Runs left 'running' by a crash are started again (deployments dedupe by key)."""
+    def recover(self, trigger: str, rerun: bool = True) -> int:
+        """Runs of ``trigger`` left 'running' by a crash: queued again with ``rerun``
+        (the target is idempotent), else marked interrupted for an operator to replay."""
+        now = time.time()
         with self._txn() as db:
-            return int(db.execute("UPDATE runs SET state=?, next_at=? WHERE state=?",
-                                  (QUEUED, time.time(), RUNNING)).rowcount)
+            if rerun:
+                cur = db.execute("UPDATE runs SET state=?, next_at=?, updated_at=? "
+                                 "WHERE trigger=? AND state=?",
+                                 (QUEUED, now, now, trigger, RUNNING))
+            else:
+                cur = db.execute(
+                    "UPDATE runs SET state=?, updated_at=?, error=? WHERE trigger=? AND state=?",
+                    (INTERRUPTED, now, "the trigger stopped while this in-process run was in "
+                     "progress; it may have done its work. `funcx-flows trigger replay "
+                     "<run id>` starts it again", trigger, RUNNING))
+            return int(cur.rowcount)
+
+    def claim(self, trigger: str) -> Run | None:
+        """Take the oldest due queued run and mark it running, atomically."""
+        now = time.time()
+        with self._txn() as db:
+            row = db.execute(
+                "UPDATE runs SET state=?, attempts=attempts+1, updated_at=? WHERE run_id = ("
+                "SELECT run_id FROM runs WHERE trigger=? AND state=? AND next_at<=? "
+                "ORDER BY created_at LIMIT 1) RETURNING *",
+                (RUNNING, now, trigger, QUEUED, now)).fetchone()
+        return None if row is None else self._run(row)
+
+    def release(self, run_id: str) -> None:
+        """Give back a claimed run that was never started."""
+        with self._txn() as db:
+            db.execute("UPDATE runs SET state=?, attempts=max(attempts-1, 0), updated_at=? "
+                       "WHERE run_id=? AND state=?", (QUEUED, time.time(), run_id, RUNNING))
+
+    def claim_trigger(self, trigger: str) -> IO[bytes]:
+        """An exclusive lock on serving ``trigger`` with this database (held until closed)."""
+        locks = self.path.parent / f"{self.path.name}.locks"
+        locks.mkdir(exist_ok=True)
+        handle = open(locks / f"{trigger}.lock", "a+b")  # noqa: SIM115 - held open on purpose
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().decode(errors="replace").strip() or "another process"
+            handle.close()
+            raise TriggerAlreadyRunning(
+                f"trigger {trigger!r} is already being served with {self.path} by {holder}; "
+                "stop that `funcx-flows trigger run` first (two would start runs twice)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}".encode())
+        handle.flush()
+        return handle
 
     def in_flight(self, trigger: str) -> int:
         with self._lock:

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import re
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -73,22 +74,45 @@ def load_callable(ref: str) -> Callable[..., Any]:
 
 
 class Starter:
-    """Starts one trigger's queued runs, at most ``max_in_flight`` at a time."""
+    """Starts one trigger's queued runs, at most ``max_in_flight`` at a time.
+
+    Each slot is a worker thread that claims due runs from the durable queue
+    until none is left, so a burst drains at the speed of the target rather
+    than of the serve loop; ``wake`` is set whenever a slot frees up.
+    """
 
     def __init__(self, trigger: str, target: TargetConfig, store: StateStore, max_in_flight: int,
                  call: Callable[..., Any] | None = None,
-                 default_parameters: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-                 ) -> None:
+                 default_parameters: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 wake: threading.Event | None = None) -> None:
         self.trigger = trigger
         self.target = target
         self.store = store
         self.max_in_flight = max_in_flight
+        self.wake = wake or threading.Event()
         self._call = call
         self._defaults = default_parameters or (lambda ctx: {})
         self._pool = cf.ThreadPoolExecutor(max_in_flight, thread_name_prefix=f"trigger-{trigger}")
-        self._running: dict[str, cf.Future[Any]] = {}
+        self._slots: list[cf.Future[None]] = []
+        self._closing = threading.Event()
         self._policy = RetryPolicy(initial=max(target.retry_initial_s, 0.001),
                                    max_delay=target.retry_max_s)
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether starting a run twice still makes one pipeline run."""
+        if self.target.rerun_interrupted is not None:
+            return bool(self.target.rerun_interrupted)
+        return bool(self.target.kind != "flow")
+
+    def recover(self) -> int:
+        """Deal with runs a previous process left 'running' (see ``state``)."""
+        n = int(self.store.recover(self.trigger, rerun=self.idempotent))
+        if n:
+            what = "starting them again" if self.idempotent else "marked interrupted"
+            log.warning("trigger %s: %d run(s) were in progress when it last stopped; %s",
+                        self.trigger, n, what)
+        return n
 
     def _callable(self) -> Callable[..., Any]:
         if self._call is None:
@@ -122,19 +146,30 @@ class Starter:
         return f"event {t.event}"
 
     def pump(self) -> None:
-        """Reap finished starts and begin due ones (called from the serve loop)."""
-        for run_id, fut in list(self._running.items()):
-            if fut.done():
-                del self._running[run_id]
-        for run in self.store.due(self.trigger, self.max_in_flight - len(self._running)):
-            self.store.mark_running(run.run_id)
-            self._running[run.run_id] = self._pool.submit(self._attempt, run)
+        """Fill free slots with workers while runs are due (called from the serve loop)."""
+        self._slots = [f for f in self._slots if not f.done()]
+        while len(self._slots) < self.max_in_flight and not self._closing.is_set():
+            run = self.store.claim(self.trigger)
+            if run is None:
+                return
+            self._slots.append(self._pool.submit(self._work, run))
+
+    def _work(self, run: Run | None) -> None:
+        try:
+            while run is not None:
+                if self._closing.is_set():  # claimed but never started: back in the queue
+                    self.store.release(run.run_id)
+                    return
+                self._attempt(run)
+                run = self.store.claim(self.trigger)
+        finally:
+            self.wake.set()
 
     def _attempt(self, run: Run) -> None:
-        attempt = run.attempts + 1
+        attempt = run.attempts
         try:
             result = self.start(run)
-        except Exception as exc:
+        except Exception as exc:  # any failure of the user's target is recorded, never lost
             err = f"{type(exc).__name__}: {exc}"
             if attempt >= self.target.max_attempts:
                 log.error("trigger %s: run %s failed for good after %d attempts: %s",
@@ -151,7 +186,9 @@ class Starter:
 
     @property
     def busy(self) -> int:
-        return len(self._running)
+        return sum(1 for f in self._slots if not f.done())
 
     def close(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        """Stop claiming; with ``wait``, let runs in progress finish."""
+        self._closing.set()
+        self._pool.shutdown(wait=wait)

@@ -71,7 +71,62 @@ def test_file_versions_are_recorded_once_and_batched_atomically(tmp_path):
     due = again.due("t", 10)
     assert [r.run_id for r in due] == [run] and due[0].context["paths"] == ["/a", "/b"]
     again.mark_running(run)
-    assert again.recover() == 1  # a crash while starting: queued again
+    assert again.recover("other") == 0  # only the trigger's own runs
+    assert again.recover("t") == 1  # a crash while starting an idempotent target: queued again
     assert again.add_run("g", {"task_id": "T"}, seen_task="T") is not None
     assert again.add_run("g", {"task_id": "T"}, seen_task="T") is None
     again.close()
+
+
+def test_claims_are_atomic_and_in_order(tmp_path):
+    store = StateStore(tmp_path / "s.db")
+    ids = store.batch_many("t", [([FileVersion(f"/{i}", 1, 1)], {"paths": [f"/{i}"]})
+                                 for i in range(3)])
+    first = store.claim("t")
+    assert first is not None and first.run_id == ids[0] and first.attempts == 1
+    assert store.runs("t", states=("running",))[0].run_id == ids[0]
+    store.release(first.run_id)  # never started: back, attempt not counted
+    again = store.claim("t")
+    assert again is not None and again.run_id == ids[0] and again.attempts == 1
+    assert [store.claim("t").run_id for _ in range(2)] == ids[1:]  # type: ignore[union-attr]
+    assert store.claim("t") is None
+    store.close()
+
+
+def test_an_in_process_run_cut_off_by_a_crash_is_interrupted_not_rerun(tmp_path):
+    store = StateStore(tmp_path / "s.db")
+    run_id = store.add_run("t", {"paths": ["/a"]})
+    assert run_id is not None and store.claim("t") is not None
+    assert store.recover("t", rerun=False) == 1
+    (run,) = store.runs("t")
+    assert run.state == "interrupted" and "replay" in (run.error or "")
+    assert store.claim("t") is None  # never started again by itself
+    store.requeue(run_id)
+    assert store.claim("t") is not None
+    store.close()
+
+
+def test_one_process_serves_a_trigger_per_state_database(tmp_path):
+    import subprocess
+    import sys
+
+    from funcx_flows.triggers.state import TriggerAlreadyRunning
+
+    store = StateStore(tmp_path / "s.db")
+    held = store.claim_trigger("det")
+    code = ("import sys; from pathlib import Path\n"
+            "from funcx_flows.triggers.state import StateStore, TriggerAlreadyRunning\n"
+            f"s = StateStore(Path({str(tmp_path / 's.db')!r}))\n"
+            "try:\n    s.claim_trigger('det')\nexcept TriggerAlreadyRunning as e:\n"
+            "    print(e); sys.exit(3)\n"
+            "s.claim_trigger('other')\n")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60)
+    assert other.returncode == 3 and "already being served" in other.stdout
+    assert "pid" in other.stdout
+    held.close()
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    with pytest.raises(TriggerAlreadyRunning):
+        with store.claim_trigger("x"):
+            store.claim_trigger("x")
+    store.close()
