@@ -126,7 +126,6 @@ def test_one_process_serves_a_trigger_per_state_database(tmp_path):
     assert "pid" in other.stdout
     held.close()
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
-    with pytest.raises(TriggerAlreadyRunning):
-        with store.claim_trigger("x"):
-            store.claim_trigger("x")
+    with pytest.raises(TriggerAlreadyRunning), store.claim_trigger("x"):
+        store.claim_trigger("x")
     store.close()
