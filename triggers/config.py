@@ -65,6 +65,16 @@ class FileTriggerConfig(Model):
     target: TargetConfig
 
 
+class GlobusAuthConfig(Model):
+    """How the Globus trigger authenticates: a confidential client (id, and the secret
+    in an environment variable) or stored user tokens (a JSON file)."""
+
+    client_id: str = ""
+    client_id_env: str = "FUNCX_FLOWS_GLOBUS_CLIENT_ID"
+    client_secret_env: str = "FUNCX_FLOWS_GLOBUS_CLIENT_SECRET"
+    token_file: str = ""  # {"refresh_token": ...} or {"access_token": ...}
+
+
 class GlobusTriggerConfig(Model):
     type: Literal["globus"] = "globus"
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -76,12 +86,17 @@ class GlobusTriggerConfig(Model):
     overlap_s: float = Field(300.0, ge=0)
     list_files: bool = True
     max_in_flight: int = Field(4, ge=1)
+    auth: GlobusAuthConfig = Field(default_factory=GlobusAuthConfig)
+    transfer_url: str = ""  # blank: Globus's; another Transfer-compatible API (tests)
     target: TargetConfig
 
     @model_validator(mode="after")
     def _manager_needs_endpoint(self) -> GlobusTriggerConfig:
         if self.endpoint_manager and not self.destination_endpoint:
             raise ValueError("endpoint_manager needs destination_endpoint")
+        if self.path_prefix and not self.list_files:
+            raise ValueError("path_prefix needs list_files: true (the paths come from the "
+                             "task's file list)")
         return self
 
 

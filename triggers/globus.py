@@ -4,7 +4,9 @@ Transfer has no push notification, so it polls, from a durable watermark
 (the newest completion time seen, minus an overlap so that late-indexed tasks
 are not missed) and de-duplicates on task id. Globus errors and rate limits
 back off through the shared retry policy; the watermark only moves after a
-page of tasks has been recorded.
+page of tasks has been recorded. ``task_list`` returns at most 1000 tasks, oldest
+first; a poll that hits that cap is followed by one from the watermark itself
+(no overlap), so a backlog drains instead of re-reading the same window.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from funcx_flows.triggers.targets import Starter
 
 log = logging.getLogger(__name__)
 _FMT = "%Y-%m-%dT%H:%M:%S"
+TASK_LIST_CAP = 1000  # task_list's paginator stops here (Transfer's own limit)
 
 
 def _parse_time(text: str) -> datetime:
@@ -48,6 +51,7 @@ class GlobusTransferTrigger:
         self._label = re.compile(config.label_pattern) if config.label_pattern else None
         self._backoff = Backoff(RetryPolicy(initial=config.poll_interval_s, max_delay=600.0))
         self._next_poll = 0.0
+        self._saturated = False
         self._held: IO[bytes] | None = None
         self.problems: list[str] = []
 
@@ -83,12 +87,20 @@ class GlobusTransferTrigger:
         self.starter.pump()
 
     def _since(self) -> datetime:
+        """Where this poll starts: the watermark minus the overlap, never before the
+        moment the trigger first started (its durable floor: no history replayed)."""
+        floor_mark = self.store.get_mark(self.name, "floor")
+        if floor_mark is None:
+            start = datetime.fromtimestamp(self.clock(), tz=UTC)
+            floor_mark = (start - timedelta(seconds=self.config.overlap_s)).strftime(_FMT)
+            self.store.set_mark(self.name, "floor", floor_mark)
+        floor = _parse_time(floor_mark)
         mark = self.store.get_mark(self.name, "completion_time")
-        if mark:
-            return _parse_time(mark) - timedelta(seconds=self.config.overlap_s)
-        # first start: from now on (minus the overlap), not the whole history
-        now = datetime.fromtimestamp(self.clock(), tz=UTC)
-        return now - timedelta(seconds=self.config.overlap_s)
+        if not mark:
+            return floor
+        if self._saturated:  # the last poll hit Transfer's cap: move on from the mark
+            return max(floor, _parse_time(mark))
+        return max(floor, _parse_time(mark) - timedelta(seconds=self.config.overlap_s))
 
     def _tasks(self, since: str) -> Iterable[dict[str, Any]]:
         c = self.config
@@ -116,8 +128,9 @@ class GlobusTransferTrigger:
         c = self.config
         since = self._since().strftime(_FMT)
         newest: str | None = self.store.get_mark(self.name, "completion_time")
-        fired = 0
+        fired = listed = 0
         for task in self._tasks(since):
+            listed += 1
             task_id = str(task["task_id"])
             done = task.get("completion_time") or ""
             if done and (newest is None or _parse_time(done) > _parse_time(newest)):
@@ -139,4 +152,5 @@ class GlobusTransferTrigger:
                 fired += 1
         if newest:
             self.store.set_mark(self.name, "completion_time", newest)
+        self._saturated = listed >= TASK_LIST_CAP
         return fired

@@ -42,10 +42,11 @@ def build(config: TriggersFile, store: StateStore,
 
             triggers.append(FileTrigger(t, store))
         elif isinstance(t, GlobusTriggerConfig):
-            from funcx_flows.prefect.transfer import transfer_client_from_env
             from funcx_flows.triggers.globus import GlobusTransferTrigger
+            from funcx_flows.triggers.globus_auth import transfer_client as from_auth
 
-            client = (transfer_client or transfer_client_from_env)()
+            client = transfer_client() if transfer_client is not None else from_auth(
+                t.auth, t.transfer_url or None)
             triggers.append(GlobusTransferTrigger(t, store, client))
     return triggers
 

@@ -27,7 +27,10 @@ class FakeTransfer:
         self.tasks: list[dict] = []
         self.files: dict[str, list[str]] = {}
         self.fail_next = 0
+        self.fail_code = 429
+        self.page_size = 1000
         self.requests: list[str] = []
+        self.auth_headers: list[str] = []
         self.lock = threading.Lock()
 
     def add(self, task_id: str, completed: str, label: str, files: list[str]) -> None:
@@ -58,17 +61,23 @@ def fake() -> Iterator[tuple[FakeTransfer, str]]:
             url = urlparse(self.path)
             with state.lock:
                 state.requests.append(self.path)
+                state.auth_headers.append(self.headers.get("Authorization", ""))
                 if state.fail_next:
                     state.fail_next -= 1
-                    self._send(429, {"code": "RequestLimitExceeded", "message": "slow down",
-                                     "request_id": "r"})
+                    code = "RequestLimitExceeded" if state.fail_code == 429 else "Unavailable"
+                    self._send(state.fail_code, {"code": code, "message": "slow down",
+                                                 "request_id": "r"})
                     return
                 if url.path.endswith("/task_list"):
                     q = parse_qs(url.query)
                     since = q.get("filter", [""])[0].split("completion_time:")[1].split(",")[0]
-                    data = [t for t in state.tasks if t["completion_time"][:19] >= since]
-                    self._send(200, {"DATA_TYPE": "task_list", "DATA": data, "length": len(data),
-                                     "limit": 1000, "offset": 0, "total": len(data)})
+                    data = sorted((t for t in state.tasks if t["completion_time"][:19] >= since),
+                                  key=lambda t: t["completion_time"])
+                    offset = int(q.get("offset", ["0"])[0])
+                    limit = min(int(q.get("limit", ["1000"])[0]), state.page_size)
+                    page = data[offset:offset + limit]
+                    self._send(200, {"DATA_TYPE": "task_list", "DATA": page, "length": len(page),
+                                     "limit": limit, "offset": offset, "total": len(data)})
                 elif url.path.endswith("/successful_transfers"):
                     task_id = url.path.split("/")[-2]
                     self._send(200, {"DATA_TYPE": "successful_transfers", "marker": 0,
@@ -77,6 +86,17 @@ def fake() -> Iterator[tuple[FakeTransfer, str]]:
                                          for p in state.files.get(task_id, [])]})
                 else:
                     self._send(404, {"code": "NotFound", "message": self.path, "request_id": "r"})
+
+        def do_POST(self) -> None:  # Globus Auth's token endpoint, for client credentials
+            with state.lock:
+                state.requests.append(self.path)
+            if self.path.endswith("/v2/oauth2/token"):
+                self._send(200, {"access_token": "service-token", "expires_in": 3600,
+                                 "resource_server": "transfer.api.globus.org",
+                                 "token_type": "Bearer", "scope": "urn:globus:auth:scope:"
+                                 "transfer.api.globus.org:all", "other_tokens": []})
+            else:
+                self._send(404, {"code": "NotFound", "message": self.path, "request_id": "r"})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -133,3 +153,81 @@ def test_rate_limits_back_off_keep_the_watermark_and_lose_nothing(fake, tmp_path
     assert calls == [("t1", ["/a"])]
     assert any("slow down" in p for p in trig.problems)
     store.close()
+
+
+def test_every_page_of_tasks_is_read_and_each_task_fires_once(fake, tmp_path):
+    server, url = fake
+    server.page_size = 2
+    store = StateStore(tmp_path / "state.db")
+    calls: list = []
+    with Running(make(url, store, calls)):
+        for i in range(7):
+            server.add(f"t{i}", now_iso(), "x", [f"/f{i}"])
+        assert wait_until(lambda: len(calls) == 7, 30)
+        time.sleep(0.5)
+    assert sorted(c[0] for c in calls) == [f"t{i}" for i in range(7)]
+    assert any("offset=6" in r for r in server.requests)  # really paged
+    store.close()
+
+
+def test_tasks_that_land_while_it_is_down_fire_after_server_errors(fake, tmp_path):
+    server, url = fake
+    store = StateStore(tmp_path / "state.db")
+    calls: list = []
+    with Running(make(url, store, calls)):
+        server.add("t1", now_iso(), "x", ["/a"])
+        assert wait_until(lambda: calls, 20)
+    server.add("t2", now_iso(), "x", ["/b"])
+    server.add("t3", now_iso(), "x", ["/c"])
+    server.fail_code, server.fail_next = 503, 3
+    calls2: list = []
+    trig = make(url, store, calls2)
+    with Running(trig):
+        assert wait_until(lambda: len(calls2) == 2, 30)
+        time.sleep(0.5)
+    assert sorted(calls2) == [("t2", ["/b"]), ("t3", ["/c"])]
+    assert any("503" in p or "slow down" in p for p in trig.problems)
+    assert store.counts()["landed"] == {"done": 3}
+    store.close()
+
+
+def test_a_trigger_that_saw_nothing_still_keeps_its_place_across_restarts(fake, tmp_path):
+    server, url = fake
+    store = StateStore(tmp_path / "state.db")
+    with Running(make(url, store, [])):
+        assert wait_until(lambda: store.get_mark("landed", "floor") is not None, 20)
+    server.add("t-while-down", now_iso(), "x", ["/a"])
+    calls: list = []
+    later = make(url, store, calls)
+    later.clock = lambda: time.time() + 3600  # restarted an hour later, overlap is 60 s
+    with Running(later):
+        assert wait_until(lambda: calls, 20)
+    assert calls == [("t-while-down", ["/a"])]
+    store.close()
+
+
+def test_stored_user_tokens_and_a_confidential_client_authenticate(fake, tmp_path, monkeypatch):
+    from funcx_flows.errors import ConfigError
+    from funcx_flows.triggers.config import GlobusAuthConfig
+    from funcx_flows.triggers.globus_auth import transfer_client
+
+    server, url = fake
+    server.add("t1", now_iso(), "x", ["/a"])
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"access_token": "user-token"}))
+    since = "completion_time:2000-01-01T00:00:00,"
+    transfer_client(GlobusAuthConfig(token_file=str(tokens)), url).task_list(filter=since)
+    assert server.auth_headers[-1] == "Bearer user-token"
+
+    monkeypatch.setenv("GLOBUS_SDK_SERVICE_URL_AUTH", url)
+    monkeypatch.setenv("FUNCX_FLOWS_GLOBUS_CLIENT_SECRET", "s3cret")
+    transfer_client(GlobusAuthConfig(client_id="cid"), url).task_list(filter=since)
+    assert any(r.endswith("/v2/oauth2/token") for r in server.requests)
+    assert server.auth_headers[-1] == "Bearer service-token"
+
+    monkeypatch.delenv("FUNCX_FLOWS_GLOBUS_CLIENT_SECRET")
+    monkeypatch.delenv("FUNCX_FLOWS_GLOBUS_CLIENT_ID", raising=False)
+    with pytest.raises(ConfigError, match="FUNCX_FLOWS_GLOBUS_CLIENT_SECRET"):
+        transfer_client(GlobusAuthConfig(), url)
+    with pytest.raises(ConfigError, match=r"auth\.token_file"):
+        transfer_client(GlobusAuthConfig(token_file=str(tmp_path / "none.json")), url)
