@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -14,9 +15,19 @@ from rich.table import Column, Table
 from funcx_flows.errors import NotFound
 from funcx_flows.triggers import config as cfg
 from funcx_flows.triggers.serve import build, default_state_path, serve
-from funcx_flows.triggers.state import FAILED, QUEUED, RUNNING, StateStore
+from funcx_flows.triggers.state import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    StateStore,
+)
 
-console = Console()
+
+def _console() -> Console:
+    """Wide when piped (a log or a test reads it), the terminal's width otherwise."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _store(config_path: Path | None, state_db: str | None) -> StateStore:
@@ -69,24 +80,39 @@ def _prefect_flows(config: cfg.TriggersFile) -> bool:
 def status(config_file: Path | None, state_db: str | None, limit: int) -> None:
     """What fired, what is queued, what failed."""
     store = _store(config_file, state_db)
-    counts = store.counts()
-    if not counts:
+    try:
+        _print_status(store, limit)
+    finally:
+        store.close()
+
+
+def _print_status(store: StateStore, limit: int) -> None:
+    console = _console()
+    counts, waiting, problems = store.counts(), store.waiting_files(), store.marks("problem")
+    names = sorted(set(counts) | set(waiting) | set(problems))
+    if not names:
         click.echo(f"nothing has fired yet (state {store.path})")
         return
-    table = Table("trigger", "done", "running", "queued", "failed", title="runs")
-    for trig, c in sorted(counts.items()):
-        table.add_row(trig, *(str(c.get(s, 0)) for s in ("done", RUNNING, QUEUED, FAILED)))
+    table = Table("trigger", "done", "running", "queued", "failed", "interrupted",
+                  "waiting files", "problem", title=f"triggers ({store.path})")
+    for trig in names:
+        c = counts.get(trig, {})
+        table.add_row(trig, *(str(c.get(s, 0)) for s in (DONE, RUNNING, QUEUED, FAILED,
+                                                          INTERRUPTED)),
+                      str(waiting.get(trig, 0)), problems.get(trig, ""))
     console.print(table)
-    recent = store.runs(states=(FAILED, QUEUED, RUNNING), limit=limit)
+    recent = store.runs(states=(FAILED, INTERRUPTED, QUEUED, RUNNING), limit=limit)
     if recent:
         t = Table(Column("run", no_wrap=True), "trigger", "state", "attempts", "about", "error",
-                  title="not done")
+                  title="not done (replay a run with `funcx-flows trigger replay RUN_ID`)")
         for r in recent:
-            about = r.context.get("task_id") or ", ".join(r.context.get("paths", [])[:2])
-            t.add_row(r.run_id, r.trigger, r.state, str(r.attempts), about[:60],
+            paths = r.context.get("paths", [])
+            about = r.context.get("task_id") or (
+                paths[0] + (f" (+{len(paths) - 1})" if len(paths) > 1 else "") if paths else "")
+            about = about if len(about) <= 60 else "…" + about[-59:]
+            t.add_row(r.run_id, r.trigger, r.state, str(r.attempts), about,
                       (r.error or "").splitlines()[0][:80] if r.error else "")
         console.print(t)
-    store.close()
 
 
 @trigger_group.command()
@@ -94,14 +120,23 @@ def status(config_file: Path | None, state_db: str | None, limit: int) -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None)
 @click.option("--state-db", default=None)
 def replay(what: str, config_file: Path | None, state_db: str | None) -> None:
-    """Start again the run(s) of a file path, a transfer task id, or a run id."""
+    """Start again the run(s) of a file path, a transfer task id, or a run id.
+
+    The runs go back to the queue; a running `funcx-flows trigger run` starts them."""
     store = _store(config_file, state_db)
-    runs = [r for r in store.runs(limit=100000) if r.run_id == what] or store.find_runs(what)
-    if not runs:
+    try:
+        runs = store.find_runs(what)
+        if not runs and os.path.exists(what):
+            runs = store.find_runs(os.path.abspath(what))
+        if not runs:
+            raise NotFound(f"no run of a file, transfer task or run id {what!r} "
+                           "(see `funcx-flows trigger status`)")
+        for r in runs:
+            if r.state == RUNNING:
+                click.echo(f"run {r.run_id} of trigger {r.trigger} is being started now; "
+                           "not queued again")
+                continue
+            store.requeue(r.run_id)
+            click.echo(f"queued run {r.run_id} of trigger {r.trigger} again (was {r.state})")
+    finally:
         store.close()
-        raise NotFound(f"no run mentions {what!r} (see `funcx-flows trigger status`)")
-    for r in runs:
-        store.requeue(r.run_id)
-        click.echo(f"queued run {r.run_id} of trigger {r.trigger} again "
-                   f"({time.strftime('%H:%M:%S')}); a running `trigger run` starts it")
-    store.close()

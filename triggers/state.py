@@ -308,15 +308,30 @@ class StateStore:
     def requeue(self, run_id: str) -> None:
         self._set(run_id, state=QUEUED, next_at=time.time(), attempts=0)
 
-    def find_runs(self, needle: str) -> list[Run]:
-        """Runs whose context mentions ``needle`` (a file path or a transfer task id)."""
+    def find_runs(self, what: str) -> list[Run]:
+        """Runs of exactly this run id, file path or transfer task id (oldest first)."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM runs WHERE context LIKE ? "
-                                    "ORDER BY created_at", (f"%{json.dumps(needle)[1:-1]}%",)
-                                    ).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM runs WHERE run_id=? OR run_id IN (SELECT run_id FROM files "
+                "WHERE path=?) OR run_id IN (SELECT run_id FROM seen_tasks WHERE task_id=?) "
+                "ORDER BY created_at", (what, what, what)).fetchall()
         return [self._run(r) for r in rows]
 
     # --------------------------------------------------------------- marks --
+
+    def marks(self, key: str) -> dict[str, str]:
+        """The non-empty value of ``key`` for each trigger (e.g. its current problem)."""
+        with self._lock:
+            rows = self._db.execute("SELECT trigger, value FROM marks WHERE key=? AND value!=''",
+                                    (key,)).fetchall()
+        return {str(t): str(v) for t, v in rows}
+
+    def waiting_files(self) -> dict[str, int]:
+        """Complete files recorded but not yet in a run (a batch still filling)."""
+        with self._lock:
+            rows = self._db.execute("SELECT trigger, count(*) FROM files WHERE run_id IS NULL "
+                                    "GROUP BY trigger").fetchall()
+        return {str(t): int(n) for t, n in rows}
 
     def get_mark(self, trigger: str, key: str) -> str | None:
         with self._lock:

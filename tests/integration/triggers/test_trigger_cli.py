@@ -43,6 +43,9 @@ def test_run_status_replay_and_bad_config(tmp_path, home):
         time.sleep(1.0)
         (watched / "frame1.raw").write_bytes(b"x")
         assert wait_until(lambda: out.exists() and "frame1.raw" in out.read_text(), 30)
+        second = cli(env, "trigger", "run", str(config))  # would start everything twice
+        assert second.returncode != 0 and "already being served" in second.stderr
+        assert "Traceback" not in second.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -52,9 +55,10 @@ def test_run_status_replay_and_bad_config(tmp_path, home):
     assert "det" in status.stdout and status.returncode == 0
     replay = cli(env, "trigger", "replay", str(watched / "frame1.raw"))
     assert replay.returncode == 0 and "queued run" in replay.stdout
-    assert "1" in cli(env, "trigger", "status").stdout  # one queued again
+    shown = cli(env, "trigger", "status").stdout
+    assert "queued" in shown and "interrupted" in shown and "frame1.raw" in shown
     missing = cli(env, "trigger", "replay", "/no/such/file")
-    assert missing.returncode != 0 and "no run mentions" in missing.stderr
+    assert missing.returncode != 0 and "no run of a file" in missing.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"triggers": [{"type": "files", "name": "x", "paths": ["/d"],
                                                  "setle_s": 1, "target": {"flow": "m:f"}}]}))
