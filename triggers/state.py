@@ -194,7 +194,7 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM runs WHERE trigger=? AND state=? AND next_at<=? "
-                "ORDER BY created_at LIMIT ?", (trigger, QUEUED, time.time(), limit)).fetchall()
+                "ORDER BY next_at LIMIT ?", (trigger, QUEUED, time.time(), limit)).fetchall()
         return [self._run(r) for r in rows]
 
     @staticmethod
@@ -240,13 +240,14 @@ class StateStore:
             return int(cur.rowcount)
 
     def claim(self, trigger: str) -> Run | None:
-        """Take the oldest due queued run and mark it running, atomically."""
+        """Take the longest-due queued run and mark it running, atomically (in due
+        order, which the index gives without sorting the whole queue)."""
         now = time.time()
         with self._txn() as db:
             row = db.execute(
                 "UPDATE runs SET state=?, attempts=attempts+1, updated_at=? WHERE run_id = ("
                 "SELECT run_id FROM runs WHERE trigger=? AND state=? AND next_at<=? "
-                "ORDER BY created_at LIMIT 1) RETURNING *",
+                "ORDER BY next_at LIMIT 1) RETURNING *",
                 (RUNNING, now, trigger, QUEUED, now)).fetchone()
         return None if row is None else self._run(row)
 
