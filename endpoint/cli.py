@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
+from funcx_flows.clirun import run
 from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
 from funcx_flows.endpoint.config import EndpointConfig, default_config_text, load_config
 from funcx_flows.endpoint.daemon import (
@@ -279,19 +280,7 @@ def delete(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except FuncxFlowsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(cli, argv)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ exit code 1 here, in one place; nothing below prints tracebacks to users.
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 import click
 
-from funcx_flows.errors import FuncxFlowsError
+from funcx_flows.clirun import run
 
 # name -> (module, attribute) of a click group owned by another part
 _GROUPS = {
@@ -68,20 +67,7 @@ def demo(tasks: int, workers: int, frames: int, batch: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    try:
-        return cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except FuncxFlowsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    return run(cli, argv)
 
 
 if __name__ == "__main__":

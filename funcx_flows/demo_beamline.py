@@ -4,6 +4,7 @@ flow reconstructs each frame on the endpoint and publishes a summary."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -60,14 +61,11 @@ def run_beamline(stack: LocalStack, tmp: Path, frames: int, batch: int,
     os.environ["FUNCX_FLOWS_HOME"] = str(stack.home)
     from funcx_flows.prefect.server import prefect_api
 
-    with console.status("starting a temporary Prefect API"):
-        api = prefect_api()
-        api.__enter__()
-        beamline = _load_beamline()
-    try:
+    with contextlib.ExitStack() as stack_of_contexts:
+        with console.status("starting a temporary Prefect API"):
+            stack_of_contexts.enter_context(prefect_api())
+            beamline = _load_beamline()
         return _run(stack, tmp, frames, batch, console, beamline)
-    finally:
-        api.__exit__(None, None, None)
 
 
 def _run(stack: LocalStack, tmp: Path, frames: int, batch: int, console: Console,

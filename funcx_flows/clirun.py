@@ -1,0 +1,28 @@
+"""Running a click group as a user-facing command: the one place where errors
+become a message and an exit code (never a traceback)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from funcx_flows.errors import FuncxFlowsError
+
+
+def run(group: click.Group, argv: list[str] | None = None) -> Any:
+    try:
+        return group.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FuncxFlowsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
