@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import socket
+import sqlite3
 import sys
 import time
 import uuid
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "1"
 RESEND_BATCH = 500
+RESEND_UNACKED_S = 10.0  # results sent but not acknowledged this long are sent again
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,13 @@ class Agent:
         self.spool = Spool(folder / "spool.db")
         self.held: set[str] = set()
         self._results: list[m.TaskResult] = []
+        # Results the spool could not take (disk full, read-only): kept here, sent
+        # anyway, and spooled again every second until the spool takes them.
+        self.unspooled: dict[str, m.TaskResult] = {}
+        self.unremoved: set[str] = set()  # acknowledged, but the spool could not forget
+        self.spool_error = ""
+        self.sent_at: dict[str, float] = {}  # results sent and not yet acknowledged
+        self.last_spool_retry = 0.0
         self.stopping = False
         self.link_up = False
         self.service: zmq.Socket[bytes] | None = None
@@ -154,15 +163,22 @@ class Agent:
             self.heartbeat_period_s = min(self.config.heartbeat_period_s, msg.heartbeat_period_s)
             self.heartbeat_threshold_s = max(self.config.heartbeat_threshold_s,
                                              msg.heartbeat_threshold_s)
-            log.info("connected to the service (%d results to resend)", len(self.spool))
+            log.info("connected to the service (%d results to resend)",
+                     len(self.spool) + len(self.unspooled))
             for batch in self.spool.batches(RESEND_BATCH):
-                self._send(m.Results(results=batch))
+                self._send_results(batch)
+            pending = list(self.unspooled.values())
+            for i in range(0, len(pending), RESEND_BATCH):
+                self._send_results(pending[i:i + RESEND_BATCH])
         elif isinstance(msg, m.Tasks):
             self._on_tasks(msg.tasks)
         elif isinstance(msg, m.Cancel):
             self.ix_sock.send(m.encode(msg), copy=False)
         elif isinstance(msg, m.ResultsAck):
-            self.spool.remove(msg.task_ids)
+            for task_id in msg.task_ids:
+                self.sent_at.pop(task_id, None)
+                self.unspooled.pop(task_id, None)
+            self._forget(msg.task_ids)
         elif isinstance(msg, m.Bye):
             self._link_lost(f"the service said goodbye: {msg.reason}")
 
@@ -196,10 +212,66 @@ class Agent:
         results, self._results = self._results, []
         if not results:
             return
-        self.spool.add(results)
+        self._spool(results)
         self.held.difference_update(r.task_id for r in results)
         if self.link_up:
-            self._send(m.Results(results=results))
+            self._send_results(results)
+
+    def _send_results(self, results: list[m.TaskResult]) -> None:
+        self._send(m.Results(results=results))
+        now = time.monotonic()
+        for r in results:
+            self.sent_at[r.task_id] = now
+
+    # --------------------------------------------------------------- spool --
+
+    def _spool(self, results: list[m.TaskResult]) -> None:
+        try:
+            self.spool.add(results)
+        except sqlite3.Error as exc:
+            for r in results:
+                self.unspooled[r.task_id] = r
+            self._spool_failed("write", exc)
+
+    def _forget(self, task_ids: list[str]) -> None:
+        try:
+            self.spool.remove(task_ids)
+        except sqlite3.Error as exc:
+            self.unremoved.update(task_ids)
+            self._spool_failed("update", exc)
+
+    def _spool_failed(self, what: str, exc: sqlite3.Error) -> None:
+        problem = (f"cannot {what} the result spool at {self.spool.path}: {exc}; "
+                   f"{len(self.unspooled)} results kept in memory until the service "
+                   "acknowledges them")
+        if not self.spool_error:
+            log.error("%s", problem)
+            self.interchange.errors.append(problem)
+        self.spool_error = problem
+
+    def _retry_spool(self) -> None:
+        if self.unspooled:
+            pending = list(self.unspooled.values())
+            self.unspooled.clear()
+            self._spool(pending)
+        if self.unremoved:
+            ids, self.unremoved = list(self.unremoved), set()
+            self._forget(ids)
+        if self.spool_error and not self.unspooled and not self.unremoved:
+            log.info("the spool at %s is writable again", self.spool.path)
+            self.spool_error = ""
+
+    def _resend_unacknowledged(self, now: float) -> None:
+        """Results the service did not acknowledge in time (it could not store them,
+        or the acknowledgement was lost) are sent again; the service ignores repeats."""
+        stale = [t for t, at in self.sent_at.items() if now - at > RESEND_UNACKED_S]
+        if not stale:
+            return
+        again = [self.unspooled[t] for t in stale if t in self.unspooled]
+        again += self.spool.get(t for t in stale if t not in self.unspooled)
+        log.info("resending %d unacknowledged results", len(again))
+        for i in range(0, len(again), RESEND_BATCH):
+            self._send_results(again[i:i + RESEND_BATCH])
 
     def _on_interchange(self, frame: bytes) -> None:
         msg = self._from_interchange.decode(frame)
@@ -222,9 +294,14 @@ class Agent:
         data = msgspec.to_builtins(self.status)
         data.update(endpoint_id=self.reg.endpoint_id, link_up=self.link_up,
                     results_spooled=len(self.spool), updated_at=time.time(), pid=os.getpid())
+        if self.spool_error:
+            data["spool_error"] = self.spool_error
         tmp = self.folder / "status.json.tmp"
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self.folder / "status.json")
+        try:
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.folder / "status.json")
+        except OSError as exc:  # a full or read-only disk must not stop the agent
+            log.warning("cannot write %s: %s", tmp.with_suffix(""), exc)
 
     # -------------------------------------------------------------- blocks --
 
@@ -337,6 +414,12 @@ class Agent:
                 self._link_lost(f"no word from the service for {now - self.last_heard:.0f}s")
             elif now - self.last_sent >= self.heartbeat_period_s:
                 self._send(m.Heartbeat(sent_at=time.time()))
+        if now - self.last_spool_retry >= 1.0:
+            self.last_spool_retry = now
+            if self.unspooled or self.unremoved or self.spool_error:
+                self._retry_spool()
+            if self.link_up:
+                self._resend_unacknowledged(now)
         if now - self.last_strategy >= self.config.strategy_period:
             self.last_strategy = now
             self._strategy(decide)

@@ -11,16 +11,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from funcx_flows import messages as m
+from funcx_flows.errors import EndpointError
 
 
 class Spool:
     def __init__(self, path: Path) -> None:
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS results (task_id TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS results "
+                             "(task_id TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        except sqlite3.Error as exc:
+            raise EndpointError(f"cannot open the result spool at {path}: {exc}") from exc
         self._decoder = m.Decoder(m.Results)
         self._ids: set[str] = {r[0] for r in self._db.execute("SELECT task_id FROM results")}
 
@@ -49,6 +54,19 @@ class Spool:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM results WHERE task_id = ?", [(t,) for t in ids])
         self._ids.difference_update(ids)
+
+    def get(self, task_ids: Iterable[str]) -> list[m.TaskResult]:
+        out: list[m.TaskResult] = []
+        ids = [t for t in task_ids if t in self._ids]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for (body,) in self._db.execute(
+                    f"SELECT body FROM results WHERE task_id IN ({marks})", chunk):
+                msg = self._decoder.decode(body)
+                assert isinstance(msg, m.Results)
+                out.extend(msg.results)
+        return out
 
     def batches(self, size: int = 500) -> Iterator[list[m.TaskResult]]:
         batch: list[m.TaskResult] = []

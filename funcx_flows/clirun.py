@@ -23,6 +23,10 @@ def run(group: click.Group, argv: list[str] | None = None) -> Any:
     except FuncxFlowsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except OSError as exc:  # a disk that is full or read-only, a folder that is gone
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -19,6 +19,7 @@ what went wrong without sharing anything but this module::
      |    +-- PayloadTooLarge         413: over the size limit
      |    +-- RateLimited             429: over a per-user limit
      |    +-- ServiceUnavailable      503 / connection refused: service not reachable
+     |         +-- StorageUnavailable 503: the service's database cannot be written
      +-- TaskPending                  the task has not finished yet
      +-- TaskError                    a task ended without a value
      |    +-- RemoteExecutionError    the function raised; carries the remote traceback
@@ -150,6 +151,12 @@ class ServiceUnavailable(ServiceError):
 
     code = "service_unavailable"
     http_status = 503
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The service's database cannot be written (disk full, read-only); nothing was stored."""
+
+    code = "storage_unavailable"
 
 
 class TaskPending(FuncxFlowsError):

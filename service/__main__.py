@@ -12,10 +12,23 @@ import uvicorn
 
 from funcx_flows.errors import FuncxFlowsError
 from funcx_flows.service.app import create_app
+from funcx_flows.service.db import make_engine
 from funcx_flows.service.settings import ServiceSettings, load_settings
+from funcx_flows.service.store import Store
+
+
+def check_database(settings: ServiceSettings) -> None:
+    """Fail before listening, with a plain message, if the database cannot be used."""
+    store = Store(make_engine(settings.db_url))
+    try:
+        store.create_schema()
+    finally:
+        store.engine.dispose()
 
 
 def serve(settings: ServiceSettings) -> None:
+    settings.folder.mkdir(parents=True, exist_ok=True)
+    check_database(settings)
     # The event loop and the DB threads hand the GIL back and forth on every task;
     # the default 5 ms switch interval would put that much latency on each hop.
     sys.setswitchinterval(0.0002)
@@ -48,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         serve(settings)
     except FuncxFlowsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         sys.exit(1)
 
 

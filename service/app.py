@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funcx_flows.errors import FuncxFlowsError
@@ -94,12 +95,24 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
             store.engine.dispose()
 
     app = FastAPI(title="funcx-flows", version="1", lifespan=lifespan,
-                  responses={k: {"model": ErrorBody} for k in (401, 404, 409, 413, 422, 429)})
+                  responses={k: {"model": ErrorBody} for k in (401, 404, 409, 413, 422, 429, 503)})
 
     @app.exception_handler(FuncxFlowsError)
     async def _ours(request: Request, exc: FuncxFlowsError) -> JSONResponse:
         status = exc.http_status if 400 <= exc.http_status < 600 else 400
         return _error(status, exc.code, exc.message, _jsonable(exc.details))
+
+    @app.exception_handler(DBAPIError)
+    async def _storage(request: Request, exc: DBAPIError) -> JSONResponse:
+        # The database refused (disk full, read-only, gone): the transaction was rolled
+        # back, so nothing of the request was stored. Say so, and that a retry may work.
+        cause = str(exc.orig).strip() or type(exc.orig).__name__
+        log.error("database error on %s %s: %s", request.method, request.url.path, cause)
+        response = _error(503, "storage_unavailable",
+                          f"the service cannot use its database ({cause}); nothing was "
+                          "stored, try again later", {"cause": cause})
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

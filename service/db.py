@@ -6,6 +6,7 @@ unpickles them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,23 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def disk_problem(engine: Engine) -> str:
+    """Why an SQLite database's folder cannot be written, when the cause is the disk
+    (SQLite itself often says only "unable to open database file"); else ''."""
+    if engine.url.get_backend_name() != "sqlite" or not engine.url.database:
+        return ""
+    folder = Path(engine.url.database).parent
+    try:
+        st = os.statvfs(folder)
+    except OSError as exc:
+        return f"{folder}: {exc.strerror}"
+    if st.f_flag & os.ST_RDONLY:
+        return f"{folder} is on a read-only file system"
+    if st.f_bavail == 0:
+        return f"the disk under {folder} is full"
+    return ""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

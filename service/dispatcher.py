@@ -21,6 +21,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from sqlalchemy.exc import DBAPIError
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from funcx_flows import messages as m
@@ -260,6 +261,10 @@ class Dispatcher:
                     await self._handle(endpoint_id, msg)
                 except ProtocolError as exc:
                     log.warning("dropped a bad message: %s", exc)
+                except DBAPIError as exc:
+                    # Not acknowledged: the agent keeps the results spooled and resends.
+                    log.error("database error on %s from endpoint %s (%s); will be resent",
+                              type(msg).__name__, endpoint_id, str(exc.orig).strip())
                 except Exception:
                     log.exception("error while handling an endpoint message")
 

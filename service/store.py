@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from funcx_flows.errors import (
     Conflict,
@@ -27,12 +27,14 @@ from funcx_flows.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    StorageUnavailable,
 )
 from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 from funcx_flows.service import lifecycle as lc
 from funcx_flows.service.db import (
     counters,
     create_schema,
+    disk_problem,
     endpoints,
     functions,
     tasks,
@@ -116,7 +118,12 @@ class Store:
         self._memoized: dict[str, bool] = {}  # function id -> memoize
 
     def create_schema(self) -> None:
-        create_schema(self.engine)
+        try:
+            create_schema(self.engine)
+        except DBAPIError as exc:
+            url = self.engine.url.render_as_string(hide_password=True)
+            why = "; ".join(x for x in (str(exc.orig).strip(), disk_problem(self.engine)) if x)
+            raise StorageUnavailable(f"cannot set up the database at {url}: {why}") from exc
 
     # ---------------------------------------------------------- users/tokens --
 
