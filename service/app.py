@@ -74,7 +74,8 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
 
             globus = GlobusAuthValidator(settings.globus_client_id,
                                          settings.globus_client_secret,
-                                         settings.globus_required_scope, store)
+                                         settings.globus_required_scope, store,
+                                         groups=settings.globus_groups)
         app.state.parts = Parts(settings, store, hub, dispatcher,
                                 RateLimiter(settings.rate_limit_per_s), globus)
         zmq_url = await dispatcher.start()

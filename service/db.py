@@ -105,6 +105,16 @@ tasks = Table(
     Index("ix_tasks_completed", "t_completed"),
 )
 
+# Who besides the owner may use a function or an endpoint (see service/sharing.py).
+shares = Table(
+    "shares", metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("object_id", String(36), primary_key=True),
+    Column("principal", String(300), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_shares_principal", "principal", "kind"),
+)
+
 # One row: the last completion sequence number handed out.
 counters = Table(
     "counters", metadata,

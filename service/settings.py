@@ -42,6 +42,7 @@ class ServiceSettings(BaseSettings):
     globus_client_id: str = ""
     globus_client_secret: str = ""
     globus_required_scope: str = ""
+    globus_groups: bool = False  # look up Globus groups, for sharing with groups
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:

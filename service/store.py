@@ -41,6 +41,7 @@ from funcx_flows.service.db import (
     tokens,
     users,
 )
+from funcx_flows.service.sharing import Sharing, check_group_ids
 
 AUTH_CACHE_S = 5.0
 
@@ -67,6 +68,7 @@ _FINISH = (update(tasks).where(tasks.c.task_id == bindparam("tid"))
 class User:
     user_id: str
     name: str
+    groups: frozenset[str] = frozenset()  # Globus group ids, when Globus Auth says
 
 
 def hash_token(token: str) -> str:
@@ -116,6 +118,7 @@ class Store:
         self._auth_cache: dict[str, tuple[User, float]] = {}
         self._owners: dict[tuple[str, str], str] = {}  # (kind, id) -> owner user id
         self._memoized: dict[str, bool] = {}  # function id -> memoize
+        self.sharing = Sharing(engine)
 
     def create_schema(self) -> None:
         try:
@@ -218,28 +221,21 @@ class Store:
         return function_id, True
 
     def get_function(self, user: User, function_id: str) -> dict[str, Any]:
-        row = None
-        if _valid_uuid(function_id):
-            with self.engine.connect() as conn:
-                row = conn.execute(select(functions).where(
-                    functions.c.function_id == function_id,
-                    functions.c.owner_id == user.user_id)).mappings().first()
-        if row is None:
-            raise NotFound(f"no function {function_id!r} is visible to you")
-        return dict(row)
+        """A function the user owns or that is shared with them (``owned`` says which)."""
+        return self._visible(user, "function", function_id)
 
-    def list_functions(self, user: User) -> list[dict[str, Any]]:
+    def list_functions(self, user: User, shared: bool = False) -> list[dict[str, Any]]:
+        """The user's functions; with ``shared``, also those shared with them."""
         cols = [functions.c.function_id, functions.c.name, functions.c.description,
-                functions.c.body_hash, functions.c.created_at, functions.c.memoize]
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(*cols).where(functions.c.owner_id == user.user_id)
-                                .order_by(functions.c.created_at)).mappings()
-            return [dict(r) for r in rows]
+                functions.c.body_hash, functions.c.created_at, functions.c.memoize,
+                functions.c.owner_id]
+        return self._list(user, "function", cols, shared)
 
     def delete_function(self, user: User, function_id: str) -> None:
-        self.get_function(user, function_id)
+        self._owned(user, "function", function_id, "delete it")
         with self.engine.begin() as conn:
             conn.execute(delete(functions).where(functions.c.function_id == function_id))
+            self.sharing.drop(conn, "function", function_id)
         self._owners.pop(("function", function_id), None)
         with self._bodies_lock:
             self._bodies.pop(function_id, None)
@@ -288,33 +284,92 @@ class Store:
         return endpoint_id, True
 
     def get_endpoint(self, user: User, endpoint_id: str) -> dict[str, Any]:
-        row = None
-        if _valid_uuid(endpoint_id):
-            with self.engine.connect() as conn:
-                row = conn.execute(select(endpoints).where(
-                    endpoints.c.endpoint_id == endpoint_id,
-                    endpoints.c.owner_id == user.user_id)).mappings().first()
-        if row is None:
-            raise NotFound(f"no endpoint {endpoint_id!r} is visible to you")
-        return dict(row)
+        """An endpoint the user owns or that is shared with them (``owned`` says which)."""
+        return self._visible(user, "endpoint", endpoint_id)
 
-    def list_endpoints(self, user: User) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(endpoints).where(endpoints.c.owner_id == user.user_id)
-                                .order_by(endpoints.c.created_at)).mappings()
-            return [dict(r) for r in rows]
+    def list_endpoints(self, user: User, shared: bool = False) -> list[dict[str, Any]]:
+        """The user's endpoints; with ``shared``, also those shared with them."""
+        return self._list(user, "endpoint", list(endpoints.c), shared)
 
     def delete_endpoint(self, user: User, endpoint_id: str) -> list[dict[str, Any]]:
         """Delete an endpoint; its unfinished tasks fail. Returns their records."""
-        self.get_endpoint(user, endpoint_id)
+        self._owned(user, "endpoint", endpoint_id, "delete it")
         err = ErrorInfo(code="not_found", message=f"endpoint {endpoint_id} was deleted")
         with self.engine.begin() as conn:
             ids = [r[0] for r in conn.execute(select(tasks.c.task_id).where(
                 tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(lc.ACTIVE)))]
             records = self._finish(conn, ids, lc.FAILED, {i: err for i in ids})
             conn.execute(delete(endpoints).where(endpoints.c.endpoint_id == endpoint_id))
+            self.sharing.drop(conn, "endpoint", endpoint_id)
         self._owners.pop(("endpoint", endpoint_id), None)
         return records
+
+    # --------------------------------------------------------------- sharing --
+
+    @staticmethod
+    def _table(kind: str) -> tuple[Any, Any]:
+        table = functions if kind == "function" else endpoints
+        return table, (table.c.function_id if kind == "function" else table.c.endpoint_id)
+
+    def _visible(self, user: User, kind: str, object_id: str) -> dict[str, Any]:
+        table, col = self._table(kind)
+        row = None
+        if _valid_uuid(object_id):
+            with self.engine.connect() as conn:
+                row = conn.execute(select(table).where(col == object_id)).mappings().first()
+                if row is not None and row["owner_id"] != user.user_id and not \
+                        self.sharing.usable(conn, kind, {object_id}, user.user_id, user.groups):
+                    row = None
+        if row is None:
+            raise NotFound(f"no {kind} {object_id!r} is visible to you")
+        return {**row, "owned": row["owner_id"] == user.user_id}
+
+    def _owned(self, user: User, kind: str, object_id: str, action: str) -> dict[str, Any]:
+        row = self._visible(user, kind, object_id)
+        if not row["owned"]:
+            raise PermissionDenied(f"{kind} {object_id} is shared with you; only its owner "
+                                   f"can {action}")
+        return row
+
+    def _list(self, user: User, kind: str, cols: list[Any], shared: bool
+              ) -> list[dict[str, Any]]:
+        table, col = self._table(kind)
+        with self.engine.connect() as conn:
+            where = table.c.owner_id == user.user_id
+            if shared:
+                ids = self.sharing.shared_ids(conn, kind, user.user_id, user.groups, True)
+                where = or_(where, col.in_(ids))
+            rows = conn.execute(select(*cols).where(where)
+                                .order_by(table.c.created_at)).mappings()
+            return [{**r, "owned": r["owner_id"] == user.user_id} for r in rows]
+
+    def get_sharing(self, user: User, kind: str, object_id: str) -> dict[str, Any]:
+        self._owned(user, kind, object_id, "see whom it is shared with")
+        with self.engine.connect() as conn:
+            out: dict[str, Any] = self.sharing.describe(conn, kind, object_id)
+        return out
+
+    def set_sharing(self, user: User, kind: str, object_id: str, *, public: bool,
+                    user_names: Sequence[str], groups: Sequence[str]) -> dict[str, Any]:
+        """Replace whom a thing of the user's is shared with. Users are named as the
+        service knows them; ``globus:<username>`` names need not have signed in yet."""
+        self._owned(user, kind, object_id, "share it")
+        group_ids = check_group_ids(groups)
+        for name in user_names:
+            if name.startswith("globus:"):
+                self.ensure_user(name)
+        with self.engine.begin() as conn:
+            found = {str(n): str(i) for n, i in conn.execute(
+                select(users.c.name, users.c.user_id).where(users.c.name.in_(set(user_names))))}
+            unknown = sorted(set(user_names) - found.keys())
+            if unknown:
+                raise InvalidRequest(f"no user named {unknown[0]!r}", field="users")
+            self.sharing.replace(conn, kind, object_id, public=public,
+                                 user_ids=[i for i in found.values() if i != user.user_id],
+                                 groups=group_ids)
+            out: dict[str, Any] = self.sharing.describe(conn, kind, object_id)
+        self.sharing.forget()
+        return out
 
     def endpoint_keys(self) -> dict[str, str]:
         with self.engine.connect() as conn:
@@ -357,8 +412,8 @@ class Store:
             if not _valid_uuid(tid):
                 raise InvalidRequest(f"task_id {tid!r} is not a UUID")
         with self.engine.begin() as conn:
-            self._check_owned(conn, user, "function", fids)
-            self._check_owned(conn, user, "endpoint", eids)
+            self._check_usable(conn, user, "function", fids)
+            self._check_usable(conn, user, "endpoint", eids)
             self._check_allowed(conn, items)
             existing = {str(r[0]): str(r[1]) for r in conn.execute(_OWNERS_OF_TASKS,
                                                                    {"ids": ids})}
@@ -430,20 +485,22 @@ class Store:
                    for tid, key in memo.items() if key in hits}
         return self._finish(conn, list(answers), lc.SUCCESS, {}, answers)
 
-    def _check_owned(self, conn: Any, user: User, kind: str, ids: set[str]) -> None:
-        """Raise NotFound unless every id is the user's (owners never change; deleted
-        things leave the cache when deleted)."""
+    def _check_usable(self, conn: Any, user: User, kind: str, ids: set[str]) -> None:
+        """Raise NotFound unless every id is the user's or shared with them (owners
+        never change; deleted things leave the cache when deleted)."""
         unknown = {i for i in ids if self._owners.get((kind, i)) != user.user_id}
         if not unknown:
             return
-        table = functions if kind == "function" else endpoints
-        col = table.c.function_id if kind == "function" else table.c.endpoint_id
+        table, col = self._table(kind)
         found = {str(r[0]) for r in conn.execute(select(col).where(
             col.in_(unknown), table.c.owner_id == user.user_id))}
         for i in found:
             self._owners[(kind, i)] = user.user_id
-        if unknown - found:
-            raise NotFound(f"no {kind} {sorted(unknown - found)[0]!r} is visible to you")
+        rest = unknown - found
+        if rest:
+            rest -= self.sharing.usable(conn, kind, rest, user.user_id, user.groups)
+        if rest:
+            raise NotFound(f"no {kind} {sorted(rest)[0]!r} is visible to you")
 
     def _check_allowed(self, conn: Any, items: Sequence[Mapping[str, Any]]) -> None:
         """An endpoint registered with an allow-list of function ids runs only those."""

@@ -24,6 +24,7 @@ from funcx_flows import serialize
 from funcx_flows.errors import (
     ConfigError,
     FuncxFlowsError,
+    NotFound,
     ServiceError,
     ServiceUnavailable,
     TaskPending,
@@ -265,8 +266,10 @@ class Client:
         result: dict[str, Any] = self._request("GET", f"/functions/{function_id}")
         return result
 
-    def list_functions(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/functions")["functions"])
+    def list_functions(self, shared: bool = False) -> list[dict[str, Any]]:
+        """Your functions; with ``shared``, also those others share with you."""
+        params = {"shared": "true"} if shared else None
+        return list(self._request("GET", "/functions", params=params)["functions"])
 
     def delete_function(self, function_id: str) -> None:
         self._request("DELETE", f"/functions/{function_id}")
@@ -279,8 +282,10 @@ class Client:
         result: dict[str, Any] = self._request("POST", "/endpoints", json_body=body)
         return result
 
-    def list_endpoints(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/endpoints")["endpoints"])
+    def list_endpoints(self, shared: bool = False) -> list[dict[str, Any]]:
+        """Your endpoints; with ``shared``, also those others share with you."""
+        params = {"shared": "true"} if shared else None
+        return list(self._request("GET", "/endpoints", params=params)["endpoints"])
 
     def get_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", f"/endpoints/{endpoint_id}")
@@ -293,16 +298,40 @@ class Client:
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._request("DELETE", f"/endpoints/{endpoint_id}")
 
+    # ------------------------------------------------------------ sharing --
+
+    def share(self, kind: str, object_id: str, *, users: Iterable[str] = (),
+              groups: Iterable[str] = (), public: bool = False) -> dict[str, Any]:
+        """Replace whom your function or endpoint (``kind``) is shared with: user
+        names (``globus:<username>`` for Globus identities), Globus group ids, or
+        everyone. ``share(kind, id)`` with nothing else makes it private again."""
+        if kind not in ("function", "endpoint"):
+            raise ValueError("kind is 'function' or 'endpoint'")
+        result: dict[str, Any] = self._request(
+            "PUT", f"/{kind}s/{object_id}/sharing",
+            json_body={"users": list(users), "groups": list(groups), "public": public})
+        return result
+
+    def get_sharing(self, kind: str, object_id: str) -> dict[str, Any]:
+        if kind not in ("function", "endpoint"):
+            raise ValueError("kind is 'function' or 'endpoint'")
+        result: dict[str, Any] = self._request("GET", f"/{kind}s/{object_id}/sharing")
+        return result
+
     def resolve_endpoint(self, name_or_id: str) -> str:
-        """An endpoint id from an id or a name of one of the caller's endpoints."""
+        """An endpoint id from an id (the service checks access when it is used), or
+        from the name of an endpoint of the caller's (else of one shared with them)."""
         if name_or_id in self._endpoint_ids:
             return self._endpoint_ids[name_or_id]
-        for ep in self.list_endpoints():
-            if name_or_id in (ep["endpoint_id"], ep["name"]):
+        try:
+            return str(uuid.UUID(name_or_id))
+        except ValueError:
+            pass
+        found = sorted(self.list_endpoints(shared=True), key=lambda e: not e.get("owned", True))
+        for ep in found:
+            if name_or_id == ep["name"]:
                 self._endpoint_ids[name_or_id] = str(ep["endpoint_id"])
                 return str(ep["endpoint_id"])
-        from funcx_flows.errors import NotFound
-
         raise NotFound(f"no endpoint named or with id {name_or_id!r} is visible to you")
 
     # -------------------------------------------------------------- tasks --

@@ -1,4 +1,4 @@
-"""Endpoints: register (idempotent per name), get, list, status, delete."""
+"""Endpoints: register (idempotent per name), get, list, status, share, delete."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from funcx_flows.service.api.models import (
     EndpointInfo,
     EndpointList,
     EndpointStatusOut,
+    Sharing,
 )
 from funcx_flows.service.store import User
 
@@ -30,7 +31,7 @@ def _info(row: dict[str, Any], p: Parts) -> dict[str, Any]:
         "endpoint_id": row["endpoint_id"], "name": row["name"], "state": link["state"],
         "created_at": row["created_at"],
         "last_seen": link.get("last_seen") or row.get("last_seen"),
-        "metadata": row.get("metadata") or {},
+        "metadata": row.get("metadata") or {}, "owned": row.get("owned", True),
     }
 
 
@@ -49,9 +50,10 @@ def register_endpoint(body: EndpointIn, user: UserDep, p: PartsDep) -> EndpointC
 
 
 @router.get("/endpoints", response_model=EndpointList)
-def list_endpoints(user: UserDep, p: PartsDep) -> EndpointList:
+def list_endpoints(user: UserDep, p: PartsDep, shared: bool = False) -> EndpointList:
+    """Your endpoints; with ``shared=true`` also those shared with you or everyone."""
     return EndpointList(endpoints=[EndpointInfo(**_info(r, p))
-                                   for r in p.store.list_endpoints(user)])
+                                   for r in p.store.list_endpoints(user, shared)])
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=EndpointInfo)
@@ -69,6 +71,20 @@ def endpoint_status(endpoint_id: str, user: UserDep, p: PartsDep) -> EndpointSta
     link["tasks_waiting"] = depths.get("waiting_for_endpoint", 0)
     link["tasks_unfinished"] = sum(depths.values())
     return EndpointStatusOut(**link)
+
+
+@router.get("/endpoints/{endpoint_id}/sharing", response_model=Sharing)
+def get_endpoint_sharing(endpoint_id: str, user: UserDep, p: PartsDep) -> Sharing:
+    return Sharing(**p.store.get_sharing(user, "endpoint", endpoint_id))
+
+
+@router.put("/endpoints/{endpoint_id}/sharing", response_model=Sharing)
+def set_endpoint_sharing(endpoint_id: str, body: Sharing, user: UserDep, p: PartsDep
+                         ) -> Sharing:
+    """Replace whom the endpoint is shared with (owner only); tasks that others send
+    to it run under the endpoint owner's account."""
+    return Sharing(**p.store.set_sharing(user, "endpoint", endpoint_id, public=body.public,
+                                         user_names=body.users, groups=body.groups))
 
 
 @router.delete("/endpoints/{endpoint_id}", response_model=Deleted)

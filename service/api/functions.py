@@ -1,4 +1,4 @@
-"""Functions: register (deduplicated by content), get, list, delete."""
+"""Functions: register (deduplicated by content), get, list, share, delete."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from funcx_flows.service.api.models import (
     FunctionIn,
     FunctionInfo,
     FunctionList,
+    Sharing,
     decode_b64,
 )
 from funcx_flows.service.store import User
@@ -42,8 +43,10 @@ def register_function(body: FunctionIn, user: UserDep, p: PartsDep) -> FunctionC
 
 
 @router.get("/functions", response_model=FunctionList)
-def list_functions(user: UserDep, p: PartsDep) -> FunctionList:
-    return FunctionList(functions=[FunctionInfo(**f) for f in p.store.list_functions(user)])
+def list_functions(user: UserDep, p: PartsDep, shared: bool = False) -> FunctionList:
+    """Your functions; with ``shared=true`` also those shared with you or everyone."""
+    return FunctionList(functions=[FunctionInfo(**f)
+                                   for f in p.store.list_functions(user, shared)])
 
 
 @router.get("/functions/{function_id}", response_model=FunctionInfo)
@@ -52,6 +55,19 @@ def get_function(function_id: str, user: UserDep, p: PartsDep) -> FunctionInfo:
     body = base64.b64encode(row.pop("body")).decode("ascii")
     row.pop("owner_id", None)
     return FunctionInfo(**row, function=body)
+
+
+@router.get("/functions/{function_id}/sharing", response_model=Sharing)
+def get_function_sharing(function_id: str, user: UserDep, p: PartsDep) -> Sharing:
+    return Sharing(**p.store.get_sharing(user, "function", function_id))
+
+
+@router.put("/functions/{function_id}/sharing", response_model=Sharing)
+def set_function_sharing(function_id: str, body: Sharing, user: UserDep, p: PartsDep
+                         ) -> Sharing:
+    """Replace whom the function is shared with (owner only)."""
+    return Sharing(**p.store.set_sharing(user, "function", function_id, public=body.public,
+                                         user_names=body.users, groups=body.groups))
 
 
 @router.delete("/functions/{function_id}", response_model=Deleted)

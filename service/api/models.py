@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,7 @@ class FunctionInfo(BaseModel):
     body_hash: str
     created_at: float
     memoize: bool = False
+    owned: bool = True  # False: shared with you by its owner
     function: str | None = None
 
 
@@ -69,6 +70,7 @@ class EndpointInfo(BaseModel):
     created_at: float
     last_seen: float | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    owned: bool = True  # False: shared with you by its owner
 
 
 class EndpointStatusOut(EndpointInfo):
@@ -161,6 +163,17 @@ class TokenInfo(BaseModel):
 
 class TokenList(BaseModel):
     tokens: list[TokenInfo]
+
+
+class Sharing(Body):
+    """Whom a function or an endpoint is shared with, besides its owner."""
+
+    public: bool = Field(False, description="everyone with an account may use it")
+    users: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000,
+        description="user names; globus:<username> for Globus identities")
+    groups: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=1000, description="Globus group ids")
 
 
 class Deleted(BaseModel):

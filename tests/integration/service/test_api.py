@@ -199,3 +199,67 @@ def test_token_cli_lists_and_revokes(cli):
     assert cli("token", "revoke", token_id).returncode == 0
     again = cli("token", "revoke", token_id)
     assert again.returncode != 0 and "Traceback" not in again.stderr
+
+
+def test_sharing_with_named_users_and_with_everyone(api, cli):
+    out = cli("token", "create", "--user", "carol")
+    assert out.returncode == 0, out.stderr
+    carol_token = out.stdout.strip().splitlines()[-1]
+    carol = api.anonymous()
+    carol.headers["Authorization"] = f"Bearer {carol_token}"
+    fid = register_function(api.alice, fn=abs)
+    eid = register_endpoint(api.alice, "ep-shared")
+    bob_eid = register_endpoint(api.bob, "bob-own")
+    assert_error(api.bob.get(f"/functions/{fid}"), 404, "not_found")
+
+    # the function with bob by name: he sees it and may run it on his endpoint
+    r = api.alice.put(f"/functions/{fid}/sharing", json={"users": ["bob"]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"public": False, "users": ["bob"], "groups": []}
+    seen = api.bob.get(f"/functions/{fid}").json()
+    assert seen["function_id"] == fid and seen["owned"] is False
+    assert api.bob.post("/tasks", json={"tasks": [task(fid, bob_eid)]}).status_code == 200
+    assert fid in {f["function_id"] for f in api.bob.get(
+        "/functions", params={"shared": "true"}).json()["functions"]}
+    assert fid not in {f["function_id"] for f in api.bob.get("/functions").json()["functions"]}
+    # ... but not alice's endpoint, which is not shared; and carol sees nothing
+    assert_error(api.bob.post("/tasks", json={"tasks": [task(fid, eid)]}), 404, "not_found",
+                 "endpoint")
+    assert_error(carol.get(f"/functions/{fid}"), 404, "not_found")
+    # only the owner changes or reads the sharing, or deletes
+    assert_error(api.bob.put(f"/functions/{fid}/sharing", json={"public": True}), 403,
+                 "permission_denied", "owner")
+    assert_error(api.bob.get(f"/functions/{fid}/sharing"), 403, "permission_denied")
+    assert_error(api.bob.delete(f"/functions/{fid}"), 403, "permission_denied")
+    assert_error(carol.put(f"/functions/{fid}/sharing", json={"public": True}), 404,
+                 "not_found")
+    # bad input names the problem
+    assert_error(api.alice.put(f"/functions/{fid}/sharing", json={"users": ["nobody"]}), 422,
+                 "invalid_request", "nobody")
+    assert_error(api.alice.put(f"/functions/{fid}/sharing", json={"groups": ["g1"]}), 422,
+                 "invalid_request", "group")
+    assert api.alice.get(f"/functions/{fid}/sharing").json()["users"] == ["bob"]
+
+    # the endpoint with everyone: carol and bob may send their own functions to it
+    r = api.alice.put(f"/endpoints/{eid}/sharing", json={"public": True})
+    assert r.json() == {"public": True, "users": [], "groups": []}
+    carol_fid = register_function(carol)
+    tid = carol.post("/tasks", json={"tasks": [task(carol_fid, eid)]}).json()["task_ids"][0]
+    assert carol.get(f"/tasks/{tid}").json()["state"] == "waiting_for_endpoint"
+    assert_error(api.alice.get(f"/tasks/{tid}"), 404, "not_found")  # tasks stay private
+    assert carol.get(f"/endpoints/{eid}").json()["owned"] is False
+    assert carol.get(f"/endpoints/{eid}/status").status_code == 200
+    assert_error(carol.delete(f"/endpoints/{eid}"), 403, "permission_denied")
+    assert eid in {e["endpoint_id"] for e in carol.get(
+        "/endpoints", params={"shared": "true"}).json()["endpoints"]}
+    assert api.bob.post("/tasks", json={"tasks": [task(fid, eid)]}).status_code == 200
+
+    # unsharing takes effect at once
+    assert api.alice.put(f"/functions/{fid}/sharing", json={}).json()["users"] == []
+    assert api.alice.put(f"/endpoints/{eid}/sharing", json={}).json()["public"] is False
+    assert_error(api.bob.get(f"/functions/{fid}"), 404, "not_found")
+    assert_error(api.bob.post("/tasks", json={"tasks": [task(fid, bob_eid)]}), 404,
+                 "not_found", "function")
+    assert_error(carol.post("/tasks", json={"tasks": [task(carol_fid, eid)]}), 404,
+                 "not_found", "endpoint")
+    carol.close()

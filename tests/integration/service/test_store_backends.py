@@ -12,7 +12,7 @@ from sqlalchemy import text
 from funcx_flows import messages as m
 from funcx_flows.errors import Conflict, NotFound
 from funcx_flows.service.db import make_engine
-from funcx_flows.service.store import Store
+from funcx_flows.service.store import Store, User
 
 PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
 
@@ -86,3 +86,26 @@ def test_a_batch_of_tasks_round_trips(store: Store):
                                            online={eid2})
     assert memo == [] and [s.task_id for s in to_send[eid2]] == [third]
     assert store.purge(older_than=1e12) == 52
+
+
+def test_sharing_on_both_databases(store: Store):
+    alice, bob = store.ensure_user("alice"), store.ensure_user("bob")
+    group = str(uuid.uuid4())
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "s" * 40, {})
+    member = User(bob.user_id, bob.name, frozenset({group}))
+    store.set_sharing(alice, "function", fid, public=False, user_names=["bob"], groups=[])
+    store.set_sharing(alice, "endpoint", eid, public=False, user_names=[], groups=[group])
+    assert store.get_sharing(alice, "endpoint", eid) == {
+        "public": False, "users": [], "groups": [group]}
+    with pytest.raises(NotFound):
+        store.get_endpoint(bob, eid)  # bob, but not as a member of the group
+    assert store.get_endpoint(member, eid)["owned"] is False
+    ids, to_send, _ = store.submit(member, [{"function_id": fid, "endpoint_id": eid,
+                                             "payload": b"x"}], online={eid})
+    assert [s.task_id for s in to_send[eid]] == ids
+    assert [f["function_id"] for f in store.list_functions(bob, shared=True)] == [fid]
+    assert store.list_functions(bob) == []
+    store.delete_endpoint(alice, eid)
+    with pytest.raises(NotFound):
+        store.get_endpoint(member, eid)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import globus_sdk
 import pytest
 import responses
+from globus_sdk.testing import load_response
 from globus_sdk.transport import RetryConfig
 
-from funcx_flows.errors import AuthenticationError, ServiceUnavailable
+from funcx_flows.errors import (
+    AuthenticationError,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+)
 from funcx_flows.service.db import make_engine
 from funcx_flows.service.globus_auth import GlobusAuthValidator
 from funcx_flows.service.store import Store
@@ -82,3 +88,43 @@ def test_globus_trouble_is_a_503_not_a_401(validator):
     responses.add(responses.POST, URL, status=500, json={"errors": [{"code": "boom"}]})
     with pytest.raises(ServiceUnavailable, match="Globus Auth"):
         v.user_for("tok")
+
+
+def test_globus_group_members_use_what_is_shared_with_the_group(validator):
+    v, _ = validator
+    v.groups = True
+    responses.add(responses.POST, URL, json=answer())
+    load_response(globus_sdk.ConfidentialAppAuthClient.oauth2_get_dependent_tokens,
+                  case="groups")
+    group_ids = load_response(globus_sdk.GroupsClient.get_my_groups).metadata["group_ids"]
+    member = v.user_for("tok")
+    assert member.groups == frozenset(group_ids)
+    assert responses.calls[-1].request.headers["Authorization"] == "Bearer groupsToken"
+
+    store = v.store
+    owner = store.ensure_user("alice")
+    outsider = store.ensure_user("globus:someone-else")
+    fid, _ = store.register_function(owner, "f", "", b"body")
+    with pytest.raises(NotFound):
+        store.get_function(member, fid)
+    shared = store.set_sharing(owner, "function", fid, public=False, user_names=[],
+                               groups=[group_ids[0]])
+    assert shared == {"public": False, "users": [], "groups": [group_ids[0]]}
+    assert store.get_function(member, fid)["owned"] is False
+    with pytest.raises(NotFound):
+        store.get_function(outsider, fid)
+    with pytest.raises(PermissionDenied, match="only its owner"):
+        store.delete_function(member, fid)
+    store.set_sharing(owner, "function", fid, public=False, user_names=[], groups=[])
+    with pytest.raises(NotFound):
+        store.get_function(member, fid)
+
+
+def test_no_groups_token_means_no_groups_not_no_access(validator):
+    v, _ = validator
+    v.groups = True
+    responses.add(responses.POST, URL, json=answer())
+    responses.add(responses.POST, "https://auth.globus.org/v2/oauth2/token", status=400,
+                  json={"error": "invalid_grant"})
+    user = v.user_for("tok")
+    assert user.name == "globus:scientist@uni.edu" and user.groups == frozenset()
