@@ -406,6 +406,10 @@ class Agent:
                 handler(frame)
             except ProtocolError as exc:
                 log.warning("dropped a bad message: %s", exc)
+            except (zmq.ZMQError, sqlite3.Error):
+                raise
+            except Exception:  # a well-formed message we mishandle must not end the endpoint
+                log.exception("error while handling a message; dropped it")
 
     def _periodic(self, decide: Callable[[Agent], Actions]) -> None:
         now = time.monotonic()

@@ -275,3 +275,5 @@ class Interchange:
             fn(*args)  # type: ignore[operator]
         except ProtocolError as exc:
             log.warning("dropped a bad message: %s", exc)
+        except Exception:  # a well-formed message we mishandle must not end the endpoint
+            log.exception("error while handling a message; dropped it")

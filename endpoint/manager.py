@@ -232,6 +232,8 @@ class Manager:
                             self._on_message(frame)
                         except ProtocolError as exc:
                             log.warning("dropped a bad message: %s", exc)
+                        except Exception:  # mishandled, but the node's workers go on
+                            log.exception("error while handling a message; dropped it")
                 for fd in events:
                     if isinstance(fd, int) and fd in by_fd:
                         kind, w = by_fd[fd]

@@ -235,7 +235,8 @@ class Decoder:
     def decode(self, frame: bytes | memoryview) -> Message:
         try:
             msg: Message = self._decoder.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            # (msgspec lets a string that is not UTF-8 through as UnicodeDecodeError)
             raise ProtocolError(f"malformed message: {exc}") from exc
         if msg.v != PROTOCOL_VERSION:
             raise ProtocolError(

@@ -247,6 +247,8 @@ class Dispatcher:
                     decoded.append(self._decode(frames))
                 except ProtocolError as exc:
                     log.warning("dropped a bad message: %s", exc)
+                except Exception:  # never let one frame end the receive loop
+                    log.exception("could not decode a frame; dropped it")
             merged: dict[str, m.Results] = {}
             for endpoint_id, msg in decoded:
                 if isinstance(msg, m.Results):

@@ -46,6 +46,29 @@ def test_arbitrary_bytes_never_escape_as_anything_but_protocol_error(data):
             m.Decoder(union).decode(data)
 
 
+def test_a_string_that_is_not_utf8_is_a_protocol_error():
+    # found by fuzzing the manager: a flipped bit inside a task id
+    frame = m.encode(m.Cancel(task_ids=["abcdef"]))
+    i = frame.index(b"abcdef")
+    bad = frame[:i] + b"\xa5" + frame[i + 1:]
+    with pytest.raises(ProtocolError, match="malformed"):
+        m.Decoder(m.INTERCHANGE_TO_MANAGER).decode(bad)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([
+    m.Cancel(task_ids=["t-1", "t-2"]), m.Heartbeat(sent_at=1.5), m.Ready(free=3),
+    m.ManagerRegister(manager_id="m", hostname="h", workers=2, cores=2, python_version="3.11"),
+    m.Results(results=[m.TaskResult(task_id="t", ok=True, data=b"x", stdout="out")]),
+]), st.integers(0, 10_000), st.integers(0, 7))
+def test_valid_frames_with_a_flipped_bit_are_protocol_errors_or_messages(msg, where, bit):
+    frame = bytearray(m.encode(msg))
+    frame[where % len(frame)] ^= 1 << bit
+    for union in (m.MANAGER_TO_INTERCHANGE, m.INTERCHANGE_TO_MANAGER, m.SERVICE_TO_AGENT):
+        with contextlib.suppress(ProtocolError):
+            assert isinstance(m.Decoder(union).decode(bytes(frame)), m.Message)
+
+
 def test_error_info_of_a_plain_exception_names_its_type():
     info = m.error_info(ValueError("bad"))
     assert info.code == "error" and info.message == "ValueError: bad"
