@@ -1,0 +1,75 @@
+"""kill -9 of a manager: the interchange notices the lost heartbeats, retries its
+tasks up to ``max_retries_on_system_failure``, then fails them with ManagerLost."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from funcx_flows.errors import ManagerLost
+from funcx_flows.localstack import LocalStack
+from funcx_flows.sdk.executor import Executor
+
+
+def nap(i):
+    import time
+
+    time.sleep(4)
+    return i
+
+
+def _is_manager(p: psutil.Process | None) -> bool:
+    try:
+        return p is not None and "funcx_flows.endpoint.manager" in " ".join(p.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _managers(pid: int) -> list[psutil.Process]:
+    """Managers, not their workers (forked: the same command line, a manager parent)."""
+    return [p for p in psutil.Process(pid).children(recursive=True)
+            if _is_manager(p) and not _is_manager(p.parent())]
+
+
+def _kill_the_manager_when_busy(ep_pid: int, client, futures) -> int:
+    deadline = time.monotonic() + 60
+    while True:
+        ids = [f.task_id for f in futures if f.task_id]
+        if len(ids) == len(futures) and all(
+                r["state"] == "running" for r in client.fetch_tasks(ids)):
+            break
+        assert time.monotonic() < deadline, "the tasks never ran"
+        time.sleep(0.05)
+    (manager,) = _managers(ep_pid)
+    manager.kill()
+    return manager.pid
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_kill_9_of_a_manager(tmp_path: Path, retries: int):
+    stack = LocalStack(tmp_path / "home")
+    try:
+        stack.start_service()
+        ep = stack.start_endpoint("ep", {
+            "max_workers_per_node": 2, "heartbeat_period_s": 0.5, "heartbeat_threshold_s": 2,
+            "max_retries_on_system_failure": retries})
+        client = stack.client()
+        with Executor(endpoint_id=ep.endpoint_id, client=client) as ex:
+            futures = [ex.submit(nap, i) for i in range(2)]
+            killed = _kill_the_manager_when_busy(ep.proc.pid, client, futures)
+            if retries:
+                # a new block's manager takes the retried tasks
+                assert [f.result(timeout=90) for f in futures] == [0, 1]
+                assert all(f.record["attempts"] == 2 for f in futures)
+                assert [p.pid for p in _managers(ep.proc.pid)] != [killed]
+            else:
+                for f in futures:
+                    with pytest.raises(ManagerLost, match="heartbeat"):
+                        f.result(timeout=90)
+            # the endpoint goes on either way
+            assert ex.submit(nap, 7).result(timeout=90) == 7
+    finally:
+        stack.stop()
