@@ -141,6 +141,7 @@ class Interchange:
         if isinstance(msg, m.Ready):
             mgr.free += msg.free
         elif isinstance(msg, m.Results):
+            mgr.free += msg.free
             for r in msg.results:
                 spec = mgr.tasks.pop(r.task_id, None)
                 if spec is None:

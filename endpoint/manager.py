@@ -67,7 +67,10 @@ class Manager:
         self.workers: dict[int, Worker] = {}
         self.queue: collections.deque[m.TaskSpec] = collections.deque()
         self.results: list[m.TaskResult] = []
-        self.states: list[m.TaskState] = []
+        # A "running" state waits one turn of the loop: a task that finishes by then
+        # (most short ones) needs none, and its result carries the times anyway.
+        self.started: dict[str, tuple[float, int]] = {}  # task id -> (at, turn)
+        self.turn = 0
         self.credit_owed = 0  # capacity freed since the last Ready
         self.draining = False
         self.stopping = False
@@ -106,7 +109,7 @@ class Manager:
                 w.conn.send_bytes(m.encode(m.Tasks(tasks=[spec])))
             except OSError:
                 continue  # its death is noticed by the sentinel
-            self.states.append(m.TaskState(task_id=spec.task_id, state="running", at=now))
+            self.started[spec.task_id] = (now, self.turn)
 
     def _on_worker_frame(self, w: Worker) -> None:
         try:
@@ -116,6 +119,8 @@ class Manager:
         msg = self._worker_decoder.decode(frame)
         assert isinstance(msg, m.Results)
         self.results.extend(msg.results)
+        for r in msg.results:
+            self.started.pop(r.task_id, None)
         w.task = None
         self.credit_owed += len(msg.results)
 
@@ -124,6 +129,8 @@ class Manager:
         code = w.proc.exitcode
         w.conn.close()
         del self.workers[w.index]
+        if w.task is not None:
+            self.started.pop(w.task.task_id, None)
         if not cancelled and (self.stopping or code == -signal.SIGTERM):
             # Terminated from outside (the scheduler ends the pilot; it signals every
             # process of the job): the manager ends too and says Bye, and the
@@ -173,14 +180,19 @@ class Manager:
         self.last_sent = time.monotonic()
 
     def _flush(self) -> None:
-        if self.states:
-            self._send(m.TaskStates(states=self.states))
-            self.states = []
+        self.turn += 1
+        due = [t for t, (_, turn) in self.started.items() if turn < self.turn - 1]
+        if due:  # still running a whole turn later: now they are worth a message
+            self._send(m.TaskStates(states=[
+                m.TaskState(task_id=t, state="running", at=self.started.pop(t)[0])
+                for t in due]))
+        free = 0 if self.draining else self.credit_owed
         if self.results:
-            self._send(m.Results(results=self.results))
+            self._send(m.Results(results=self.results, free=free))
             self.results = []
-        if self.credit_owed and not self.draining:
-            self._send(m.Ready(free=self.credit_owed))
+        elif free:
+            self._send(m.Ready(free=free))
+        if free:
             self.credit_owed = 0
 
     def _on_message(self, frame: bytes) -> None:
@@ -219,7 +231,8 @@ class Manager:
                     by_fd[w.conn.fileno()] = ("conn", w)
                     poller.register(w.proc.sentinel, zmq.POLLIN)
                     by_fd[w.proc.sentinel] = ("dead", w)
-                events = dict(poller.poll(period_ms))
+                # a "running" state waiting for its turn goes out within 50 ms
+                events = dict(poller.poll(50 if self.started else period_ms))
                 if self.stopping:  # SIGTERM arrived: the pilot ends; leave it to Bye
                     break
                 if self.sock in events:

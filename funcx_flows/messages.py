@@ -152,6 +152,7 @@ class TaskStates(Message, tag="task_states", kw_only=True):
 
 class Results(Message, tag="results", kw_only=True):
     results: list[TaskResult]
+    free: int = 0  # manager -> interchange only: capacity freed (as in Ready), riding along
 
 
 class ResultsAck(Message, tag="results_ack", kw_only=True):

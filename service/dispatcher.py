@@ -56,6 +56,9 @@ class ServiceKeys:
             return keys
 
 
+RUNNING_FLUSH_S = 0.1
+
+
 @dataclass
 class Link:
     """What the service knows about one connected endpoint."""
@@ -89,8 +92,10 @@ class Dispatcher:
         self._sock: zmq.asyncio.Socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: set[asyncio.Future[Any]] = set()
         self._decoder = m.Decoder(m.AGENT_TO_SERVICE)
+        # "running" states, written to the database in one transaction every
+        # RUNNING_FLUSH_S; a task whose result comes first needs no such write
+        self._running: dict[str, tuple[str, float]] = {}  # task id -> (endpoint, at)
         self.url = ""
 
     # ---------------------------------------------------------- life cycle --
@@ -121,7 +126,8 @@ class Dispatcher:
         log.info("ZeroMQ ROUTER bound on tcp://%s:%d; endpoints dial %s", s.zmq_host, port,
                  self.url)
         self._tasks = [asyncio.create_task(self._receive_loop(), name="dispatcher-recv"),
-                       asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat")]
+                       asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat"),
+                       asyncio.create_task(self._running_loop(), name="dispatcher-running")]
         return self.url
 
     async def stop(self) -> None:
@@ -201,16 +207,6 @@ class Dispatcher:
             "blocks": [_plain(x) for x in st.blocks],
             "recent_errors": list(st.recent_errors),
         }
-
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Future[Any]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background update failed: %s", task.exception())
 
     # ------------------------------------------------------------- sending --
 
@@ -295,10 +291,9 @@ class Dispatcher:
         if isinstance(msg, m.Results):
             await self._on_results(endpoint_id, msg)
         elif isinstance(msg, m.TaskStates):
-            # Off the receive loop: a result must not wait behind a state update (and
-            # mark_running never overrides a terminal state, so order does not matter).
-            states = [(s.task_id, s.at) for s in msg.states if s.state == "running"]
-            self._background(asyncio.to_thread(self.store.mark_running, endpoint_id, states))
+            for st in msg.states:
+                if st.state == "running":
+                    self._running[st.task_id] = (endpoint_id, st.at)
         elif isinstance(msg, m.EndpointStatus):
             link.status = msg
         elif isinstance(msg, m.Bye):
@@ -324,6 +319,9 @@ class Dispatcher:
         await asyncio.to_thread(self.store.touch_endpoint, link.endpoint_id)
 
     async def _on_results(self, endpoint_id: str, msg: m.Results) -> None:
+        if self._running:
+            for r in msg.results:
+                self._running.pop(r.task_id, None)
         if len(msg.results) <= INLINE_RESULTS:
             # A small batch commits faster here than a hop to a worker thread and back.
             rows = self.store.complete(endpoint_id, msg.results)
@@ -332,6 +330,23 @@ class Dispatcher:
         self._send(endpoint_id, m.ResultsAck(task_ids=[r.task_id for r in msg.results]))
         if rows:
             self.hub.publish(publishable(rows))
+
+    async def _running_loop(self) -> None:
+        """Write the "running" states gathered meanwhile, off the receive loop, in one
+        transaction per endpoint (mark_running never overrides a terminal state)."""
+        while True:
+            await asyncio.sleep(RUNNING_FLUSH_S)
+            if not self._running:
+                continue
+            taken, self._running = self._running, {}
+            by_endpoint: dict[str, list[tuple[str, float]]] = {}
+            for task_id, (endpoint_id, at) in taken.items():
+                by_endpoint.setdefault(endpoint_id, []).append((task_id, at))
+            for endpoint_id, states in by_endpoint.items():
+                try:
+                    await asyncio.to_thread(self.store.mark_running, endpoint_id, states)
+                except Exception as exc:  # informational only: never stop the loop
+                    log.warning("could not record %d running tasks: %s", len(states), exc)
 
     async def _heartbeat_loop(self) -> None:
         s = self.settings

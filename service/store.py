@@ -8,17 +8,29 @@ another's functions, endpoints or tasks (they answer ``NotFound``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import secrets
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from funcx_flows.errors import (
@@ -119,6 +131,18 @@ class Store:
         self._owners: dict[tuple[str, str], str] = {}  # (kind, id) -> owner user id
         self._memoized: dict[str, bool] = {}  # function id -> memoize
         self.sharing = Sharing(engine)
+        # SQLite has one writer at a time, and a writer that finds the lock taken
+        # sleeps in its busy handler (1, 2, 5, 10 ms...). Writers queue here instead
+        # and are woken the moment the lock is free. PostgreSQL locks rows: no queue.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if engine.url.get_backend_name() == "sqlite"
+            else contextlib.nullcontext())
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction (committed at the end, rolled back on an error)."""
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     def create_schema(self) -> None:
         try:
@@ -131,7 +155,7 @@ class Store:
     # ---------------------------------------------------------- users/tokens --
 
     def ensure_user(self, name: str) -> User:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
             if row is not None:
                 return User(row["user_id"], row["name"])
@@ -147,7 +171,7 @@ class Store:
     def create_token(self, user: User, name: str) -> tuple[str, str]:
         token = "fxf_" + secrets.token_urlsafe(32)
         token_id = str(uuid.uuid4())
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(insert(tokens).values(
                 token_id=token_id, user_id=user.user_id, name=name,
                 token_hash=hash_token(token), created_at=time.time()))
@@ -189,7 +213,7 @@ class Store:
         cond = tokens.c.token_id == token_id
         if user is not None:
             cond = and_(cond, tokens.c.user_id == user.user_id)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             done = conn.execute(update(tokens).where(cond, tokens.c.revoked_at.is_(None))
                                 .values(revoked_at=time.time())).rowcount
         if not done:
@@ -204,7 +228,7 @@ class Store:
         digest = hashlib.sha256((b"memoize\0" if memoize else b"") + body).hexdigest()
         q = select(functions.c.function_id).where(
             functions.c.owner_id == user.user_id, functions.c.body_hash == digest)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             existing = conn.execute(q).scalar()
             if existing is not None:
                 return str(existing), False
@@ -233,7 +257,7 @@ class Store:
 
     def delete_function(self, user: User, function_id: str) -> None:
         self._owned(user, "function", function_id, "delete it")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(functions).where(functions.c.function_id == function_id))
             self.sharing.drop(conn, "function", function_id)
         self._owners.pop(("function", function_id), None)
@@ -265,7 +289,7 @@ class Store:
 
     def register_endpoint(self, user: User, name: str, public_key: str,
                           meta: Mapping[str, Any]) -> tuple[str, bool]:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             other = conn.execute(select(endpoints.c.endpoint_id, endpoints.c.owner_id,
                                         endpoints.c.name)
                                  .where(endpoints.c.public_key == public_key)).first()
@@ -295,7 +319,7 @@ class Store:
         """Delete an endpoint; its unfinished tasks fail. Returns their records."""
         self._owned(user, "endpoint", endpoint_id, "delete it")
         err = ErrorInfo(code="not_found", message=f"endpoint {endpoint_id} was deleted")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             ids = [r[0] for r in conn.execute(select(tasks.c.task_id).where(
                 tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(lc.ACTIVE)))]
             records = self._finish(conn, ids, lc.FAILED, {i: err for i in ids})
@@ -358,7 +382,7 @@ class Store:
         for name in user_names:
             if name.startswith("globus:"):
                 self.ensure_user(name)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             found = {str(n): str(i) for n, i in conn.execute(
                 select(users.c.name, users.c.user_id).where(users.c.name.in_(set(user_names))))}
             unknown = sorted(set(user_names) - found.keys())
@@ -377,7 +401,7 @@ class Store:
                     conn.execute(select(endpoints.c.endpoint_id, endpoints.c.public_key))}
 
     def touch_endpoint(self, endpoint_id: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(endpoints).where(endpoints.c.endpoint_id == endpoint_id)
                          .values(last_seen=time.time()))
 
@@ -411,7 +435,7 @@ class Store:
         for tid in ids:
             if not _valid_uuid(tid):
                 raise InvalidRequest(f"task_id {tid!r} is not a UUID")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._check_usable(conn, user, "function", fids)
             self._check_usable(conn, user, "endpoint", eids)
             self._check_allowed(conn, items)
@@ -529,7 +553,7 @@ class Store:
     def resend(self, endpoint_id: str, held: Iterable[str]) -> list[TaskSpec]:
         """Every unfinished task of an endpoint not held by it, marked dispatched."""
         held_set = set(held)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             rows = [dict(r) for r in conn.execute(
                 select(tasks.c.task_id, tasks.c.function_id, tasks.c.payload,
                        tasks.c.resources, tasks.c.state)
@@ -547,7 +571,7 @@ class Store:
     def mark_running(self, endpoint_id: str, states: Sequence[tuple[str, float]]) -> None:
         if not states:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(tasks).where(tasks.c.task_id == bindparam("tid"),
                                     tasks.c.endpoint_id == endpoint_id,
@@ -608,13 +632,13 @@ class Store:
         """Make a batch of results durable in one transaction; returns the rows that
         changed (owner_id included), ready to publish. Duplicates are ignored."""
         by_id = {r.task_id: r for r in results}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return self._finish(conn, list(by_id), lc.FAILED, {}, by_id, endpoint_id)
 
     def cancel(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         ids = [t for t in task_ids if _valid_uuid(t)]
         err = ErrorInfo(code="cancelled", message="cancelled by the user")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             mine = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(
                 tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id))]
             return self._finish(conn, mine, lc.CANCELLED, {t: err for t in mine})
@@ -644,6 +668,6 @@ class Store:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     def purge(self, older_than: float) -> int:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return int(conn.execute(delete(tasks).where(
                 tasks.c.state.in_(lc.TERMINAL), tasks.c.t_completed < older_than)).rowcount)
