@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class Dispatcher:
         self._auth: AsyncioAuthenticator | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._decoder = m.Decoder(m.AGENT_TO_SERVICE)
         # "running" states, written to the database in one transaction every
@@ -102,6 +104,7 @@ class Dispatcher:
 
     async def start(self) -> str:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         for eid, key in (await asyncio.to_thread(self.store.endpoint_keys)).items():
             self.set_endpoint_key(eid, key)
         self._auth = AsyncioAuthenticator(self._ctx)
@@ -169,7 +172,13 @@ class Dispatcher:
     # ------------------------------------------------------- from threads --
 
     def _call(self, fn: Any, *args: Any) -> None:
-        if self._loop is not None:
+        """Run ``fn`` on the event loop: at once when already there (an async route
+        saves a loop wake-up per request), else at its next turn."""
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def online_endpoints(self) -> set[str]:

@@ -129,6 +129,9 @@ class Store:
         self._bodies_lock = threading.Lock()
         self._auth_cache: dict[str, tuple[User, float]] = {}
         self._owners: dict[tuple[str, str], str] = {}  # (kind, id) -> owner user id
+        # endpoint id -> its allow-list of function ids (empty: all); dropped whenever
+        # this store writes the endpoint's metadata or deletes it
+        self._allowed: dict[str, frozenset[str]] = {}
         self._memoized: dict[str, bool] = {}  # function id -> memoize
         self.sharing = Sharing(engine)
         # SQLite has one writer at a time, and a writer that finds the lock taken
@@ -300,6 +303,7 @@ class Store:
             if row is not None:
                 conn.execute(update(endpoints).where(endpoints.c.endpoint_id == row[0])
                              .values(public_key=public_key, metadata=dict(meta)))
+                self._allowed.pop(str(row[0]), None)
                 return str(row[0]), False
             endpoint_id = str(uuid.uuid4())
             conn.execute(insert(endpoints).values(
@@ -326,6 +330,7 @@ class Store:
             conn.execute(delete(endpoints).where(endpoints.c.endpoint_id == endpoint_id))
             self.sharing.drop(conn, "endpoint", endpoint_id)
         self._owners.pop(("endpoint", endpoint_id), None)
+        self._allowed.pop(endpoint_id, None)
         return records
 
     # --------------------------------------------------------------- sharing --
@@ -528,14 +533,14 @@ class Store:
 
     def _check_allowed(self, conn: Any, items: Sequence[Mapping[str, Any]]) -> None:
         """An endpoint registered with an allow-list of function ids runs only those."""
-        eids = {str(t["endpoint_id"]) for t in items}
-        allowed = {str(eid): set(meta.get("allowed_functions") or ())
-                   for eid, meta in conn.execute(select(endpoints.c.endpoint_id,
-                                                        endpoints.c.metadata)
-                                                 .where(endpoints.c.endpoint_id.in_(eids)))
-                   if isinstance(meta, dict)}
+        eids = {str(t["endpoint_id"]) for t in items} - self._allowed.keys()
+        if eids:
+            for eid, meta in conn.execute(select(endpoints.c.endpoint_id, endpoints.c.metadata)
+                                          .where(endpoints.c.endpoint_id.in_(eids))):
+                self._allowed[str(eid)] = frozenset(
+                    (meta.get("allowed_functions") or ()) if isinstance(meta, dict) else ())
         for t in items:
-            ok = allowed.get(str(t["endpoint_id"]))
+            ok = self._allowed.get(str(t["endpoint_id"]))
             if ok and str(t["function_id"]) not in ok:
                 raise PermissionDenied(
                     f"endpoint {t['endpoint_id']} does not allow function {t['function_id']}",

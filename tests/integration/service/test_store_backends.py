@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from funcx_flows import messages as m
-from funcx_flows.errors import Conflict, NotFound
+from funcx_flows.errors import Conflict, NotFound, PermissionDenied
 from funcx_flows.service.db import make_engine
 from funcx_flows.service.store import Store, User
 
@@ -109,3 +109,23 @@ def test_sharing_on_both_databases(store: Store):
     store.delete_endpoint(alice, eid)
     with pytest.raises(NotFound):
         store.get_endpoint(member, eid)
+
+
+def test_an_allow_list_takes_effect_when_the_endpoint_reregisters(store: Store):
+    """The service keeps allow-lists in memory; a re-registration replaces them."""
+    alice = store.ensure_user("alice")
+    f, _ = store.register_function(alice, "f", "", b"FXF-f")
+    g, _ = store.register_function(alice, "g", "", b"FXF-g")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+
+    def submit(fid: str) -> None:
+        store.submit(alice, [{"function_id": fid, "endpoint_id": eid, "payload": b""}],
+                     online=set())
+
+    submit(g)  # no list: anything goes (and the empty list is now remembered)
+    store.register_endpoint(alice, "ep", "k" * 40, {"allowed_functions": [f]})
+    submit(f)
+    with pytest.raises(PermissionDenied, match="does not allow function"):
+        submit(g)
+    store.register_endpoint(alice, "ep", "k" * 40, {})
+    submit(g)
