@@ -225,7 +225,8 @@ class Executor(cf.Executor):
         backoff = Backoff(self._retry)
         while True:
             try:
-                self.client.submit_tasks(batch)
+                if self._stream.try_submit(batch) is None:
+                    self.client.submit_tasks(batch)
                 return
             except ServiceUnavailable as exc:
                 if self._retry.exhausted(backoff.attempt):

@@ -5,6 +5,11 @@ completion sequence number. The stream remembers the highest one it has seen
 and reconnects with ``after=<seq>`` so that a dropped connection (or a
 restarted service) costs nothing but a short wait. Records may then arrive
 twice; the consumer drops duplicates by task id.
+
+It can also carry submissions (``try_submit``): one frame and one answer on a
+socket that is open anyway, instead of an HTTP request. When it cannot (not
+connected, a batch too large for a frame, the link dropped before the answer),
+it says so and the caller submits over REST, which is idempotent by task id.
 """
 
 from __future__ import annotations
@@ -20,11 +25,19 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
+from funcx_flows.errors import error_from_code
 from funcx_flows.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
 
 RecordsCallback = Callable[[list[dict[str, Any]]], None]
+SUBMIT_MAX_BYTES = 4 << 20  # larger batches go over REST (and stay below frame limits)
+
+
+class _Answer:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.msg: dict[str, Any] | None = None  # None: the link dropped first
 
 
 class ResultStream:
@@ -50,6 +63,8 @@ class ResultStream:
         self._lock = threading.Lock()
         self.last_seq = 0
         self.reconnects = 0
+        self._refs = 0
+        self._answers: dict[int, _Answer] = {}
         self._thread = threading.Thread(target=self._run, name="funcx-result-stream", daemon=True)
 
     def start(self) -> None:
@@ -97,6 +112,9 @@ class ResultStream:
             finally:
                 with self._lock:
                     self._ws = None
+                    answers, self._answers = self._answers, {}
+                for answer in answers.values():
+                    answer.done.set()  # no answer will come on this connection
                 self._connected.clear()
             if self._stop.is_set():
                 return
@@ -110,6 +128,13 @@ class ResultStream:
             except ConnectionClosed:
                 return
             msg = json.loads(frame)
+            if msg.get("op") in ("submitted", "error"):
+                with self._lock:
+                    answer = self._answers.pop(msg.get("ref"), None)
+                if answer is not None:
+                    answer.msg = msg
+                    answer.done.set()
+                continue
             if msg.get("op") != "results":
                 continue
             records: list[dict[str, Any]] = msg["results"]
@@ -118,6 +143,40 @@ class ResultStream:
                 if seq > self.last_seq:
                     self.last_seq = seq
             self._on_records(records)
+
+    def try_submit(self, tasks: list[dict[str, Any]], timeout: float = 60.0) -> list[str] | None:
+        """Submit a batch (the body of POST /v1/tasks) over the stream; the task ids
+        once durable, or None when the stream cannot take it. A refusal raises the
+        same error a REST call would."""
+        with self._lock:
+            self._refs += 1
+            ref = self._refs
+        frame = json.dumps({"op": "submit", "ref": ref, "tasks": tasks})
+        if len(frame) > SUBMIT_MAX_BYTES:
+            return None
+        answer = _Answer()
+        with self._lock:
+            ws = self._ws
+            if ws is None:
+                return None
+            self._answers[ref] = answer
+        try:
+            ws.send(frame)
+            answered = answer.done.wait(timeout)
+        except (OSError, WebSocketException):
+            answered = False
+        finally:
+            with self._lock:
+                self._answers.pop(ref, None)
+        msg = answer.msg
+        if not answered or msg is None:
+            return None
+        if msg["op"] == "submitted":
+            return [str(t) for t in msg["task_ids"]]
+        err = msg.get("error") or {}
+        raise error_from_code(str(err.get("code") or "service_error"),
+                              str(err.get("message") or "the service refused the batch"),
+                              details=err.get("details") or {})
 
     def close(self) -> None:
         self._stop.set()

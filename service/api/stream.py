@@ -3,6 +3,11 @@
 Subscribe first, then replay what finished after ``after`` from the database,
 then stream live records: nothing falls between the two (a record may come
 twice; clients drop duplicates by task id).
+
+The client may submit over the same socket (``{"op": "submit", "ref": n,
+"tasks": [...]}``, the body of POST /v1/tasks): answered with ``submitted`` and
+the task ids once they are durable, or ``error`` with the code and message a
+REST call would carry. It saves an HTTP request per batch on the latency path.
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ import contextlib
 from typing import Any
 
 import msgspec
+import pydantic
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.exc import DBAPIError
 
-from funcx_flows.errors import FuncxFlowsError
-from funcx_flows.service.api.deps import authenticate, parts
+from funcx_flows.errors import FuncxFlowsError, InvalidRequest, StorageUnavailable
+from funcx_flows.service.api.deps import Parts, authenticate, parts
+from funcx_flows.service.api.models import TasksIn
+from funcx_flows.service.api.tasks import accept_tasks
 from funcx_flows.service.store import task_record
 
 router = APIRouter(tags=["results"])
@@ -34,14 +43,15 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
         return
     await websocket.accept()
     sub = p.hub.subscribe(user.user_id, group_id)
-    receiver = asyncio.create_task(_drain_client(websocket))
+    sender = _Sender(websocket)
+    receiver = asyncio.create_task(_serve_client(websocket, p, sender))
     try:
         while True:
             rows = await asyncio.to_thread(p.store.completed_after, user.user_id, after,
                                            group_id, PAGE)
             if rows:
                 after = int(rows[-1]["seq"])
-                await _send(websocket, [task_record(r) for r in rows])
+                await sender.send({"op": "results", "results": [task_record(r) for r in rows]})
             if len(rows) < PAGE:
                 break
         while True:
@@ -53,7 +63,7 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
             batch = getter.result()
             while not sub.queue.empty():
                 batch.extend(sub.queue.get_nowait())
-            await _send(websocket, batch)
+            await sender.send({"op": "results", "results": batch})
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
@@ -63,13 +73,57 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
             await receiver
 
 
-async def _send(websocket: WebSocket, records: list[dict[str, Any]]) -> None:
-    await websocket.send_bytes(_json.encode({"op": "results", "results": records}))
+class _Sender:
+    """One writer at a time on the socket: results and submit answers interleave."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.lock = asyncio.Lock()
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        frame = _json.encode(msg)
+        async with self.lock:
+            await self.websocket.send_bytes(frame)
 
 
-async def _drain_client(websocket: WebSocket) -> None:
-    """Returns when the client goes away (it sends nothing we need)."""
+async def _serve_client(websocket: WebSocket, p: Parts, sender: _Sender) -> None:
+    """Answer the client's submit ops; returns when the client goes away."""
     while True:
         msg = await websocket.receive()
         if msg["type"] == "websocket.disconnect":
             return
+        frame = msg.get("bytes") or (msg.get("text") or "").encode()
+        await sender.send(await _submit_op(websocket, p, frame))
+
+
+async def _submit_op(websocket: WebSocket, p: Parts, frame: bytes) -> dict[str, Any]:
+    ref: Any = None
+    try:
+        try:
+            op = msgspec.json.decode(frame)
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest(f"a stream message is not JSON: {exc}") from exc
+        if not isinstance(op, dict) or op.get("op") != "submit":
+            raise InvalidRequest("the only message a client may send is {\"op\": \"submit\"}")
+        ref = op.get("ref")
+        # per op, like a REST call: a revoked token stops submitting at once, and
+        # the per-user request rate applies
+        user = authenticate(p, websocket.headers.get("authorization"))
+        try:
+            body = TasksIn.model_validate({"tasks": op.get("tasks")})
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first.get("loc", ()))
+            raise InvalidRequest(f"invalid request: {where}: {first.get('msg')}") from exc
+        return {"op": "submitted", "ref": ref, "task_ids": await accept_tasks(p, user, body)}
+    except FuncxFlowsError as exc:
+        return {"op": "error", "ref": ref, "error": {
+            "code": exc.code, "message": exc.message,
+            "details": {k: v for k, v in exc.details.items()
+                        if isinstance(v, str | int | float | bool | None)}}}
+    except DBAPIError as exc:
+        cause = str(exc.orig).strip() or type(exc.orig).__name__
+        err = StorageUnavailable(f"the service cannot use its database ({cause}); nothing "
+                                 "was stored, try again later")
+        return {"op": "error", "ref": ref, "error": {"code": err.code, "message": err.message,
+                                                     "details": {"cause": cause}}}

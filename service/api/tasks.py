@@ -31,8 +31,13 @@ INLINE_TASKS = 8
 
 @router.post("/tasks", response_model=TaskIdsOut)
 async def submit_tasks(body: TasksIn, user: UserDep, p: PartsDep) -> TaskIdsOut:
-    """Async: a small batch commits on the loop (faster than a worker-thread hop);
-    a large one in a worker thread, so that the loop keeps serving."""
+    return TaskIdsOut(task_ids=await accept_tasks(p, user, body))
+
+
+async def accept_tasks(p: Parts, user: User, body: TasksIn) -> list[str]:
+    """Store a batch durably and send it on; the REST route and the result stream's
+    ``submit`` op share it. Async: a small batch commits on the loop (faster than a
+    worker-thread hop); a large one in a worker thread, so that the loop keeps serving."""
     s = p.settings
     if len(body.tasks) > s.max_batch_tasks:
         raise PayloadTooLarge(
@@ -50,15 +55,17 @@ async def submit_tasks(body: TasksIn, user: UserDep, p: PartsDep) -> TaskIdsOut:
             "group_id": t.group_id, "payload": payload,
             "resources": t.resources.model_dump() if t.resources else None,
         })
-    args = (user, items, p.dispatcher.online_endpoints(), s.max_tasks_in_flight)
+    online = p.dispatcher.online_endpoints()
+    ids: list[str]
     if len(items) <= INLINE_TASKS:
-        ids, to_send, finished = p.store.submit(*args)
+        ids, to_send, finished = p.store.submit(user, items, online, s.max_tasks_in_flight)
     else:
-        ids, to_send, finished = await asyncio.to_thread(p.store.submit, *args)
+        ids, to_send, finished = await asyncio.to_thread(p.store.submit, user, items, online,
+                                                         s.max_tasks_in_flight)
     p.dispatcher.send_tasks_threadsafe(to_send)
     if finished:  # answered from memoized results
         p.dispatcher.publish_threadsafe(finished)
-    return TaskIdsOut(task_ids=ids)
+    return ids
 
 
 @router.get("/tasks/{task_id}", response_model=TaskRecord)

@@ -1,0 +1,99 @@
+"""Submitting over the result stream's WebSocket: durable before the answer, the
+same errors as REST, and a clean fallback (None) whenever the stream cannot."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from test_api import register_endpoint, register_function, task
+from websockets.sync.client import connect
+
+from funcx_flows.errors import AuthenticationError, InvalidRequest, NotFound
+from funcx_flows.sdk import stream as stream_module
+from funcx_flows.sdk.stream import ResultStream
+
+
+def open_stream(api, token: str) -> ResultStream:
+    s = ResultStream(api.url.replace("http", "ws", 1), token, lambda records: None)
+    s.start()
+    assert s.wait_connected(30)
+    return s
+
+
+def token_of(client) -> str:
+    return client.headers["Authorization"].split()[1]
+
+
+def test_tasks_submitted_on_the_stream_are_durable_and_errors_match_rest(api):
+    fid, eid = register_function(api.alice), register_endpoint(api.alice, "ws-ep")
+    s = open_stream(api, token_of(api.alice))
+    try:
+        ids = s.try_submit([task(fid, eid), task(fid, eid, task_id=str(uuid.uuid4()))])
+        assert ids is not None and len(ids) == 2
+        for t in ids:  # stored before the answer came
+            assert api.alice.get(f"/tasks/{t}").json()["state"] == "waiting_for_endpoint"
+        with pytest.raises(NotFound, match="no function"):
+            s.try_submit([task(str(uuid.uuid4()), eid)])
+        with pytest.raises(InvalidRequest, match="payload"):
+            s.try_submit([{**task(fid, eid), "payload": "%%% not base64"}])
+        with pytest.raises(InvalidRequest, match="function_id"):
+            s.try_submit([{"endpoint_id": eid, "payload": ""}])
+        # the refusals did not end the connection
+        again = s.try_submit([task(fid, eid)])
+        assert again is not None and len(again) == 1
+        # another user cannot use alice's function
+        b = open_stream(api, token_of(api.bob))
+        try:
+            with pytest.raises(NotFound):
+                b.try_submit([task(fid, eid)])
+        finally:
+            b.close()
+    finally:
+        s.close()
+
+
+def test_a_revoked_token_stops_submitting_on_an_open_stream(api):
+    made = api.alice.post("/tokens", json={"name": "short-lived"}).json()
+    s = open_stream(api, made["token"])
+    try:
+        fid, eid = register_function(api.alice), register_endpoint(api.alice, "ws-revoke")
+        assert s.try_submit([task(fid, eid)]) is not None
+        assert api.alice.delete(f"/tokens/{made['token_id']}").status_code == 200
+        with pytest.raises(AuthenticationError):
+            s.try_submit([task(fid, eid)])
+    finally:
+        s.close()
+
+
+def test_the_stream_declines_when_it_cannot_carry_a_batch(api, monkeypatch):
+    fid, eid = register_function(api.alice), register_endpoint(api.alice, "ws-big")
+    idle = ResultStream(api.url.replace("http", "ws", 1), token_of(api.alice), lambda r: None)
+    assert idle.try_submit([task(fid, eid)]) is None  # never connected: use REST
+    s = open_stream(api, token_of(api.alice))
+    try:
+        monkeypatch.setattr(stream_module, "SUBMIT_MAX_BYTES", 100)
+        assert s.try_submit([task(fid, eid)]) is None  # too large for a frame: use REST
+    finally:
+        s.close()
+    assert s.try_submit([task(fid, eid)]) is None  # closed: use REST
+
+
+def test_garbage_on_the_stream_gets_an_error_frame_not_a_hangup(api):
+    url = api.url.replace("http", "ws", 1) + "/v1/results/stream"
+    with connect(url, additional_headers={"Authorization": api.alice.headers["Authorization"]},
+                 compression=None) as ws:
+        for frame, words in [("not json", "not json"), (json.dumps([1, 2]), "submit"),
+                             (json.dumps({"op": "drop-tables"}), "submit"),
+                             (json.dumps({"op": "submit", "ref": 7, "tasks": "x"}), "tasks")]:
+            ws.send(frame)
+            answer = json.loads(ws.recv(timeout=10))
+            assert answer["op"] == "error", answer
+            assert answer["error"]["code"] == "invalid_request"
+            assert words in answer["error"]["message"].lower(), answer
+        fid, eid = register_function(api.alice), register_endpoint(api.alice, "ws-raw")
+        ws.send(json.dumps({"op": "submit", "ref": 8, "tasks": [task(fid, eid)]}))
+        answer = json.loads(ws.recv(timeout=10))
+        assert answer["op"] == "submitted" and answer["ref"] == 8
+        assert len(answer["task_ids"]) == 1
