@@ -34,11 +34,36 @@ def prefect_api(timeout: int = 120) -> Iterator[str]:
     server.start(timeout=timeout)
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
+        _reload_settings()
         _warm_up()
         yield server.api_url
     finally:
+        _drain()
         os.environ.pop("PREFECT_API_URL", None)
+        _reload_settings()
         server.stop()
+
+
+def _drain() -> None:
+    """Logs and events still queued in this process reach the API before it stops."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
+def _reload_settings() -> None:
+    """Prefect reads the environment once, at import (and importing this package
+    imports Prefect); threads without a settings context of their own use that copy.
+    Rebuilt, it points them all at this API instead of a private ephemeral server each."""
+    import prefect.context
+
+    refresh = getattr(prefect.context, "refresh_global_settings_context", None)
+    if refresh is not None:
+        refresh()
+    else:  # older Prefect: the same, by hand
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
 
 
 def _warm_up() -> None:
