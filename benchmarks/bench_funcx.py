@@ -5,7 +5,10 @@ client -> REST -> service (durable, SQLite WAL) -> ZMQ/Curve -> agent -> interch
 with the same metric names as ../shared/bench/peers, so ``benchmarks/run.py`` can
 set it beside them in one invocation.
 
-    python benchmarks/bench_funcx.py --reps 3 [--only lat,tp,sleep]
+    python benchmarks/bench_funcx.py --reps 3 [--only lat,tp,sleep,pay]
+
+``pay`` is the payload workload of ``payload.py`` (1 MB and 10 MB echoed); for it
+the service's payload and result limits are raised (see ``PAYLOAD_LIMIT``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import payload
 import psutil
 
 from funcx_flows.localstack import LocalStack
 from funcx_flows.sdk.executor import Executor
+
+# The service's default limits (max_payload_bytes, max_result_bytes) are 10 MiB, which
+# a 10 MB argument clears by only 5%; the payload workload raises both to this.
+PAYLOAD_LIMIT = 64 * 1024 * 1024
 
 
 def noop(x: Any) -> Any:
@@ -86,7 +94,24 @@ def measure(ex: Executor, args: argparse.Namespace) -> dict[str, float]:
         elapsed = time.perf_counter() - t0
         r["sleep_total_s"] = elapsed
         r["sleep_efficiency"] = (n * args.sleep_s / args.workers) / elapsed
+    if "pay" in only:
+        echo = payload.echo
+
+        def submit_many(data: bytes, n: int) -> list[Any]:
+            return [ex.submit(echo, data) for _ in range(n)]
+
+        r.update(payload.measure(lambda data: ex.submit(echo, data).result(), submit_many,
+                                 lambda fs: [f.result() for f in fs], scale=args.pay_scale))
     return r
+
+
+def stack_env(only: set[str]) -> dict[str, str]:
+    if "pay" not in only:
+        return {}
+    print(f"payload workload: service max_payload_bytes and max_result_bytes raised to "
+          f"{PAYLOAD_LIMIT} (default 10 MiB)", file=sys.stderr, flush=True)
+    return {"FUNCX_FLOWS_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT),
+            "FUNCX_FLOWS_MAX_RESULT_BYTES": str(PAYLOAD_LIMIT)}
 
 
 def main() -> None:
@@ -99,10 +124,13 @@ def main() -> None:
     ap.add_argument("--sleep-s", type=float, default=0.01)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", default="lat,tp,sleep")
+    ap.add_argument("--pay-scale", type=float, default=1.0,
+                    help="multiplies the payload workload's call counts")
     args = ap.parse_args()
+    env = stack_env(set(args.only.split(",")))
 
     with tempfile.TemporaryDirectory(prefix="funcx-bench-") as tmp:
-        stack = LocalStack(Path(tmp) / "home")
+        stack = LocalStack(Path(tmp) / "home", env=env)
         try:
             t0 = time.perf_counter()
             stack.start_service()
@@ -134,6 +162,7 @@ def main() -> None:
         "startup_s": startup,
         "pss_idle_mb": idle_pss,
         "pss_after_mb": busy_pss,
+        "limits": {k.removeprefix("FUNCX_FLOWS_").lower(): int(v) for k, v in env.items()},
     }))
 
 

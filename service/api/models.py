@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from funcx_flows.errors import InvalidRequest
 
@@ -131,10 +131,18 @@ class TaskRecord(BaseModel):
     state: str
     seq: int
     timestamps: dict[str, float]
-    result: str | None = None
+    result: str | None = Field(None, description="base64 of the result envelope")
     error: TaskError | None = None
     stdout: str = ""
     attempts: int = 0
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _base64(cls, value: Any) -> Any:
+        """``task_record`` hands the stored bytes over; the API carries base64."""
+        if isinstance(value, bytes | bytearray | memoryview):
+            return base64.b64encode(value).decode("ascii")
+        return value
 
 
 class TaskList(BaseModel):

@@ -1,0 +1,125 @@
+"""Summaries of a side-by-side run (``run.py``): medians, per-round ratios, Markdown, PNG.
+
+A round maps system -> flat metrics (``NOOP_KEYS`` and ``payload.METRICS``); a
+ratio is funcx-flows / peer within one round (same time window, same noise),
+and the report gives the median of those ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import payload
+
+NOOP_KEYS = ["lat_median_us", "lat_p99_us", "tp_tasks_per_s", "sleep_efficiency"]
+KEYS = NOOP_KEYS + payload.METRICS
+NAN = float("nan")
+
+Rounds = list[dict[str, dict[str, float]]]
+
+
+def summarize(rounds: Rounds) -> dict[str, Any]:
+    systems = list(rounds[0])
+    med = {s: {k: statistics.median(r[s][k] for r in rounds if k in r[s])
+               for k in KEYS if any(k in r[s] for r in rounds)} for s in systems}
+    ratios: dict[str, dict[str, float]] = {}
+    for peer in systems:
+        if peer == "funcx":
+            continue
+        ratios[peer] = {}
+        for k in KEYS:
+            vals = [r["funcx"][k] / r[peer][k] for r in rounds
+                    if k in r["funcx"] and k in r[peer] and r[peer][k]]
+            if vals:
+                ratios[peer][k] = statistics.median(vals)
+    return {"medians": med, "funcx_over_peer": ratios, "rounds": rounds}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _has(summary: dict[str, Any], keys: list[str]) -> bool:
+    return any(k in m for m in summary["medians"].values() for k in keys)
+
+
+def _f(value: float | None, fmt: str, scale: float = 1.0) -> str:
+    return "-" if value is None or math.isnan(value) else format(value / scale, fmt)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    med, ratios = summary["medians"], summary["funcx_over_peer"]
+    lines: list[str] = []
+    if _has(summary, NOOP_KEYS):
+        lines += ["No-op tasks:", ""]
+        lines += _table(
+            ["system", "latency median (ms)", "p99 (ms)", "tasks/s", "sleep efficiency"],
+            [[s, _f(m.get("lat_median_us"), ".2f", 1e3), _f(m.get("lat_p99_us"), ".2f", 1e3),
+              _f(m.get("tp_tasks_per_s"), ".0f"), _f(m.get("sleep_efficiency"), ".2f")]
+             for s, m in med.items()])
+        lines += ["", "funcx-flows / peer, median of per-round ratios "
+                  "(latency: lower is better; tasks/s: higher is better):", ""]
+        lines += _table(
+            ["peer", "latency median", "latency p99", "tasks/s", "sleep efficiency"],
+            [[p, *(_f(r.get(k), ".2f") for k in NOOP_KEYS)] for p, r in ratios.items()])
+    if _has(summary, payload.METRICS):
+        scale = float(summary.get("pay_scale", 1.0))
+        sizes = [s.label for s in payload.SIZES]
+        mb = {s.label: f"{s.nbytes / payload.MB:g} MB" for s in payload.SIZES}
+        header = ["system"] + [f"{mb[s]} {what}" for s in sizes
+                               for what in ("latency median (ms)", "p99 (ms)", "MB/s")]
+        lines += ["", "Payloads: echo(bytes) round trip; MB/s counts bytes both ways, "
+                  + ", ".join(f"{max(2, round(s.tp_n * scale))} x {mb[s.label]}"
+                              for s in payload.SIZES)
+                  + " submitted at once:", ""]
+        lines += _table(header, [[s, *(_f(m.get(k), ".1f") for k in payload.METRICS)]
+                                 for s, m in med.items()])
+        lines += ["", "funcx-flows / peer on payloads, median of per-round ratios "
+                  "(latency: lower is better; MB/s: higher is better):", ""]
+        lines += _table(["peer", *(h.replace(" (ms)", "") for h in header[1:])],
+                        [[p, *(_f(r.get(k), ".2f") for k in payload.METRICS)]
+                         for p, r in ratios.items()])
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = summary["medians"]
+    systems = list(med)
+    x = list(range(len(systems)))
+    panels = []
+    if _has(summary, NOOP_KEYS):
+        panels += [("no-op round trip (ms)", [("median", "lat_median_us"), ("p99", "lat_p99_us")],
+                    1e3),
+                   ("no-op tasks/s (all at once)", [("tasks/s", "tp_tasks_per_s")], 1.0)]
+    if _has(summary, payload.METRICS):
+        panels += [("payload round trip, median (ms)",
+                    [(f"{s.nbytes / payload.MB:g} MB", f"{s.label}_lat_median_ms")
+                     for s in payload.SIZES], 1.0),
+                   ("payload MB/s (both ways, all at once)",
+                    [(f"{s.nbytes / payload.MB:g} MB", f"{s.label}_tp_mb_per_s")
+                     for s in payload.SIZES], 1.0)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (ylabel, series, scale) in zip(axes[0], panels, strict=True):
+        width = 0.8 / len(series)
+        for i, (label, key) in enumerate(series):
+            offset = (i - (len(series) - 1) / 2) * width
+            ax.bar([j + offset for j in x], [med[s].get(key, 0) / scale for s in systems],
+                   width=width, label=label)
+        ax.set_xticks(x, systems)
+        ax.set_ylabel(ylabel)
+        if "payload" in ylabel or "no-op round" in ylabel:
+            ax.set_yscale("log")
+        if len(series) > 1:
+            ax.legend()
+    fig.suptitle("funcx-flows beside its peers (same run, 2 cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
