@@ -39,7 +39,7 @@ from funcx_flows.endpoint.providers.base import (
 )
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.strategy import Actions, BlockView, Inputs, decide
-from funcx_flows.errors import ProtocolError
+from funcx_flows.errors import ProtocolError, ResultTooLarge
 from funcx_flows.home import write_secret
 from funcx_flows.retry import Backoff, RetryPolicy
 
@@ -163,6 +163,9 @@ class Agent:
             self.heartbeat_period_s = min(self.config.heartbeat_period_s, msg.heartbeat_period_s)
             self.heartbeat_threshold_s = max(self.config.heartbeat_threshold_s,
                                              msg.heartbeat_threshold_s)
+            # the service's limit: managers started from now on apply it in their
+            # workers; results of earlier ones are held to it here
+            self.max_result_bytes = msg.max_result_bytes
             log.info("connected to the service (%d results to resend)",
                      len(self.spool) + len(self.unspooled))
             for batch in self.spool.batches(RESEND_BATCH):
@@ -205,7 +208,9 @@ class Agent:
     # --------------------------------------------------------- interchange --
 
     def _on_results(self, results: list[m.TaskResult]) -> None:
-        self._results.extend(results)
+        limit = self.max_result_bytes
+        self._results.extend(r if len(r.data) <= limit else _too_large(r, limit)
+                             for r in results)
 
     def _flush_results(self) -> None:
         """Spool (one transaction) and send what the interchange delivered this turn."""
@@ -442,6 +447,14 @@ class Agent:
             self.ix_sock.close()
             self.spool.close()
             self.ctx.term()
+
+
+def _too_large(r: m.TaskResult, limit: int) -> m.TaskResult:
+    return m.TaskResult(
+        task_id=r.task_id, ok=False, stdout=r.stdout, started_at=r.started_at,
+        finished_at=r.finished_at, attempts=r.attempts, error=m.ErrorInfo(
+            code=ResultTooLarge.code,
+            message=f"the result is {len(r.data)} bytes; the service's limit is {limit}"))
 
 
 def _bind_host(address: str) -> str:
