@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
+# base64 payload characters per submission: a batch this size still fits one frame
+# on the result stream (which submits up to SUBMIT_MAX_BYTES)
+BATCH_MAX_BYTES = 3 << 20
+
+
 class TaskFuture(cf.Future[Any]):
     """A future of one remote task; ``cancel()`` also cancels it on the service."""
 
@@ -181,8 +186,12 @@ class Executor(cf.Executor):
         self._queue.put(None)  # wake the submitter
 
     def _take_batch(self) -> tuple[list[dict[str, Any]], bool]:
+        """What is queued, up to ``batch_size`` tasks and about BATCH_MAX_BYTES of
+        payload: large arguments go out in several requests, so that the first ones
+        run while the rest are still being stored."""
         first = self._queue.get()
         batch: list[dict[str, Any]] = []
+        size = 0
         stop = False
         item = first
         while True:
@@ -190,7 +199,8 @@ class Executor(cf.Executor):
                 stop = True
             elif item is not None:
                 batch.append(item)
-            if len(batch) >= self.batch_size:
+                size += len(item["payload"])
+            if len(batch) >= self.batch_size or size >= BATCH_MAX_BYTES:
                 break
             try:
                 item = self._queue.get_nowait()

@@ -14,13 +14,13 @@ it says so and the caller submits over REST, which is idempotent by task id.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
@@ -127,10 +127,17 @@ class ResultStream:
                 frame = ws.recv()
             except ConnectionClosed:
                 return
-            msg = json.loads(frame)
+            try:
+                msg: Any = msgspec.json.decode(frame)  # much faster than json on MBs
+            except msgspec.DecodeError as exc:
+                log.warning("dropped a result-stream frame that is not JSON: %s", exc)
+                continue
+            if not isinstance(msg, dict):
+                continue
             if msg.get("op") in ("submitted", "error"):
+                ref = msg.get("ref")
                 with self._lock:
-                    answer = self._answers.pop(msg.get("ref"), None)
+                    answer = self._answers.pop(ref, None) if isinstance(ref, int) else None
                 if answer is not None:
                     answer.msg = msg
                     answer.done.set()
@@ -151,7 +158,7 @@ class ResultStream:
         with self._lock:
             self._refs += 1
             ref = self._refs
-        frame = json.dumps({"op": "submit", "ref": ref, "tasks": tasks})
+        frame = msgspec.json.encode({"op": "submit", "ref": ref, "tasks": tasks})
         if len(frame) > SUBMIT_MAX_BYTES:
             return None
         answer = _Answer()
