@@ -69,6 +69,8 @@ _NEXT_SEQS = (update(counters).where(counters.c.name == "seq")
 _OWNERS_OF_TASKS = select(tasks.c.task_id, tasks.c.owner_id).where(
     tasks.c.task_id.in_(bindparam("ids", expanding=True)))
 _INSERT_TASK = insert(tasks)
+_ACTIVE_OF_OWNER = select(func.count()).select_from(tasks).where(
+    tasks.c.owner_id == bindparam("uid"), tasks.c.state.in_(sorted(lc.ACTIVE)))
 _FINISH = (update(tasks).where(tasks.c.task_id == bindparam("tid"))
            .values(state=bindparam("s"), seq=bindparam("q"), t_completed=bindparam("tc"),
                    result=bindparam("res"), error=bindparam("err"), stdout=bindparam("out"),
@@ -452,8 +454,7 @@ class Store:
             if any(owner != user.user_id for owner in existing.values()):
                 raise Conflict("a task_id in this batch is already in use")
             if max_in_flight:
-                active = conn.execute(select(func.count()).select_from(tasks).where(
-                    tasks.c.owner_id == user.user_id, tasks.c.state.in_(lc.ACTIVE))).scalar_one()
+                active = conn.execute(_ACTIVE_OF_OWNER, {"uid": user.user_id}).scalar_one()
                 new = len(ids) - len(existing)
                 if active + new > max_in_flight:
                     raise RateLimited(
