@@ -6,11 +6,21 @@ resource hints (a task that asks for more cores or GPUs than a manager's node
 has goes elsewhere). It forwards results and running states to the agent (over
 an inproc PAIR, in batches), retries tasks lost to system failures up to
 ``max_retries``, and declares a manager lost when its heartbeats stop.
+
+Nothing in the loop walks every manager per turn: the managers with credit, the
+least recently heard and the least recently sent to are kept apart (ordered
+dicts), so a turn does not cost more with 8,000 managers than with 10; and a
+burst of tasks from the agent is taken in bites between dispatches
+(benchmarks/bench_scale.py measures both)::
+
+    agent --PAIR inproc--> Tasks ----> pending ---dispatch--> ready managers (credit > 0)
+          <-- Results, TaskStates, EndpointStatus (1/s) <-- ROUTER tcp <-- managers
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -25,15 +35,20 @@ log = logging.getLogger(__name__)
 
 SYSTEM_FAILURES = frozenset({"worker_lost", "manager_lost", "pilot_ended"})
 STATUS_PERIOD_S = 1.0
+# A burst from the agent (a service's backlog: hundreds of 512-task batches) is taken
+# in bites between dispatches, so managers get work while the rest is still decoded.
+AGENT_FRAMES_PER_TURN = 16
 
 
 @dataclass
 class ManagerState:
     manager_id: str
     info: m.ManagerRegister
+    seq: int = 0  # registration order: work goes to the earliest registered first
     free: int = 0
     tasks: dict[str, m.TaskSpec] = field(default_factory=dict)
     last_heard: float = field(default_factory=time.monotonic)
+    last_sent: float = field(default_factory=time.monotonic)
     draining: bool = False
 
     def fits(self, spec: m.TaskSpec) -> bool:
@@ -68,6 +83,11 @@ class Interchange:
         self.pending: collections.deque[m.TaskSpec] = collections.deque()
         self.known: set[str] = set()  # task ids queued or on a manager
         self.managers: dict[str, ManagerState] = {}
+        # The same managers, ordered for the loop's questions (see the module docstring).
+        self._ready: dict[str, ManagerState] = {}  # free > 0 and not draining
+        self._by_heard: collections.OrderedDict[str, ManagerState] = collections.OrderedDict()
+        self._by_sent: collections.OrderedDict[str, ManagerState] = collections.OrderedDict()
+        self._seq = itertools.count()
         self.results: list[m.TaskResult] = []
         self.states: list[m.TaskState] = []
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
@@ -75,7 +95,6 @@ class Interchange:
         self._from_agent = m.Decoder(m.AGENT_TO_INTERCHANGE)
         self._from_manager = m.Decoder(m.MANAGER_TO_INTERCHANGE)
         self._last_status = 0.0
-        self._last_beat = 0.0
         self.thread = threading.Thread(target=self._run, name="interchange", daemon=True)
 
     # -------------------------------------------------------------- agent --
@@ -116,8 +135,19 @@ class Interchange:
 
     # ----------------------------------------------------------- managers --
 
-    def _send_manager(self, manager_id: str, msg: m.Message) -> None:
-        self.managers_sock.send_multipart([manager_id.encode(), m.encode(msg)], copy=False)
+    def _send_manager(self, manager_id: str, msg: m.Message | bytes) -> None:
+        frame = msg if isinstance(msg, bytes) else m.encode(msg)
+        self.managers_sock.send_multipart([manager_id.encode(), frame], copy=False)
+        mgr = self._by_sent.get(manager_id)
+        if mgr is not None:
+            mgr.last_sent = time.monotonic()
+            self._by_sent.move_to_end(manager_id)
+
+    def _update_ready(self, mgr: ManagerState) -> None:
+        if mgr.free > 0 and not mgr.draining and mgr.manager_id in self.managers:
+            self._ready[mgr.manager_id] = mgr
+        else:
+            self._ready.pop(mgr.manager_id, None)
 
     def _on_manager(self, ident: bytes, frame: bytes) -> None:
         manager_id = ident.decode("ascii", "replace")
@@ -128,7 +158,10 @@ class Interchange:
             old = self.managers.get(manager_id)
             if old is not None:
                 self._lose(old, "manager re-registered")
-            self.managers[manager_id] = ManagerState(manager_id, msg)
+            fresh = ManagerState(manager_id, msg, seq=next(self._seq))
+            self.managers[manager_id] = fresh
+            self._by_heard[manager_id] = fresh
+            self._by_sent[manager_id] = fresh
             log.info("manager %s on %s registered with %d workers", manager_id, msg.hostname,
                      msg.workers)
             return
@@ -138,10 +171,13 @@ class Interchange:
             self._send_manager(manager_id, m.Shutdown(reason="unknown manager"))
             return
         mgr.last_heard = time.monotonic()
+        self._by_heard.move_to_end(manager_id)
         if isinstance(msg, m.Ready):
             mgr.free += msg.free
+            self._update_ready(mgr)
         elif isinstance(msg, m.Results):
             mgr.free += msg.free
+            self._update_ready(mgr)
             for r in msg.results:
                 spec = mgr.tasks.pop(r.task_id, None)
                 if spec is None:
@@ -155,6 +191,7 @@ class Interchange:
             self.states.extend(s for s in msg.states if s.task_id in mgr.tasks)
         elif isinstance(msg, m.Drain):
             mgr.draining = True
+            self._update_ready(mgr)
         elif isinstance(msg, m.Bye):
             self._lose(mgr, f"manager stopped: {msg.reason}", code="pilot_ended")
 
@@ -165,6 +202,9 @@ class Interchange:
 
     def _lose(self, mgr: ManagerState, why: str, code: str = "manager_lost") -> None:
         self.managers.pop(mgr.manager_id, None)
+        self._ready.pop(mgr.manager_id, None)
+        self._by_heard.pop(mgr.manager_id, None)
+        self._by_sent.pop(mgr.manager_id, None)
         if mgr.tasks:
             self.errors.append(f"{time.strftime('%H:%M:%S')} {why} with {len(mgr.tasks)} tasks")
         for spec in mgr.tasks.values():
@@ -178,13 +218,12 @@ class Interchange:
         mgr.tasks.clear()
 
     def _dispatch(self) -> None:
-        if not self.pending:
+        if not self.pending or not self._ready:
             return
-        for mgr in list(self.managers.values()):
+        # only managers with credit, in registration order (as a walk over all would)
+        for mgr in sorted(self._ready.values(), key=_registration_order):
             if not self.pending:
                 return
-            if mgr.free <= 0 or mgr.draining:
-                continue
             batch: list[m.TaskSpec] = []
             skipped: list[m.TaskSpec] = []
             while self.pending and len(batch) < mgr.free:
@@ -196,6 +235,7 @@ class Interchange:
                 for spec in batch:
                     mgr.tasks[spec.task_id] = spec
                 self._send_manager(mgr.manager_id, m.Tasks(tasks=batch))
+                self._update_ready(mgr)
 
     # ---------------------------------------------------------------- loop --
 
@@ -215,16 +255,21 @@ class Interchange:
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        for mgr in list(self.managers.values()):
-            if now - mgr.last_heard > self.heartbeat_threshold_s:
-                log.error("manager %s missed its heartbeats", mgr.manager_id)
-                self._lose(mgr, f"manager lost: no heartbeat for "
-                                f"{now - mgr.last_heard:.0f}s")
-        if now - self._last_beat >= self.heartbeat_period_s:
-            self._last_beat = now
-            beat = m.Heartbeat(sent_at=time.time())
-            for mid in self.managers:
-                self._send_manager(mid, beat)
+        while self._by_heard:  # the least recently heard first: stop at one still alive
+            mgr = next(iter(self._by_heard.values()))
+            if now - mgr.last_heard <= self.heartbeat_threshold_s:
+                break
+            log.error("manager %s missed its heartbeats", mgr.manager_id)
+            self._lose(mgr, f"manager lost: no heartbeat for "
+                            f"{now - mgr.last_heard:.0f}s")
+        # A manager hears from us at least every period; work sent counts as a beat.
+        beat = b""
+        while self._by_sent:
+            mgr = next(iter(self._by_sent.values()))
+            if now - mgr.last_sent < self.heartbeat_period_s:
+                break
+            beat = beat or m.encode(m.Heartbeat(sent_at=time.time()))
+            self._send_manager(mgr.manager_id, beat)
         if now - self._last_status >= STATUS_PERIOD_S:
             self._last_status = now
             self.agent.send(m.encode(self.status()), copy=False)
@@ -246,7 +291,7 @@ class Interchange:
             while not self.stop_event.is_set():
                 events = dict(poller.poll(timeout))
                 if self.agent in events:
-                    for _ in range(1000):
+                    for _ in range(AGENT_FRAMES_PER_TURN):
                         try:
                             frame = self.agent.recv(zmq.NOBLOCK)
                         except zmq.Again:
@@ -278,3 +323,7 @@ class Interchange:
             log.warning("dropped a bad message: %s", exc)
         except Exception:  # a well-formed message we mishandle must not end the endpoint
             log.exception("error while handling a message; dropped it")
+
+
+def _registration_order(mgr: ManagerState) -> int:
+    return mgr.seq

@@ -25,6 +25,7 @@ from funcx_flows import serialize
 from funcx_flows.endpoint.agent import Agent, Registration
 from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.providers.local import LocalProvider
+from funcx_flows.endpoint.simulated import manager_register
 from funcx_flows.endpoint.strategy import Actions
 from funcx_flows.localstack import LocalStack, stop_process
 from funcx_flows.sdk.executor import Executor
@@ -192,9 +193,7 @@ def test_the_interchange_survives_fuzzed_managers(tmp_path: Path):
         def fuzz(frames: list[bytes], which: int) -> None:
             peer = peers[which]
             # registered first, so that the fuzz reaches past the "unknown manager" door
-            peer.send(m.encode(m.ManagerRegister(
-                manager_id=peer.routing_id.decode(), hostname="fuzz", workers=1, cores=1,
-                python_version="3.11")))
+            peer.send(m.encode(manager_register(peer.routing_id.decode(), 1, hostname="fuzz")))
             if len(frames) > 1 and frames[0][:1] == b"\x00":
                 peer.send_multipart(frames)
             else:
