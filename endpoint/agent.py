@@ -41,6 +41,7 @@ from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.strategy import Actions, BlockView, Inputs, decide
 from funcx_flows.errors import ProtocolError, ResultTooLarge
 from funcx_flows.home import write_secret
+from funcx_flows.memory import release_free_memory
 from funcx_flows.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 AGENT_VERSION = "1"
 RESEND_BATCH = 500
 RESEND_UNACKED_S = 10.0  # results sent but not acknowledged this long are sent again
+TRIM_PERIOD_S = 30.0  # at most this often, when idle, freed heap goes back to the OS
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Agent:
         self.spool_error = ""
         self.sent_at: dict[str, float] = {}  # results sent and not yet acknowledged
         self.last_spool_retry = 0.0
+        self.last_trim = time.monotonic()
         self.stopping = False
         self.link_up = False
         self.service: zmq.Socket[bytes] | None = None
@@ -432,6 +435,9 @@ class Agent:
         if now - self.last_strategy >= self.config.strategy_period:
             self.last_strategy = now
             self._strategy(decide)
+        if not self.held and now - self.last_trim >= TRIM_PERIOD_S:
+            self.last_trim = now  # idle: what a burst freed goes back to the OS
+            release_free_memory()
 
     def _shutdown(self) -> None:
         log.info("stopping")

@@ -22,6 +22,7 @@ class Spool:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA journal_size_limit=16777216")  # WAL back to 16 MB
             self._db.execute("CREATE TABLE IF NOT EXISTS results "
                              "(task_id TEXT PRIMARY KEY, body BLOB NOT NULL)")
         except sqlite3.Error as exc:

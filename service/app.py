@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funcx_flows.errors import FuncxFlowsError
 from funcx_flows.home import write_secret
+from funcx_flows.memory import release_free_memory
 from funcx_flows.service.api import endpoints, functions, stream, tasks, tokens
 from funcx_flows.service.api.deps import Parts, RateLimiter
 from funcx_flows.service.api.models import ErrorBody
@@ -30,6 +31,7 @@ from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store
 
 log = logging.getLogger(__name__)
+TRIM_PERIOD_S = 30.0  # how often the service hands freed heap back to the OS
 
 _STATUS_CODES = {400: "invalid_request", 401: "authentication_failed", 403: "permission_denied",
                  404: "not_found", 405: "invalid_request", 409: "conflict",
@@ -84,10 +86,12 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
             write_secret(info, json.dumps({"pid": os.getpid(), "url": public_url,
                                            "zmq_url": zmq_url, "started_at": time.time()}))
         purge = asyncio.create_task(_purge_loop(store, settings))
+        trim = asyncio.create_task(_trim_loop())
         try:
             yield
         finally:
             purge.cancel()
+            trim.cancel()
             await dispatcher.stop()
             if public_url:
                 with contextlib.suppress(OSError, ValueError):
@@ -153,3 +157,10 @@ async def _purge_loop(store: Store, settings: ServiceSettings) -> None:
                 log.info("purged %d finished tasks older than the retention", n)
         except Exception:
             log.exception("purge failed")
+
+
+async def _trim_loop(period: float = TRIM_PERIOD_S) -> None:
+    """Freed heap back to the OS now and then (a burst leaves tens of MB behind)."""
+    while True:
+        await asyncio.sleep(period)
+        await asyncio.to_thread(release_free_memory)
