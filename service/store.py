@@ -134,9 +134,11 @@ class Store:
         self._bodies_lock = threading.Lock()
         self._auth_cache: dict[str, tuple[User, float]] = {}
         self._owners: dict[tuple[str, str], str] = {}  # (kind, id) -> owner user id
-        # endpoint id -> its allow-list of function ids (empty: all); dropped whenever
-        # this store writes the endpoint's metadata or deletes it
-        self._allowed: dict[str, frozenset[str]] = {}
+        # endpoint id -> (read at, its allow-list of function ids; empty: all). Dropped
+        # when this store writes the endpoint's metadata or deletes it; re-read after
+        # AUTH_CACHE_S, so that a change made through another service replica on the
+        # same database holds within seconds (the endpoint checks its own list anyway)
+        self._allowed: dict[str, tuple[float, frozenset[str]]] = {}
         self._memoized: dict[str, bool] = {}  # function id -> memoize
         self.sharing = Sharing(engine)
         # SQLite has one writer at a time, and a writer that finds the lock taken
@@ -537,14 +539,16 @@ class Store:
 
     def _check_allowed(self, conn: Any, items: Sequence[Mapping[str, Any]]) -> None:
         """An endpoint registered with an allow-list of function ids runs only those."""
-        eids = {str(t["endpoint_id"]) for t in items} - self._allowed.keys()
+        now = time.monotonic()
+        eids = {eid for eid in (str(t["endpoint_id"]) for t in items)
+                if now - self._allowed.get(eid, (-AUTH_CACHE_S, frozenset()))[0] >= AUTH_CACHE_S}
         if eids:
             for eid, meta in conn.execute(select(endpoints.c.endpoint_id, endpoints.c.metadata)
                                           .where(endpoints.c.endpoint_id.in_(eids))):
-                self._allowed[str(eid)] = frozenset(
-                    (meta.get("allowed_functions") or ()) if isinstance(meta, dict) else ())
+                self._allowed[str(eid)] = (now, frozenset(
+                    (meta.get("allowed_functions") or ()) if isinstance(meta, dict) else ()))
         for t in items:
-            ok = self._allowed.get(str(t["endpoint_id"]))
+            ok = self._allowed.get(str(t["endpoint_id"]), (0.0, frozenset()))[1]
             if ok and str(t["function_id"]) not in ok:
                 raise PermissionDenied(
                     f"endpoint {t['endpoint_id']} does not allow function {t['function_id']}",

@@ -129,3 +129,21 @@ def test_an_allow_list_takes_effect_when_the_endpoint_reregisters(store: Store):
         submit(g)
     store.register_endpoint(alice, "ep", "k" * 40, {})
     submit(g)
+
+
+def test_an_allow_list_set_through_another_replica_holds_after_the_cache_period(
+        store: Store, monkeypatch):
+    """Service replicas on one database: each re-reads allow-lists after AUTH_CACHE_S."""
+    import funcx_flows.service.store as store_module
+
+    replica = Store(store.engine)
+    alice = store.ensure_user("alice")
+    f, _ = store.register_function(alice, "f", "", b"FXF-f")
+    g, _ = store.register_function(alice, "g", "", b"FXF-g")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    call = {"function_id": g, "endpoint_id": eid, "payload": b""}
+    replica.submit(alice, [call], online=set())  # the replica now holds "no list"
+    store.register_endpoint(alice, "ep", "k" * 40, {"allowed_functions": [f]})
+    monkeypatch.setattr(store_module, "AUTH_CACHE_S", 0.0)  # the period has passed
+    with pytest.raises(PermissionDenied):
+        replica.submit(alice, [call], online=set())
