@@ -236,7 +236,7 @@ class Agent:
     def _spool(self, results: list[m.TaskResult]) -> None:
         try:
             self.spool.add(results)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             for r in results:
                 self.unspooled[r.task_id] = r
             self._spool_failed("write", exc)
@@ -248,7 +248,7 @@ class Agent:
             self.unremoved.update(task_ids)
             self._spool_failed("update", exc)
 
-    def _spool_failed(self, what: str, exc: sqlite3.Error) -> None:
+    def _spool_failed(self, what: str, exc: sqlite3.Error | OSError) -> None:
         problem = (f"cannot {what} the result spool at {self.spool.path}: {exc}; "
                    f"{len(self.unspooled)} results kept in memory until the service "
                    "acknowledges them")
