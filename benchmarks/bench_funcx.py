@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from typing import Any
 
 import payload
 import psutil
+from memwatch import PeakPss
 
 from funcx_flows.localstack import LocalStack
 from funcx_flows.sdk.executor import Executor
@@ -129,7 +131,8 @@ def main() -> None:
     args = ap.parse_args()
     env = stack_env(set(args.only.split(",")))
 
-    with tempfile.TemporaryDirectory(prefix="funcx-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="funcx-bench-") as tmp, \
+            PeakPss(os.getpid()) as watch:
         stack = LocalStack(Path(tmp) / "home", env=env)
         try:
             t0 = time.perf_counter()
@@ -162,6 +165,8 @@ def main() -> None:
         "startup_s": startup,
         "pss_idle_mb": idle_pss,
         "pss_after_mb": busy_pss,
+        # as the peers' harness reports it: the whole tree, this client included
+        "rss": {"peak_total_tree_pss_mb": watch.peak_mib},
         "limits": {k.removeprefix("FUNCX_FLOWS_").lower(): int(v) for k, v in env.items()},
     }))
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import payload
 
-NOOP_KEYS = ["lat_median_us", "lat_p99_us", "tp_tasks_per_s", "sleep_efficiency"]
-KEYS = NOOP_KEYS + payload.METRICS
+NOOP_KEYS = ["lat_median_us", "lat_p99_us", "tp_tasks_per_s", "sleep_efficiency",
+             "peak_pss_mib"]
+KEYS = ["lat_min_us", *NOOP_KEYS, *payload.METRICS]
 NAN = float("nan")
 
 Rounds = list[dict[str, dict[str, float]]]
@@ -57,14 +58,17 @@ def markdown(summary: dict[str, Any]) -> str:
     if _has(summary, NOOP_KEYS):
         lines += ["No-op tasks:", ""]
         lines += _table(
-            ["system", "latency median (ms)", "p99 (ms)", "tasks/s", "sleep efficiency"],
-            [[s, _f(m.get("lat_median_us"), ".2f", 1e3), _f(m.get("lat_p99_us"), ".2f", 1e3),
-              _f(m.get("tp_tasks_per_s"), ".0f"), _f(m.get("sleep_efficiency"), ".2f")]
+            ["system", "latency min (ms)", "median (ms)", "p99 (ms)", "tasks/s",
+             "sleep efficiency", "peak PSS, whole tree (MiB)"],
+            [[s, _f(m.get("lat_min_us"), ".2f", 1e3), _f(m.get("lat_median_us"), ".2f", 1e3),
+              _f(m.get("lat_p99_us"), ".2f", 1e3), _f(m.get("tp_tasks_per_s"), ".0f"),
+              _f(m.get("sleep_efficiency"), ".2f"), _f(m.get("peak_pss_mib"), ".0f")]
              for s, m in med.items()])
         lines += ["", "funcx-flows / peer, median of per-round ratios "
-                  "(latency: lower is better; tasks/s: higher is better):", ""]
+                  "(latency, memory: lower is better; tasks/s: higher is better):", ""]
         lines += _table(
-            ["peer", "latency median", "latency p99", "tasks/s", "sleep efficiency"],
+            ["peer", "latency median", "latency p99", "tasks/s", "sleep efficiency",
+             "peak PSS"],
             [[p, *(_f(r.get(k), ".2f") for k in NOOP_KEYS)] for p, r in ratios.items()])
     if _has(summary, payload.METRICS):
         scale = float(summary.get("pay_scale", 1.0))
@@ -97,9 +101,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     x = list(range(len(systems)))
     panels = []
     if _has(summary, NOOP_KEYS):
-        panels += [("no-op round trip (ms)", [("median", "lat_median_us"), ("p99", "lat_p99_us")],
-                    1e3),
-                   ("no-op tasks/s (all at once)", [("tasks/s", "tp_tasks_per_s")], 1.0)]
+        panels += [("no-op round trip (ms)", [("min", "lat_min_us"), ("median", "lat_median_us"),
+                                              ("p99", "lat_p99_us")], 1e3),
+                   ("no-op tasks/s (all at once)", [("tasks/s", "tp_tasks_per_s")], 1.0),
+                   ("peak PSS, whole process tree (MiB)", [("PSS", "peak_pss_mib")], 1.0)]
     if _has(summary, payload.METRICS):
         panels += [("payload round trip, median (ms)",
                     [(f"{s.nbytes / payload.MB:g} MB", f"{s.label}_lat_median_ms")

@@ -59,6 +59,9 @@ def _run(name: str, cmd: list[str], cwd: Path) -> dict[str, float]:
             v = v.get("median")
         if isinstance(v, (int, float)):
             flat[k] = float(v)
+    peak = (data.get("rss") or {}).get("peak_total_tree_pss_mb")
+    if isinstance(peak, (int, float)):  # the whole tree during the no-op workloads
+        flat["peak_pss_mib"] = float(peak)
     print(f"  {name}: {json.dumps({k: round(v, 2) for k, v in flat.items()})} "
           f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
     return flat
@@ -68,11 +71,15 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, float]:
     only = set(args.only.split(","))
     common = ["--reps", str(args.reps)]
     pay = ["--pay-scale", str(args.pay_scale)]
-    if name == "funcx":
-        extra = pay if "pay" in only else []
-        return _run(name, [sys.executable, *SYSTEMS[name], *common, "--only", args.only, *extra],
-                    HERE)
     flat: dict[str, float] = {}
+    if name == "funcx":  # like the peers: no-op workloads and payloads in two processes
+        if only & NOOP:
+            flat |= _run(name, [sys.executable, *SYSTEMS[name], *common,
+                                "--only", ",".join(sorted(only & NOOP))], HERE)
+        if "pay" in only:
+            flat |= _run(f"{name} payload", [sys.executable, *SYSTEMS[name], *common,
+                                             "--only", "pay", *pay], HERE)
+        return flat
     if only & NOOP:
         flat |= _run(name, [args.peer_python, *SYSTEMS[name], *common,
                             "--only", ",".join(sorted(only & NOOP))], PEERS)
