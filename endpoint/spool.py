@@ -45,14 +45,14 @@ class Spool:
                                  "DEFAULT 0")
             self._ids: set[str] = {r[0] for r in self._db.execute(
                 "SELECT task_id FROM results")}
-            in_files = {r[0] for r in self._db.execute(
+            self._in_files: set[str] = {r[0] for r in self._db.execute(
                 "SELECT task_id FROM results WHERE in_file = 1")}
         except sqlite3.Error as exc:
             raise EndpointError(f"cannot open the result spool at {path}: {exc}") from exc
         self.blobs = path.parent / (path.name + ".blobs")
         try:
             self.blobs.mkdir(exist_ok=True)
-            wanted = {_file_name(t) for t in in_files}
+            wanted = {_file_name(t) for t in self._in_files}
             for f in self.blobs.iterdir():  # orphans of a crash, half-written files
                 if f.name not in wanted:
                     f.unlink()
@@ -84,6 +84,7 @@ class Spool:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", rows)
         self._ids.update(r.task_id for r in results)
+        self._in_files.update(t for t, _, in_file in rows if in_file)
 
     def _write_file(self, task_id: str, body: bytes) -> None:
         final = self.blobs / _file_name(task_id)
@@ -105,7 +106,8 @@ class Spool:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM results WHERE task_id = ?", [(t,) for t in ids])
         self._ids.difference_update(ids)
-        for t in ids:  # (most have no file) a file left behind goes at the next open
+        for t in self._in_files.intersection(ids):  # a file left behind goes at the next open
+            self._in_files.discard(t)
             with contextlib.suppress(OSError):
                 (self.blobs / _file_name(t)).unlink()
 
