@@ -363,9 +363,7 @@ class Agent:
 
     def _track_idle(self) -> None:
         now = time.time()
-        busy: dict[str, int] = {}
-        for mg in self.status.managers:
-            busy[mg.block_id] = busy.get(mg.block_id, 0) + mg.busy
+        busy = {b.block_id: b.busy for b in self.status.block_load}
         for b in self.blocks:
             if not b.active:
                 self.idle_since.pop(b.block_id, None)
@@ -470,11 +468,8 @@ def _bind_host(address: str) -> str:
 def scaling_decision(agent: Agent) -> Actions:
     """The strategy's inputs from what the agent knows; see ``strategy.decide``."""
     c = agent.config
-    workers: dict[str, int] = {}
-    busy: dict[str, int] = {}
-    for mg in agent.status.managers:
-        workers[mg.block_id] = workers.get(mg.block_id, 0) + mg.workers
-        busy[mg.block_id] = busy.get(mg.block_id, 0) + mg.busy
+    workers = {b.block_id: b.workers for b in agent.status.block_load}
+    busy = {b.block_id: b.busy for b in agent.status.block_load}
     blocks = tuple(BlockView(b.block_id, b.state, workers.get(b.block_id, 0),
                              busy.get(b.block_id, 0), agent.idle_since.get(b.block_id))
                    for b in agent.blocks if b.active)

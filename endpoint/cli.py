@@ -249,7 +249,10 @@ def status(name: str) -> None:
                       (b.get("message") or "")[:80])
         console.print(t)
     if st.get("managers"):
-        t = Table("manager", "host", "block", "workers", "busy", title="managers")
+        total = st.get("managers_total") or len(st["managers"])
+        title = "managers" + (f" ({len(st['managers'])} of {total} shown)"
+                              if total > len(st["managers"]) else "")
+        t = Table("manager", "host", "block", "workers", "busy", title=title)
         for mg in st["managers"]:
             t.add_row(mg["manager_id"], mg.get("hostname", ""), mg.get("block_id", ""),
                       str(mg.get("workers", 0)), str(mg.get("busy", 0)))

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_FAILURES = frozenset({"worker_lost", "manager_lost", "pilot_ended"})
 STATUS_PERIOD_S = 1.0
+MAX_LISTED_MANAGERS = 100  # in the status; totals and per-block load cover all
 # A burst from the agent (a service's backlog: hundreds of 512-task batches) is taken
 # in bites between dispatches, so managers get work while the rest is still decoded.
 AGENT_FRAMES_PER_TURN = 16
@@ -240,8 +241,21 @@ class Interchange:
     # ---------------------------------------------------------------- loop --
 
     def status(self) -> m.EndpointStatus:
-        workers = sum(mg.info.workers for mg in self.managers.values())
-        running = sum(len(mg.tasks) for mg in self.managers.values())
+        """Totals and per-block load over every manager; the managers themselves only
+        up to MAX_LISTED_MANAGERS (with 8,000 the message would be ~1 MB a second)."""
+        workers = running = 0
+        load: dict[str, m.BlockLoad] = {}
+        for mg in self.managers.values():
+            busy = min(len(mg.tasks), mg.info.workers)
+            workers += mg.info.workers
+            running += len(mg.tasks)
+            b = load.get(mg.info.block_id)
+            if b is None:
+                b = load[mg.info.block_id] = m.BlockLoad(block_id=mg.info.block_id)
+            b.managers += 1
+            b.workers += mg.info.workers
+            b.busy += busy
+        listed = list(itertools.islice(reversed(self._by_heard.values()), MAX_LISTED_MANAGERS))
         return m.EndpointStatus(
             workers_total=workers, workers_busy=min(running, workers),
             tasks_queued=len(self.pending), tasks_running=running,
@@ -250,7 +264,8 @@ class Interchange:
                 workers=mg.info.workers, busy=min(len(mg.tasks), mg.info.workers),
                 cores=mg.info.cores, gpus=mg.info.gpus, draining=mg.draining,
                 last_heartbeat=time.time() - (time.monotonic() - mg.last_heard))
-                for mg in self.managers.values()],
+                for mg in listed],
+            managers_total=len(self.managers), block_load=list(load.values()),
             recent_errors=list(self.errors))
 
     def _periodic(self) -> None:

@@ -261,11 +261,11 @@ class InterchangeHost:
     def wait_for_slots(self, managers: int, slots: int, timeout_s: float = 60.0) -> None:
         """Until the interchange reports that many managers and worker slots."""
         deadline = time.monotonic() + timeout_s
-        while (len(self.status.managers) < managers
+        while (self.status.managers_total < managers
                or self.status.workers_total < slots):
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"the interchange sees {len(self.status.managers)} managers and "
+                    f"the interchange sees {self.status.managers_total} managers and "
                     f"{self.status.workers_total} slots after {timeout_s:.0f}s; "
                     f"expected {managers} and {slots}")
             for _ in self.receive(0.2):
@@ -332,7 +332,7 @@ def feed(host: InterchangeHost, n: int, make: Callable[[int], m.TaskSpec], *,
     until each task has one (then ``settle_s`` more, to catch duplicates).
     """
     report = FeedReport(n=n, counts=array.array("I", bytes(4 * n)),
-                        max_managers_seen=len(host.status.managers),
+                        max_managers_seen=host.status.managers_total,
                         max_slots_seen=host.status.workers_total)
     counts = report.counts
     sent = received = 0
@@ -370,7 +370,7 @@ def feed(host: InterchangeHost, n: int, make: Callable[[int], m.TaskSpec], *,
                     done_at = now
                     report.elapsed_s = now - t0
             elif isinstance(msg, m.EndpointStatus):
-                report.max_managers_seen = max(report.max_managers_seen, len(msg.managers))
+                report.max_managers_seen = max(report.max_managers_seen, msg.managers_total)
                 report.max_slots_seen = max(report.max_slots_seen, msg.workers_total)
         if progress is not None and time.monotonic() - last_progress >= 1.0:
             last_progress = time.monotonic()

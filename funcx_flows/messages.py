@@ -103,6 +103,15 @@ class ManagerInfo(Record, kw_only=True):
     last_heartbeat: float = 0.0
 
 
+class BlockLoad(Record, kw_only=True):
+    """What the managers of one block have: the strategy scales blocks by it."""
+
+    block_id: str
+    managers: int = 0
+    workers: int = 0
+    busy: int = 0
+
+
 class BlockInfo(Record, kw_only=True):
     block_id: str
     job_id: str = ""  # the scheduler's native job id
@@ -168,7 +177,9 @@ class EndpointStatus(Message, tag="status", kw_only=True):
     workers_busy: int = 0
     tasks_queued: int = 0
     tasks_running: int = 0
-    managers: list[ManagerInfo] = []
+    managers: list[ManagerInfo] = []  # at most MAX_LISTED_MANAGERS, most recently heard
+    managers_total: int = 0
+    block_load: list[BlockLoad] = []  # every block with managers
     blocks: list[BlockInfo] = []
     recent_errors: list[str] = []
 

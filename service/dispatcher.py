@@ -203,7 +203,7 @@ class Dispatcher:
         if link is None:
             return {"state": "offline", "last_seen": None, "workers_total": 0,
                     "workers_busy": 0, "tasks_queued": 0, "tasks_running": 0,
-                    "managers": [], "blocks": [], "recent_errors": []}
+                    "managers": [], "managers_total": 0, "blocks": [], "recent_errors": []}
         st = link.status or m.EndpointStatus()
         return {
             "state": "online" if link.online else "offline",
@@ -213,6 +213,7 @@ class Dispatcher:
             "workers_total": st.workers_total, "workers_busy": st.workers_busy,
             "tasks_queued": st.tasks_queued, "tasks_running": st.tasks_running,
             "managers": [_plain(x) for x in st.managers],
+            "managers_total": st.managers_total,
             "blocks": [_plain(x) for x in st.blocks],
             "recent_errors": list(st.recent_errors),
         }

@@ -80,7 +80,9 @@ class EndpointStatusOut(EndpointInfo):
     tasks_queued: int = 0
     tasks_running: int = 0
     tasks_waiting: int = 0
-    managers: list[dict[str, Any]] = Field(default_factory=list)
+    managers: list[dict[str, Any]] = Field(
+        default_factory=list, description="the most recently heard managers, at most 100")
+    managers_total: int = 0
     blocks: list[dict[str, Any]] = Field(default_factory=list)
     recent_errors: list[str] = Field(default_factory=list)
 

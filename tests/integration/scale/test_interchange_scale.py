@@ -9,6 +9,7 @@ import threading
 
 from zmq.utils.garbage import GarbageCollectorThread
 
+from funcx_flows.endpoint import interchange
 from funcx_flows.endpoint.simulated import (
     InterchangeHost,
     ManagerFleet,
@@ -21,7 +22,9 @@ SLOTS = 50
 TASKS = 20_000
 
 
-def test_every_task_comes_back_once_and_all_managers_share_the_work():
+def test_every_task_comes_back_once_and_all_managers_share_the_work(monkeypatch):
+    # the status lists only a few managers; totals and per-block load still cover all
+    monkeypatch.setattr(interchange, "MAX_LISTED_MANAGERS", 5)
     threads_before = set(threading.enumerate())
     make = noop_spec_factory(b"function", b"payload")
     with InterchangeHost(heartbeat_period_s=0.5, heartbeat_threshold_s=30) as host:
@@ -29,6 +32,10 @@ def test_every_task_comes_back_once_and_all_managers_share_the_work():
         try:
             fleet.start()
             host.wait_for_slots(MANAGERS, MANAGERS * SLOTS, timeout_s=20)
+            status = host.interchange.status()
+            assert len(status.managers) == 5 and status.managers_total == MANAGERS
+            assert sum(b.managers for b in status.block_load) == MANAGERS
+            assert sum(b.workers for b in status.block_load) == MANAGERS * SLOTS
             # fed in steps (at most 4x the slots waiting), as a busy service feeds it
             report = feed(host, TASKS, make, window=4 * MANAGERS * SLOTS, stall_s=20)
         finally:
