@@ -67,11 +67,9 @@ class Relay:
         with self.lock:
             conns, self.conns = self.conns, []
         for s in conns:
-            try:
+            with contextlib.suppress(OSError):  # (already reset by the peer)
                 s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+            s.close()
 
     def restore(self) -> None:
         self.up.set()
