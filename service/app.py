@@ -24,7 +24,7 @@ from funcx_flows.memory import release_free_memory
 from funcx_flows.service.api import endpoints, functions, stream, tasks, tokens
 from funcx_flows.service.api.deps import Parts, RateLimiter
 from funcx_flows.service.api.models import ErrorBody
-from funcx_flows.service.db import make_engine
+from funcx_flows.service.db import make_engine, storage_unavailable
 from funcx_flows.service.dispatcher import Dispatcher, ServiceKeys
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
@@ -109,13 +109,10 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
 
     @app.exception_handler(DBAPIError)
     async def _storage(request: Request, exc: DBAPIError) -> JSONResponse:
-        # The database refused (disk full, read-only, gone): the transaction was rolled
-        # back, so nothing of the request was stored. Say so, and that a retry may work.
-        cause = str(exc.orig).strip() or type(exc.orig).__name__
-        log.error("database error on %s %s: %s", request.method, request.url.path, cause)
-        response = _error(503, "storage_unavailable",
-                          f"the service cannot use its database ({cause}); nothing was "
-                          "stored, try again later", {"cause": cause})
+        err = storage_unavailable(exc)
+        log.error("database error on %s %s: %s", request.method, request.url.path,
+                  err.details["cause"])
+        response = _error(503, err.code, err.message, err.details)
         response.headers["Retry-After"] = "5"
         return response
 

@@ -32,6 +32,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DBAPIError
+
+from funcx_flows.errors import StorageUnavailable
 
 metadata = MetaData()
 
@@ -154,6 +157,14 @@ def disk_problem(engine: Engine) -> str:
     if st.f_bavail == 0:
         return f"the disk under {folder} is full"
     return ""
+
+
+def storage_unavailable(exc: DBAPIError) -> StorageUnavailable:
+    """The database refused (disk full, read-only, gone): the transaction was rolled
+    back, so nothing of the request was stored. Says so, and that a retry may work."""
+    cause = str(exc.orig).strip() or type(exc.orig).__name__
+    return StorageUnavailable(f"the service cannot use its database ({cause}); nothing was "
+                              "stored, try again later", cause=cause)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -21,10 +21,11 @@ import pydantic
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.exc import DBAPIError
 
-from funcx_flows.errors import FuncxFlowsError, InvalidRequest, StorageUnavailable
+from funcx_flows.errors import FuncxFlowsError, InvalidRequest
 from funcx_flows.service.api.deps import Parts, authenticate, parts
 from funcx_flows.service.api.models import TasksIn
 from funcx_flows.service.api.tasks import accept_tasks
+from funcx_flows.service.db import storage_unavailable
 from funcx_flows.service.store import task_record
 
 router = APIRouter(tags=["results"])
@@ -122,8 +123,6 @@ async def _submit_op(websocket: WebSocket, p: Parts, frame: bytes) -> dict[str, 
             "details": {k: v for k, v in exc.details.items()
                         if isinstance(v, str | int | float | bool | None)}}}
     except DBAPIError as exc:
-        cause = str(exc.orig).strip() or type(exc.orig).__name__
-        err = StorageUnavailable(f"the service cannot use its database ({cause}); nothing "
-                                 "was stored, try again later")
+        err = storage_unavailable(exc)
         return {"op": "error", "ref": ref, "error": {"code": err.code, "message": err.message,
-                                                     "details": {"cause": cause}}}
+                                                     "details": err.details}}
