@@ -105,6 +105,9 @@ tasks = Table(
     Index("ix_tasks_endpoint_state", "endpoint_id", "state"),
     Index("ix_tasks_memo", "owner_id", "memo_key"),
     Index("ix_tasks_owner_seq", "owner_id", "seq"),
+    # the per-user limit of tasks in flight counts a user's active tasks on each
+    # submission: without it, the count read every task the user has kept
+    Index("ix_tasks_owner_state", "owner_id", "state"),
     Index("ix_tasks_completed", "t_completed"),
 )
 
@@ -190,6 +193,8 @@ def create_schema(engine: Engine) -> None:
         for (table, column), ddl in _ADDED_COLUMNS.items():
             if column not in present[table]:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+    for index in tasks.indexes:  # indexes added after the first release
+        index.create(engine, checkfirst=True)
     with engine.begin() as conn:
         exists = conn.execute(counters.select().where(counters.c.name == "seq")).first()
         if exists is None:

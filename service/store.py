@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -30,6 +31,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from funcx_flows.errors import (
@@ -42,8 +44,8 @@ from funcx_flows.errors import (
 )
 from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 from funcx_flows.service import lifecycle as lc
+from funcx_flows.service import rawsql
 from funcx_flows.service.db import (
-    counters,
     create_schema,
     disk_problem,
     endpoints,
@@ -56,25 +58,36 @@ from funcx_flows.service.sharing import Sharing, check_group_ids
 
 AUTH_CACHE_S = 5.0
 
-_FINISH_COLUMNS = (tasks.c.task_id, tasks.c.function_id, tasks.c.endpoint_id, tasks.c.group_id,
-                   tasks.c.owner_id, tasks.c.state, tasks.c.attempts, tasks.c.t_received,
-                   tasks.c.t_waiting, tasks.c.t_dispatched, tasks.c.t_running)
-_ACTIVE_BY_IDS = select(*_FINISH_COLUMNS).where(
-    tasks.c.task_id.in_(bindparam("ids", expanding=True)),
-    tasks.c.state.in_(sorted(lc.ACTIVE)))
-_ACTIVE_BY_IDS_OF_ENDPOINT = _ACTIVE_BY_IDS.where(tasks.c.endpoint_id == bindparam("eid"))
-_NEXT_SEQS = (update(counters).where(counters.c.name == "seq")
-              .values(value=counters.c.value + bindparam("n"))
-              .returning(counters.c.value))
-_OWNERS_OF_TASKS = select(tasks.c.task_id, tasks.c.owner_id).where(
-    tasks.c.task_id.in_(bindparam("ids", expanding=True)))
-_INSERT_TASK = insert(tasks)
-_ACTIVE_OF_OWNER = select(func.count()).select_from(tasks).where(
-    tasks.c.owner_id == bindparam("uid"), tasks.c.state.in_(sorted(lc.ACTIVE)))
-_FINISH = (update(tasks).where(tasks.c.task_id == bindparam("tid"))
-           .values(state=bindparam("s"), seq=bindparam("q"), t_completed=bindparam("tc"),
-                   result=bindparam("res"), error=bindparam("err"), stdout=bindparam("out"),
-                   attempts=bindparam("att"), t_running=bindparam("tr"), payload=None))
+_FINISH_COLUMNS = ("task_id", "function_id", "endpoint_id", "group_id", "owner_id", "state",
+                   "attempts", "t_received", "t_waiting", "t_dispatched", "t_running")
+_TASK_COLUMNS = ("task_id", "owner_id", "function_id", "endpoint_id", "group_id", "state", "seq",
+                 "payload", "resources", "attempts", "t_received", "t_waiting", "t_dispatched",
+                 "memo_key")
+_ACTIVE_SQL = "state IN ({})".format(", ".join(f"'{s}'" for s in sorted(lc.ACTIVE)))
+
+
+class _Hot:
+    """The statements of every submission and every result (see rawsql.py)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        active_by_ids = (f"SELECT {', '.join(_FINISH_COLUMNS)} FROM tasks "
+                         f"WHERE task_id IN ({{ids}}) AND {_ACTIVE_SQL}")
+        self.active_by_ids = rawsql.InStatement(active_by_ids, dialect)
+        self.active_by_ids_of_endpoint = rawsql.InStatement(
+            active_by_ids + " AND endpoint_id = :eid", dialect)
+        self.owners_of_tasks = rawsql.InStatement(
+            "SELECT task_id, owner_id FROM tasks WHERE task_id IN ({ids})", dialect)
+        self.active_of_owner = rawsql.Statement(
+            f"SELECT count(*) FROM tasks WHERE owner_id = :uid AND {_ACTIVE_SQL}", dialect)
+        self.insert_task = rawsql.Statement(
+            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in _TASK_COLUMNS)})", dialect)
+        self.next_seqs = rawsql.Statement(
+            "UPDATE counters SET value = value + :n WHERE name = 'seq' RETURNING value", dialect)
+        self.finish = rawsql.Statement(
+            "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
+            "error = :err, stdout = :out, attempts = :att, t_running = :tr, payload = NULL "
+            "WHERE task_id = :tid", dialect)
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,7 @@ class Store:
         self._allowed: dict[str, tuple[float, frozenset[str]]] = {}
         self._memoized: dict[str, bool] = {}  # function id -> memoize
         self.sharing = Sharing(engine)
+        self._hot = _Hot(engine.dialect)
         # SQLite has one writer at a time, and a writer that finds the lock taken
         # sleeps in its busy handler (1, 2, 5, 10 ms...). Writers queue here instead
         # and are woken the moment the lock is free. PostgreSQL locks rows: no queue.
@@ -451,12 +465,13 @@ class Store:
             self._check_usable(conn, user, "function", fids)
             self._check_usable(conn, user, "endpoint", eids)
             self._check_allowed(conn, items)
-            existing = {str(r[0]): str(r[1]) for r in conn.execute(_OWNERS_OF_TASKS,
-                                                                   {"ids": ids})}
+            hot = self._hot
+            existing = {str(r[0]): str(r[1])
+                        for r in rawsql.select_in(conn, hot.owners_of_tasks, ids)}
             if any(owner != user.user_id for owner in existing.values()):
                 raise Conflict("a task_id in this batch is already in use")
             if max_in_flight:
-                active = conn.execute(_ACTIVE_OF_OWNER, {"uid": user.user_id}).scalar_one()
+                active = rawsql.execute(conn, hot.active_of_owner, {"uid": user.user_id})[0][0]
                 new = len(ids) - len(existing)
                 if active + new > max_in_flight:
                     raise RateLimited(
@@ -479,7 +494,9 @@ class Store:
                 })
             memo = self._memo_keys(conn, rows)
             if rows:
-                conn.execute(_INSERT_TASK, rows)
+                rawsql.execute_many(conn, hot.insert_task, (
+                    {**r, "resources": None if r["resources"] is None
+                     else json.dumps(r["resources"])} for r in rows))
             finished = self._answer_from_memo(conn, user, rows, memo)
         done = {r["task_id"] for r in finished}
         bodies = self.function_bodies({r["function_id"] for r in rows})
@@ -596,7 +613,7 @@ class Store:
 
     def _next_seqs(self, conn: Any, n: int) -> int:
         """Reserve ``n`` sequence numbers; returns the first."""
-        last = conn.execute(_NEXT_SEQS, {"n": n}).scalar_one()
+        last = rawsql.execute(conn, self._hot.next_seqs, {"n": n})[0][0]
         return int(last) - n + 1
 
     def _finish(self, conn: Any, task_ids: Sequence[str], state: str,
@@ -609,11 +626,11 @@ class Store:
         if not task_ids:
             return []
         if endpoint_id is None:
-            found = conn.execute(_ACTIVE_BY_IDS, {"ids": list(task_ids)})
+            found = rawsql.select_in(conn, self._hot.active_by_ids, task_ids)
         else:
-            found = conn.execute(_ACTIVE_BY_IDS_OF_ENDPOINT,
-                                 {"ids": list(task_ids), "eid": endpoint_id})
-        rows = [dict(r) for r in found.mappings()]
+            found = rawsql.select_in(conn, self._hot.active_by_ids_of_endpoint, task_ids,
+                                     {"eid": endpoint_id})
+        rows = [dict(zip(_FINISH_COLUMNS, r, strict=True)) for r in found]
         if not rows:
             return []
         first = self._next_seqs(conn, len(rows))
@@ -635,9 +652,10 @@ class Store:
             if res is not None and res.started_at and not r.get("t_running"):
                 r["t_running"] = res.started_at
             params.append({"tid": r["task_id"], "s": r["state"], "q": r["seq"],
-                           "tc": now, "res": r["result"], "err": r["error"],
+                           "tc": now, "res": r["result"],
+                           "err": None if r["error"] is None else json.dumps(r["error"]),
                            "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running")})
-        conn.execute(_FINISH, params)
+        rawsql.execute_many(conn, self._hot.finish, params)
         return rows
 
     def complete(self, endpoint_id: str,

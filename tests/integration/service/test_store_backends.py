@@ -147,3 +147,62 @@ def test_an_allow_list_set_through_another_replica_holds_after_the_cache_period(
     monkeypatch.setattr(store_module, "AUTH_CACHE_S", 0.0)  # the period has passed
     with pytest.raises(PermissionDenied):
         replica.submit(alice, [call], online=set())
+
+
+def test_large_batches_resources_and_errors_round_trip(store: Store):
+    """Batches beyond one IN (...) slice (512 ids), JSON columns written by the
+    store's raw statements and read back through SQLAlchemy."""
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    res = {"cores": 2, "gpus": 0, "walltime_s": 60.0}
+    items = [{"function_id": fid, "endpoint_id": eid, "payload": b"p%d" % i,
+              "resources": res if i % 2 else None} for i in range(1100)]
+    ids, to_send, _ = store.submit(alice, items, online={eid})
+    assert len(set(ids)) == 1100 and [s.task_id for s in to_send[eid]] == ids
+    assert to_send[eid][1].resources is not None
+    assert to_send[eid][1].resources.cores == 2 and to_send[eid][0].resources is None
+    resent = {s.task_id: s for s in store.resend(eid, held=())}
+    assert resent[ids[3]].resources == to_send[eid][3].resources
+    err = m.ErrorInfo(code="task_failed", message="boom", remote_type="ValueError",
+                      remote_traceback="Traceback ...")
+    results = [m.TaskResult(task_id=t, ok=i % 3 != 0, data=b"r", error=None if i % 3 else err)
+               for i, t in enumerate(ids)]
+    rows = store.complete(eid, results)
+    assert len(rows) == 1100
+    assert sorted(r["seq"] for r in rows) == list(range(rows[0]["seq"], rows[0]["seq"] + 1100))
+    failed = store.get_task(alice, ids[0])
+    assert failed["state"] == "failed" and failed["error"]["remote_type"] == "ValueError"
+    assert store.get_task(alice, ids[1])["result"] == b"r"
+    assert store.complete(eid, results) == []
+
+
+def test_an_older_database_gains_new_columns_and_indexes(tmp_path):
+    """A database made before memoization and the owner/state index is brought up to
+    date when the service starts on it; its tasks stay."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE functions (function_id VARCHAR(36) PRIMARY KEY, owner_id VARCHAR(36),
+                name VARCHAR(500), description TEXT, body_hash VARCHAR(64), body BLOB,
+                created_at FLOAT);
+            CREATE TABLE tasks (task_id VARCHAR(36) PRIMARY KEY, owner_id VARCHAR(36) NOT NULL,
+                function_id VARCHAR(36) NOT NULL, endpoint_id VARCHAR(36) NOT NULL,
+                group_id VARCHAR(64), state VARCHAR(24) NOT NULL, seq BIGINT NOT NULL,
+                payload BLOB, resources JSON, result BLOB, error JSON, stdout TEXT,
+                attempts INTEGER NOT NULL, t_received FLOAT, t_waiting FLOAT,
+                t_dispatched FLOAT, t_running FLOAT, t_completed FLOAT);
+            INSERT INTO tasks (task_id, owner_id, function_id, endpoint_id, state, seq, attempts)
+                VALUES ('t1', 'u1', 'f1', 'e1', 'success', 1, 0);
+        """)
+    engine = make_engine(f"sqlite:///{path}")
+    Store(engine).create_schema()
+    with sqlite3.connect(path) as db:
+        columns = {r[1] for r in db.execute("PRAGMA table_info(tasks)")}
+        indexes = {r[1] for r in db.execute("PRAGMA index_list(tasks)")}
+        kept = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    assert "memo_key" in columns and kept == 1
+    assert {"ix_tasks_owner_state", "ix_tasks_endpoint_state"} <= indexes
+    engine.dispose()
