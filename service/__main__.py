@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import socket
 import sys
@@ -43,7 +42,7 @@ def serve(settings: ServiceSettings) -> None:
     config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", access_log=False,
                             ws_max_size=64 * 1024 * 1024, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    server.run(sockets=[sock])  # on uvloop where uvicorn finds it (its loop="auto")
 
 
 def main(argv: list[str] | None = None) -> None:

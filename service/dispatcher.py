@@ -337,9 +337,9 @@ class Dispatcher:
             rows = self.store.complete(endpoint_id, msg.results)
         else:
             rows = await asyncio.to_thread(self.store.complete, endpoint_id, msg.results)
-        self._send(endpoint_id, m.ResultsAck(task_ids=[r.task_id for r in msg.results]))
         if rows:
             self.hub.publish(publishable(rows))
+        self._send(endpoint_id, m.ResultsAck(task_ids=[r.task_id for r in msg.results]))
 
     async def _running_loop(self) -> None:
         """Write the "running" states gathered meanwhile, off the receive loop, in one

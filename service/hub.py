@@ -10,9 +10,43 @@ from typing import Any
 
 @dataclass(eq=False)
 class Subscription:
+    """Records waiting for one result stream. One consumer (the stream's task) takes
+    them in batches; a put wakes it through a bare future, one loop turn (a Queue
+    getter task watched by ``asyncio.wait`` took two turns and two task objects)."""
+
     user_id: str
     group_id: str | None
-    queue: asyncio.Queue[list[dict[str, Any]]] = field(default_factory=asyncio.Queue)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    closed: bool = False
+    _waiter: asyncio.Future[None] | None = None
+
+    def put(self, records: list[dict[str, Any]]) -> None:
+        self.pending.extend(records)
+        self._wake()
+
+    def close(self) -> None:
+        """No more takes wanted (the client went away): ``take`` returns None."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self) -> list[dict[str, Any]] | None:
+        """All records put since the last take (waits for one); None once closed."""
+        while not self.pending:
+            if self.closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.closed:
+            return None
+        batch, self.pending = self.pending, []
+        return batch
 
 
 class Hub:
@@ -41,7 +75,7 @@ class Hub:
                 if sub.group_id is None or sub.group_id == record.get("group_id"):
                     per_sub.setdefault(sub, []).append(record)
         for sub, batch in per_sub.items():
-            sub.queue.put_nowait(batch)
+            sub.put(batch)
 
     @property
     def subscribers(self) -> int:

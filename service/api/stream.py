@@ -46,6 +46,7 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
     sub = p.hub.subscribe(user.user_id, group_id)
     sender = _Sender(websocket)
     receiver = asyncio.create_task(_serve_client(websocket, p, sender))
+    receiver.add_done_callback(lambda _: sub.close())  # the client went away
     try:
         while True:
             rows = await asyncio.to_thread(p.store.completed_after, user.user_id, after,
@@ -55,15 +56,7 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
                 await sender.send({"op": "results", "results": [task_record(r) for r in rows]})
             if len(rows) < PAGE:
                 break
-        while True:
-            getter = asyncio.create_task(sub.queue.get())
-            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
-                getter.cancel()
-                return
-            batch = getter.result()
-            while not sub.queue.empty():
-                batch.extend(sub.queue.get_nowait())
+        while (batch := await sub.take()) is not None:
             await sender.send({"op": "results", "results": batch})
     except (WebSocketDisconnect, RuntimeError):
         return
