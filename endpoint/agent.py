@@ -1,10 +1,12 @@
 """The agent: an endpoint's link to the service, and the owner of its blocks.
 
 One thread, one poll loop over two sockets: a CurveZMQ DEALER to the service
-and an inproc PAIR to the interchange (a thread of the same process). It keeps
-results in the on-disk spool until the service acknowledges them, re-says
-Hello (with the tasks it holds) after every lost link, and asks the provider
-for blocks of managers.
+and the interchange's ROUTER to the managers (the loop drives the interchange;
+tasks and results pass to and fro as objects). It keeps results in the on-disk
+spool until the service acknowledges them, and re-says Hello (with the tasks it
+holds) after every lost link. A second thread, the scaler, asks the provider
+for blocks of managers: a scheduler's commands (sbatch, squeue...) can take
+seconds, and must not hold up tasks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shlex
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -50,6 +53,9 @@ AGENT_VERSION = "1"
 RESEND_BATCH = 500
 RESEND_UNACKED_S = 10.0  # results sent but not acknowledged this long are sent again
 TRIM_PERIOD_S = 30.0  # at most this often, when idle, freed heap goes back to the OS
+# A burst from the service (a backlog: hundreds of 512-task batches) is taken in bites
+# between dispatches, so managers get work while the rest is still decoded.
+SERVICE_FRAMES_PER_TURN = 16
 
 
 @dataclass(frozen=True)
@@ -103,19 +109,15 @@ class Agent:
         self.backoff = Backoff(RetryPolicy(initial=0.2, max_delay=30.0))
         self.status = m.EndpointStatus()
         self.blocks: list[Block] = []
-        self.last_strategy = 0.0
         self.block_failures: list[float] = []
         self.refused_blocks: list[Block] = []  # submissions the scheduler refused
         self.idle_since: dict[str, float | None] = {}
         self._from_service = m.Decoder(m.SERVICE_TO_AGENT)
-        self._from_interchange = m.Decoder(m.INTERCHANGE_TO_AGENT)
-        self.ix_sock = self.ctx.socket(zmq.PAIR)
-        self.ix_sock.linger = 0
-        self.ix_sock.sndhwm = 0
-        self.ix_sock.rcvhwm = 0
-        self.ix_sock.bind("inproc://interchange")
+        self._scaler = threading.Thread(target=self._scale_loop, name="scaler", daemon=True)
+        self._decide: Callable[[Agent], Actions] = scaling_decision
+        self._scaler_stop = threading.Event()
         self.interchange = Interchange(
-            self.ctx, "inproc://interchange", _bind_host(config.interchange_address),
+            self.ctx, _bind_host(config.interchange_address),
             max_retries=config.max_retries_on_system_failure,
             heartbeat_period_s=config.heartbeat_period_s,
             heartbeat_threshold_s=config.heartbeat_threshold_s)
@@ -179,7 +181,7 @@ class Agent:
         elif isinstance(msg, m.Tasks):
             self._on_tasks(msg.tasks)
         elif isinstance(msg, m.Cancel):
-            self.ix_sock.send(m.encode(msg), copy=False)
+            self.interchange.cancel(msg.task_ids)
         elif isinstance(msg, m.ResultsAck):
             for task_id in msg.task_ids:
                 self.sent_at.pop(task_id, None)
@@ -203,7 +205,7 @@ class Agent:
             self.held.add(spec.task_id)
             fresh.append(spec)
         if fresh:
-            self.ix_sock.send(m.encode(m.Tasks(tasks=fresh)), copy=False)
+            self.interchange.submit(fresh)
         if refused:
             self._on_results(refused)
             self._flush_results()
@@ -216,14 +218,17 @@ class Agent:
                              for r in results)
 
     def _flush_results(self) -> None:
-        """Spool (one transaction) and send what the interchange delivered this turn."""
+        """Send what the interchange delivered this turn, then spool it (one
+        transaction). Sending first takes the spool's write off the latency path and
+        loses nothing: the acknowledgement that lets the spool forget a result is read
+        by this thread, after the write."""
         results, self._results = self._results, []
         if not results:
             return
-        self._spool(results)
         self.held.difference_update(r.task_id for r in results)
         if self.link_up:
             self._send_results(results)
+        self._spool(results)
 
     def _send_results(self, results: list[m.TaskResult]) -> None:
         self._send(m.Results(results=results))
@@ -281,21 +286,20 @@ class Agent:
         for i in range(0, len(again), RESEND_BATCH):
             self._send_results(again[i:i + RESEND_BATCH])
 
-    def _on_interchange(self, frame: bytes) -> None:
-        msg = self._from_interchange.decode(frame)
-        if isinstance(msg, m.Results):
-            self._on_results(msg.results)
-        elif isinstance(msg, m.TaskStates):
+    def _from_interchange(self) -> None:
+        results, states, status = self.interchange.take()
+        if results:
+            self._on_results(results)
+        if states and self.link_up:
+            self._send(m.TaskStates(states=states))
+        if status is not None:
+            status.blocks = [m.BlockInfo(block_id=b.block_id, job_id=b.job_id, state=b.state,
+                                         nodes=b.nodes, submitted_at=b.submitted_at,
+                                         message=b.message)
+                             for b in [*self.refused_blocks, *self.blocks[-20:]]]
+            self.status = status
             if self.link_up:
-                self._send(msg)
-        elif isinstance(msg, m.EndpointStatus):
-            msg.blocks = [m.BlockInfo(block_id=b.block_id, job_id=b.job_id, state=b.state,
-                                      nodes=b.nodes, submitted_at=b.submitted_at,
-                                      message=b.message)
-                          for b in [*self.refused_blocks, *self.blocks[-20:]]]
-            self.status = msg
-            if self.link_up:
-                self._send(msg)
+                self._send(status)
             self._write_status()
 
     def _write_status(self) -> None:
@@ -361,6 +365,17 @@ class Agent:
             log.info("submitting %d block(s): %s", actions.submit, actions.reason)
             self._submit_blocks(actions.submit)
 
+    def _scale_loop(self) -> None:
+        """The scaler thread: the strategy every ``strategy_period`` seconds. It reads
+        the status and the held tasks the loop keeps, and alone uses the provider."""
+        while not self._scaler_stop.wait(self.config.strategy_period):
+            try:
+                self._strategy(self._decide)
+            except Exception as exc:  # a scheduler's hiccup must not end scaling
+                log.exception("the scaling strategy failed; trying again next period")
+                self.interchange.errors.append(
+                    f"scaling failed: {type(exc).__name__}: {exc}"[:300])
+
     def _track_idle(self) -> None:
         now = time.time()
         busy = {b.block_id: b.busy for b in self.status.block_load}
@@ -375,12 +390,15 @@ class Agent:
     # ----------------------------------------------------------------- run --
 
     def run(self, decide: Callable[[Agent], Actions]) -> None:
-        self.interchange.thread.start()
         self._submit_blocks(self.config.init_blocks)
         self.blocks = self.provider.poll()
+        self._decide = decide
+        self._scaler.start()
         self._connect()
+        ix = self.interchange
         poller = zmq.Poller()
-        poller.register(self.ix_sock, zmq.POLLIN)
+        poller.register(ix.sock, zmq.POLLIN)
+        timeout = min(200, ix.poll_ms)
         try:
             while not self.stopping:
                 if self.service is None and time.monotonic() >= self.reconnect_at:
@@ -388,20 +406,23 @@ class Agent:
                 sock = self.service
                 if sock is not None:
                     poller.register(sock, zmq.POLLIN)
-                events = dict(poller.poll(200))
+                events = dict(poller.poll(timeout))
                 if sock is not None:
                     poller.unregister(sock)
                 if sock is not None and sock in events:
-                    self._drain(sock, self._on_service)
-                if self.ix_sock in events:
-                    self._drain(self.ix_sock, self._on_interchange)
-                    self._flush_results()
-                self._periodic(decide)
+                    self._drain(sock, self._on_service, SERVICE_FRAMES_PER_TURN)
+                if ix.sock in events:
+                    ix.on_readable()
+                ix.turn()
+                self._from_interchange()
+                self._flush_results()
+                self._periodic()
         finally:
             self._shutdown()
 
-    def _drain(self, sock: zmq.Socket[bytes], handler: Callable[[bytes], None]) -> None:
-        for _ in range(1000):
+    def _drain(self, sock: zmq.Socket[bytes], handler: Callable[[bytes], None],
+               most: int) -> None:
+        for _ in range(most):
             if sock.closed:  # a handler dropped the link
                 return
             try:
@@ -417,7 +438,7 @@ class Agent:
             except Exception:  # a well-formed message we mishandle must not end the endpoint
                 log.exception("error while handling a message; dropped it")
 
-    def _periodic(self, decide: Callable[[Agent], Actions]) -> None:
+    def _periodic(self) -> None:
         now = time.monotonic()
         if self.service is not None:
             if now - self.last_heard > self.heartbeat_threshold_s:
@@ -430,9 +451,6 @@ class Agent:
                 self._retry_spool()
             if self.link_up:
                 self._resend_unacknowledged(now)
-        if now - self.last_strategy >= self.config.strategy_period:
-            self.last_strategy = now
-            self._strategy(decide)
         if not self.held and now - self.last_trim >= TRIM_PERIOD_S:
             self.last_trim = now  # idle: what a burst freed goes back to the OS
             release_free_memory()
@@ -442,13 +460,14 @@ class Agent:
         try:
             if self.link_up:
                 self._send(m.Bye(reason="endpoint stopping"))
-            self.ix_sock.send(m.encode(m.Shutdown(reason="endpoint stopping")))
-            self.interchange.thread.join(10)
+            self.interchange.close()
+            self._scaler_stop.set()
+            if self._scaler.is_alive():
+                self._scaler.join(60)  # a scheduler command may be under way
         finally:
             self.provider.close()
             if self.service is not None:
                 self.service.close(linger=500)
-            self.ix_sock.close()
             self.spool.close()
             self.ctx.term()
 

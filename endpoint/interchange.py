@@ -3,18 +3,22 @@
 Managers dial its ROUTER (tcp, reachable from compute nodes) and grant credits
 with ``Ready(free)``; it sends each at most that many tasks, honouring per-task
 resource hints (a task that asks for more cores or GPUs than a manager's node
-has goes elsewhere). It forwards results and running states to the agent (over
-an inproc PAIR, in batches), retries tasks lost to system failures up to
+has goes elsewhere). It retries tasks lost to system failures up to
 ``max_retries``, and declares a manager lost when its heartbeats stop.
 
-Nothing in the loop walks every manager per turn: the managers with credit, the
-least recently heard and the least recently sent to are kept apart (ordered
-dicts), so a turn does not cost more with 8,000 managers than with 10; and a
-burst of tasks from the agent is taken in bites between dispatches
-(benchmarks/bench_scale.py measures both)::
+It owns no thread: the agent's poll loop drives it (``on_readable`` when its
+socket is readable, ``submit`` and ``cancel`` with what the service sent,
+``turn`` once per loop turn) and takes what it has for the service with
+``take``. Tasks, results and running states pass between the two as objects,
+without an encoding or a thread hop in between.
 
-    agent --PAIR inproc--> Tasks ----> pending ---dispatch--> ready managers (credit > 0)
-          <-- Results, TaskStates, EndpointStatus (1/s) <-- ROUTER tcp <-- managers
+Nothing in a turn walks every manager: the managers with credit, the least
+recently heard and the least recently sent to are kept apart (ordered dicts),
+so a turn does not cost more with 8,000 managers than with 10
+(benchmarks/bench_scale.py measures it)::
+
+    agent --submit()--> pending ---dispatch--> ready managers (credit > 0)
+          <--take()-- results, running states, status (1/s) <-- ROUTER tcp <-- managers
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -36,9 +39,6 @@ log = logging.getLogger(__name__)
 SYSTEM_FAILURES = frozenset({"worker_lost", "manager_lost", "pilot_ended"})
 STATUS_PERIOD_S = 1.0
 MAX_LISTED_MANAGERS = 100  # in the status; totals and per-block load cover all
-# A burst from the agent (a service's backlog: hundreds of 512-task batches) is taken
-# in bites between dispatches, so managers get work while the rest is still decoded.
-AGENT_FRAMES_PER_TURN = 16
 
 
 @dataclass
@@ -60,27 +60,22 @@ class ManagerState:
 
 
 class Interchange:
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], agent_url: str, bind_host: str,
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], bind_host: str,
                  *, max_retries: int = 0, heartbeat_period_s: float = 2.0,
                  heartbeat_threshold_s: float = 10.0, port: int = 0) -> None:
         self.max_retries = max_retries
         self.heartbeat_period_s = heartbeat_period_s
         self.heartbeat_threshold_s = heartbeat_threshold_s
-        self.agent = ctx.socket(zmq.PAIR)
-        self.agent.linger = 0
-        self.agent.sndhwm = 0
-        self.agent.rcvhwm = 0
-        self.agent.connect(agent_url)
-        self.managers_sock = ctx.socket(zmq.ROUTER)
-        self.managers_sock.linger = 0
-        self.managers_sock.sndhwm = 0
-        self.managers_sock.rcvhwm = 0
-        self.managers_sock.router_handover = True
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.sock.sndhwm = 0
+        self.sock.rcvhwm = 0
+        self.sock.router_handover = True
         if port:
-            self.managers_sock.bind(f"tcp://{bind_host}:{port}")
+            self.sock.bind(f"tcp://{bind_host}:{port}")
             self.port = port
         else:
-            self.port = self.managers_sock.bind_to_random_port(f"tcp://{bind_host}")
+            self.port = self.sock.bind_to_random_port(f"tcp://{bind_host}")
         self.pending: collections.deque[m.TaskSpec] = collections.deque()
         self.known: set[str] = set()  # task ids queued or on a manager
         self.managers: dict[str, ManagerState] = {}
@@ -91,26 +86,57 @@ class Interchange:
         self._seq = itertools.count()
         self.results: list[m.TaskResult] = []
         self.states: list[m.TaskState] = []
+        self.new_status: m.EndpointStatus | None = None
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
-        self.stop_event = threading.Event()
-        self._from_agent = m.Decoder(m.AGENT_TO_INTERCHANGE)
         self._from_manager = m.Decoder(m.MANAGER_TO_INTERCHANGE)
         self._last_status = 0.0
-        self.thread = threading.Thread(target=self._run, name="interchange", daemon=True)
+        # how long the owner's poll may wait between turns
+        self.poll_ms = int(min(heartbeat_period_s, STATUS_PERIOD_S) * 1000 / 2)
 
-    # -------------------------------------------------------------- agent --
+    # ------------------------------------------------------------ the owner --
 
-    def _on_agent(self, frame: bytes) -> None:
-        msg = self._from_agent.decode(frame)
-        if isinstance(msg, m.Tasks):
-            for spec in msg.tasks:
-                if spec.task_id not in self.known:
-                    self.known.add(spec.task_id)
-                    self.pending.append(spec)
-        elif isinstance(msg, m.Cancel):
-            self._cancel(msg.task_ids)
-        elif isinstance(msg, m.Shutdown):
-            self.stop_event.set()
+    def submit(self, specs: list[m.TaskSpec]) -> None:
+        """Queue new tasks (ids already known are ignored); the next ``turn`` places them."""
+        for spec in specs:
+            if spec.task_id not in self.known:
+                self.known.add(spec.task_id)
+                self.pending.append(spec)
+
+    def cancel(self, task_ids: list[str]) -> None:
+        self._cancel(task_ids)
+
+    def on_readable(self) -> None:
+        """Handle what managers sent (up to 1000 frames a call)."""
+        for _ in range(1000):
+            try:
+                ident, frame = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            try:
+                self._on_manager(ident, frame)
+            except ProtocolError as exc:
+                log.warning("dropped a bad message: %s", exc)
+            except Exception:  # a well-formed message we mishandle must not end the endpoint
+                log.exception("error while handling a manager's message; dropped it")
+
+    def turn(self) -> None:
+        """Place queued work, beat, and find managers that stopped beating."""
+        self._dispatch()
+        self._periodic()
+
+    def take(self) -> tuple[list[m.TaskResult], list[m.TaskState], m.EndpointStatus | None]:
+        """What the service should hear: finished tasks, running states, and the
+        status when one is due."""
+        out = self.results, self.states, self.new_status
+        self.results, self.states, self.new_status = [], [], None
+        return out
+
+    def close(self) -> None:
+        for mid in list(self.managers):
+            self._send_manager(mid, m.Shutdown(reason="endpoint stopping"))
+        self.sock.close(linger=500)
 
     def _cancel(self, task_ids: list[str]) -> None:
         wanted = set(task_ids) & self.known
@@ -138,7 +164,7 @@ class Interchange:
 
     def _send_manager(self, manager_id: str, msg: m.Message | bytes) -> None:
         frame = msg if isinstance(msg, bytes) else m.encode(msg)
-        self.managers_sock.send_multipart([manager_id.encode(), frame], copy=False)
+        self.sock.send_multipart([manager_id.encode(), frame], copy=False)
         mgr = self._by_sent.get(manager_id)
         if mgr is not None:
             mgr.last_sent = time.monotonic()
@@ -287,57 +313,7 @@ class Interchange:
             self._send_manager(mgr.manager_id, beat)
         if now - self._last_status >= STATUS_PERIOD_S:
             self._last_status = now
-            self.agent.send(m.encode(self.status()), copy=False)
-
-    def _flush(self) -> None:
-        if self.states:
-            self.agent.send(m.encode(m.TaskStates(states=self.states)), copy=False)
-            self.states = []
-        if self.results:
-            self.agent.send(m.encode(m.Results(results=self.results)), copy=False)
-            self.results = []
-
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.agent, zmq.POLLIN)
-        poller.register(self.managers_sock, zmq.POLLIN)
-        timeout = int(min(self.heartbeat_period_s, STATUS_PERIOD_S) * 1000 / 2)
-        try:
-            while not self.stop_event.is_set():
-                events = dict(poller.poll(timeout))
-                if self.agent in events:
-                    for _ in range(AGENT_FRAMES_PER_TURN):
-                        try:
-                            frame = self.agent.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._guard(self._on_agent, frame)
-                if self.managers_sock in events:
-                    for _ in range(1000):
-                        try:
-                            ident, frame = self.managers_sock.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        except ValueError:
-                            continue
-                        self._guard(self._on_manager, ident, frame)
-                self._dispatch()
-                self._periodic()
-                self._flush()
-        finally:
-            for mid in list(self.managers):
-                self._send_manager(mid, m.Shutdown(reason="endpoint stopping"))
-            self.agent.close()
-            self.managers_sock.close(linger=500)
-
-    @staticmethod
-    def _guard(fn: object, *args: bytes) -> None:
-        try:
-            fn(*args)  # type: ignore[operator]
-        except ProtocolError as exc:
-            log.warning("dropped a bad message: %s", exc)
-        except Exception:  # a well-formed message we mishandle must not end the endpoint
-            log.exception("error while handling a message; dropped it")
+            self.new_status = self.status()
 
 
 def _registration_order(mgr: ManagerState) -> int:

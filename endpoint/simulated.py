@@ -217,28 +217,65 @@ class ManagerFleet:
 # ---------------------------------------------------------- the agent side --
 
 class InterchangeHost:
-    """A real interchange thread fed over an inproc PAIR, as the agent runs it."""
+    """A real interchange driven by a thread of its own, as the agent's loop drives
+    it, and fed over an inproc PAIR (tasks in; results, states, status out)."""
 
     def __init__(self, *, heartbeat_period_s: float = 2.0, heartbeat_threshold_s: float = 10.0,
                  max_retries: int = 0) -> None:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.pair = self.ctx.socket(zmq.PAIR)
-        self.pair.linger = 0
-        self.pair.sndhwm = 0
-        self.pair.rcvhwm = 0
-        agent_url = f"inproc://interchange-{uuid.uuid4().hex[:8]}"
-        self.pair.bind(agent_url)
+        url = f"inproc://interchange-{uuid.uuid4().hex[:8]}"
+        self.pair, self._inner = (self.ctx.socket(zmq.PAIR), self.ctx.socket(zmq.PAIR))
+        for sock in (self.pair, self._inner):
+            sock.linger = 0
+            sock.sndhwm = 0
+            sock.rcvhwm = 0
+        self.pair.bind(url)
+        self._inner.connect(url)
         self.interchange = Interchange(
-            self.ctx, agent_url, "127.0.0.1", max_retries=max_retries,
+            self.ctx, "127.0.0.1", max_retries=max_retries,
             heartbeat_period_s=heartbeat_period_s, heartbeat_threshold_s=heartbeat_threshold_s)
         self.url = f"tcp://127.0.0.1:{self.interchange.port}"
         self.status = m.EndpointStatus()
         self._decoder = m.Decoder(m.INTERCHANGE_TO_AGENT)
-        self.interchange.thread.start()
+        self.thread = threading.Thread(target=self._drive, name="interchange", daemon=True)
+        self.thread.start()
+
+    def _drive(self) -> None:
+        ix, inner = self.interchange, self._inner
+        decoder = m.Decoder(m.AGENT_TO_INTERCHANGE)
+        poller = zmq.Poller()
+        poller.register(inner, zmq.POLLIN)
+        poller.register(ix.sock, zmq.POLLIN)
+        stopping = False
+        try:
+            while not stopping:
+                events = dict(poller.poll(ix.poll_ms))
+                for _ in range(16 if inner in events else 0):  # bites, as the agent takes
+                    try:
+                        msg = decoder.decode(inner.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+                    if isinstance(msg, m.Tasks):
+                        ix.submit(msg.tasks)
+                    elif isinstance(msg, m.Cancel):
+                        ix.cancel(msg.task_ids)
+                    elif isinstance(msg, m.Shutdown):
+                        stopping = True
+                if ix.sock in events:
+                    ix.on_readable()
+                ix.turn()
+                results, states, status = ix.take()
+                for out in (m.TaskStates(states=states) if states else None,
+                            m.Results(results=results) if results else None, status):
+                    if out is not None:
+                        inner.send(m.encode(out), copy=False)
+        finally:
+            ix.close()
+            inner.close()
 
     @property
     def thread_native_id(self) -> int | None:
-        native: int | None = self.interchange.thread.native_id
+        native: int | None = self.thread.native_id
         return native
 
     def send(self, msg: m.Message) -> None:
@@ -272,9 +309,9 @@ class InterchangeHost:
                 pass
 
     def close(self) -> None:
-        if self.interchange.thread.is_alive():
+        if self.thread.is_alive():
             self.send(m.Shutdown(reason="simulation ends"))
-            self.interchange.thread.join(10)
+            self.thread.join(10)
         self.pair.close()
         self.ctx.term()
 
