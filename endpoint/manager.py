@@ -1,11 +1,20 @@
 """A manager: one per node, inside a pilot job (or a local block).
 
-It dials the interchange, says how many tasks it can take (``Ready``), forks
-workers and feeds them over pipes, and reports results and running states in
-batches. A worker that dies mid-task is replaced and its task reported as
-``worker_lost`` (the interchange decides about retries). A manager that hears
-nothing from its interchange past the heartbeat threshold ends itself, its
-workers with it.
+It dials the interchange, says how many tasks it can take (``Ready``, then the
+``free`` of each ``Results``), forks workers and feeds them over pipes, and
+reports results and running states in batches. A worker that dies mid-task is
+replaced and its task reported as ``worker_lost`` (the interchange decides about
+retries). A manager that hears nothing from its interchange past the heartbeat
+threshold ends itself, its workers with it.
+
+Its capacity adapts to the tasks' length. For tasks that run longer than
+SHORT_TASK_S (a moving average of what the workers report) it holds the
+configured ``workers + prefetch``. For shorter ones every message, pipe write
+and wake-up costs more than the task, so it holds up to DEEP_PER_WORKER tasks per
+worker, and keeps a second task in each worker's pipe, which the worker starts
+the moment it sends its result. What can wait behind a slow task is bounded by
+that (at most ~SHORT_TASK_S x DEEP_PER_WORKER per worker while the average holds),
+and a task waiting in the pipe of a worker that dies goes back to the queue.
 
 Run as ``python -m funcx_flows.endpoint.manager --interchange tcp://HOST:PORT ...``.
 It imports neither Prefect nor the service: it must start fast on a compute node.
@@ -36,6 +45,9 @@ from funcx_flows.endpoint.worker import worker_main
 from funcx_flows.errors import ProtocolError
 
 log = logging.getLogger("funcx_flows.manager")
+SHORT_TASK_S = 0.002
+DEEP_PER_WORKER = 16
+RUN_TIME_WEIGHT = 0.2  # of the newest task in the moving average of run times
 _fork = multiprocessing.get_context("fork")
 PARENT_PID_ENV = "FUNCX_FLOWS_MANAGER_PARENT_PID"
 
@@ -45,7 +57,7 @@ class Worker:
     index: int
     proc: Any  # multiprocessing Process
     conn: Connection
-    task: m.TaskSpec | None = None
+    tasks: list[m.TaskSpec] = field(default_factory=list)  # in its pipe; the first runs
 
 
 @dataclass
@@ -71,7 +83,9 @@ class Manager:
         # (most short ones) needs none, and its result carries the times anyway.
         self.started: dict[str, tuple[float, int]] = {}  # task id -> (at, turn)
         self.turn = 0
-        self.credit_owed = 0  # capacity freed since the last Ready
+        self.credit_out = 0  # granted to the interchange and not yet used by it
+        self.run_time_s: float | None = None  # moving average of the tasks' run times
+        self._workers_changed = True  # the poller is built again when workers change
         self.draining = False
         self.stopping = False
         self._decoder = m.Decoder(m.INTERCHANGE_TO_MANAGER)
@@ -94,22 +108,38 @@ class Manager:
         proc.start()
         child.close()
         self.workers[index] = Worker(index, proc, parent)
+        self._workers_changed = True
 
-    def _idle_workers(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.task is None]
+    @property
+    def short_tasks(self) -> bool:
+        return self.run_time_s is not None and self.run_time_s < SHORT_TASK_S
+
+    def capacity(self) -> int:
+        """How many tasks this manager wants to hold (queued, in pipes, running)."""
+        o = self.opts
+        base = o.workers + o.prefetch
+        return max(base, o.workers * DEEP_PER_WORKER) if self.short_tasks else base
+
+    def _held(self) -> int:
+        return len(self.queue) + sum(len(w.tasks) for w in self.workers.values())
 
     def _feed(self) -> None:
-        now = time.time()
-        for w in self._idle_workers():
-            if not self.queue:
-                return
-            spec = self.queue.popleft()
-            w.task = spec
-            try:
-                w.conn.send_bytes(m.encode(m.Tasks(tasks=[spec])))
-            except OSError:
-                continue  # its death is noticed by the sentinel
-            self.started[spec.task_id] = (now, self.turn)
+        """Idle workers first; then, for short tasks, a second task into each pipe."""
+        depth = 2 if self.short_tasks else 1
+        for slot in range(depth):
+            for w in self.workers.values():
+                if not self.queue:
+                    return
+                if len(w.tasks) != slot:
+                    continue
+                spec = self.queue.popleft()
+                w.tasks.append(spec)
+                try:
+                    w.conn.send_bytes(m.encode(m.Tasks(tasks=[spec])))
+                except OSError:
+                    continue  # its death is noticed by the sentinel
+                if slot == 0:
+                    self.started[spec.task_id] = (time.time(), self.turn)
 
     def _on_worker_frame(self, w: Worker) -> None:
         try:
@@ -121,16 +151,26 @@ class Manager:
         self.results.extend(msg.results)
         for r in msg.results:
             self.started.pop(r.task_id, None)
-        w.task = None
-        self.credit_owed += len(msg.results)
+            w.tasks = [t for t in w.tasks if t.task_id != r.task_id]
+            if r.started_at and r.finished_at:
+                took = max(r.finished_at - r.started_at, 0.0)
+                self.run_time_s = took if self.run_time_s is None else (
+                    (1 - RUN_TIME_WEIGHT) * self.run_time_s + RUN_TIME_WEIGHT * took)
+        if w.tasks and w.tasks[0].task_id not in self.started:
+            self.started[w.tasks[0].task_id] = (time.time(), self.turn)  # it runs now
 
     def _on_worker_death(self, w: Worker, cancelled: bool = False) -> None:
         w.proc.join(1)
         code = w.proc.exitcode
         w.conn.close()
         del self.workers[w.index]
-        if w.task is not None:
-            self.started.pop(w.task.task_id, None)
+        self._workers_changed = True
+        lost, waiting = (w.tasks[0], w.tasks[1:]) if w.tasks else (None, [])
+        w.tasks = []
+        # tasks still in the dead worker's pipe never started: back to the queue
+        self.queue.extendleft(reversed(waiting))
+        if lost is not None:
+            self.started.pop(lost.task_id, None)
         if not cancelled and (self.stopping or code == -signal.SIGTERM):
             # Terminated from outside (the scheduler ends the pilot; it signals every
             # process of the job): the manager ends too and says Bye, and the
@@ -138,8 +178,8 @@ class Manager:
             # retried on this very manager, which is going away.
             self.stopping = True
             return
-        if w.task is not None:
-            spec = w.task
+        if lost is not None:
+            spec = lost
             if cancelled:
                 err = m.ErrorInfo(code="cancelled", message="cancelled by the user")
             else:
@@ -152,7 +192,6 @@ class Manager:
             self.results.append(m.TaskResult(task_id=spec.task_id, ok=False, error=err,
                                              attempts=spec.attempt + 1,
                                              finished_at=time.time()))
-            self.credit_owed += 1
         if not self.stopping:
             self._start_worker(w.index)
 
@@ -164,12 +203,13 @@ class Manager:
                 self.results.append(m.TaskResult(
                     task_id=spec.task_id, ok=False, attempts=spec.attempt,
                     error=m.ErrorInfo(code="cancelled", message="cancelled by the user")))
-                self.credit_owed += 1
             else:
                 kept.append(spec)
         self.queue = kept
         for w in list(self.workers.values()):
-            if w.task is not None and w.task.task_id in wanted:
+            # the running task only: one waiting in the pipe runs (a short task) and
+            # its result is ignored upstream, where the cancellation already holds
+            if w.tasks and w.tasks[0].task_id in wanted:
                 w.proc.kill()
                 self._on_worker_death(w, cancelled=True)
 
@@ -186,20 +226,21 @@ class Manager:
             self._send(m.TaskStates(states=[
                 m.TaskState(task_id=t, state="running", at=self.started.pop(t)[0])
                 for t in due]))
-        free = 0 if self.draining else self.credit_owed
+        free = 0 if self.draining else max(
+            0, self.capacity() - self.credit_out - self._held())
         if self.results:
             self._send(m.Results(results=self.results, free=free))
             self.results = []
         elif free:
             self._send(m.Ready(free=free))
-        if free:
-            self.credit_owed = 0
+        self.credit_out += free
 
     def _on_message(self, frame: bytes) -> None:
         self.last_heard = time.monotonic()
         msg = self._decoder.decode(frame)
         if isinstance(msg, m.Tasks):
             self.queue.extend(msg.tasks)
+            self.credit_out = max(0, self.credit_out - len(msg.tasks))
         elif isinstance(msg, m.Cancel):
             self._cancel(msg.task_ids)
         elif isinstance(msg, m.Shutdown):
@@ -218,19 +259,15 @@ class Manager:
             workers=o.workers, cores=os.cpu_count() or 1, gpus=_count_gpus(),
             python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
             drain_at=o.drain_at))
-        self._send(m.Ready(free=o.workers + o.prefetch))
+        self.credit_out = self.capacity()
+        self._send(m.Ready(free=self.credit_out))
         poller = zmq.Poller()
+        by_fd: dict[int, tuple[str, Worker]] = {}
         period_ms = int(o.heartbeat_period_s * 1000)
         try:
             while not self.stopping:
-                poller = zmq.Poller()
-                poller.register(self.sock, zmq.POLLIN)
-                by_fd: dict[int, tuple[str, Worker]] = {}
-                for w in self.workers.values():
-                    poller.register(w.conn.fileno(), zmq.POLLIN)
-                    by_fd[w.conn.fileno()] = ("conn", w)
-                    poller.register(w.proc.sentinel, zmq.POLLIN)
-                    by_fd[w.proc.sentinel] = ("dead", w)
+                if self._workers_changed:
+                    poller, by_fd = self._poller()
                 # a "running" state waiting for its turn goes out within 50 ms
                 events = dict(poller.poll(50 if self.started else period_ms))
                 if self.stopping:  # SIGTERM arrived: the pilot ends; leave it to Bye
@@ -250,12 +287,13 @@ class Manager:
                 for fd in events:
                     if isinstance(fd, int) and fd in by_fd:
                         kind, w = by_fd[fd]
-                        if kind == "conn" and w.index in self.workers:
+                        if kind == "conn" and self.workers.get(w.index) is w:
                             self._on_worker_frame(w)
                 for fd in events:
                     if isinstance(fd, int) and fd in by_fd:
                         kind, w = by_fd[fd]
-                        if kind == "dead" and w.index in self.workers and not w.proc.is_alive():
+                        if (kind == "dead" and self.workers.get(w.index) is w
+                                and not w.proc.is_alive()):
                             self._on_worker_frame_if_ready(w)
                             self._on_worker_death(w)
                 self._feed()
@@ -264,6 +302,18 @@ class Manager:
         finally:
             self._shutdown()
         return 0
+
+    def _poller(self) -> tuple[zmq.Poller, dict[int, tuple[str, Worker]]]:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        by_fd: dict[int, tuple[str, Worker]] = {}
+        for w in self.workers.values():
+            poller.register(w.conn.fileno(), zmq.POLLIN)
+            by_fd[w.conn.fileno()] = ("conn", w)
+            poller.register(w.proc.sentinel, zmq.POLLIN)
+            by_fd[w.proc.sentinel] = ("dead", w)
+        self._workers_changed = False
+        return poller, by_fd
 
     def _on_worker_frame_if_ready(self, w: Worker) -> None:
         """A worker may have sent its result just before it died: keep it."""
@@ -286,7 +336,7 @@ class Manager:
             self._send(m.Drain(reason="walltime ends soon"))
         if now - self.last_sent >= o.heartbeat_period_s:
             self._send(m.Heartbeat(sent_at=time.time()))
-        if self.draining and not self.queue and not any(w.task for w in self.workers.values()):
+        if self.draining and not self._held():
             self.stopping = True
 
     def _shutdown(self) -> None:

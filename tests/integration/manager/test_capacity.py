@@ -1,0 +1,158 @@
+"""A real manager (2 workers) against a test's own interchange socket: its
+capacity grows for short tasks and falls back for long ones, credits add up, and
+a task waiting in the pipe of a worker that dies is run elsewhere, not lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import zmq
+
+from funcx_flows import messages as m
+from funcx_flows import serialize
+from funcx_flows.endpoint.manager import DEEP_PER_WORKER
+from funcx_flows.localstack import stop_process
+
+WORKERS = 2
+PREFETCH = 2
+
+
+def square(x):
+    return x * x
+
+
+def nap(x):
+    import time
+
+    time.sleep(0.05)
+    return x
+
+
+def die(x):
+    import os
+
+    os._exit(3)
+
+
+@dataclass
+class FakeInterchange:
+    """Keeps the books the interchange keeps: credits granted, tasks out."""
+
+    router: zmq.Socket
+    ident: bytes = b""
+    credit: int = 0
+    out: set[str] = field(default_factory=set)
+    results: dict[str, m.TaskResult] = field(default_factory=dict)
+    repeats: int = 0
+    most_held: int = 0  # the most tasks the manager held plus credits it had granted
+    decoder: m.Decoder = field(default_factory=lambda: m.Decoder(m.MANAGER_TO_INTERCHANGE))
+
+    def receive(self, timeout: float) -> None:
+        if not self.router.poll(int(timeout * 1000)):
+            return
+        while self.router.poll(0):
+            ident, frame = self.router.recv_multipart()
+            msg = self.decoder.decode(frame)
+            if isinstance(msg, m.ManagerRegister):
+                self.ident = ident
+            elif isinstance(msg, m.Ready):
+                self.credit += msg.free
+            elif isinstance(msg, m.Results):
+                self.credit += msg.free
+                for r in msg.results:
+                    if r.task_id in self.results:
+                        self.repeats += 1
+                    self.results[r.task_id] = r
+                    self.out.discard(r.task_id)
+            self.most_held = max(self.most_held, self.credit + len(self.out))
+
+    def send(self, fn: object, args: list[object]) -> list[str]:
+        """As many calls as the credit allows now; their task ids."""
+        body = serialize.pack_function(fn)
+        specs = [m.TaskSpec(task_id=str(uuid.uuid4()), function_id=fn.__name__,  # type: ignore[attr-defined]
+                            function=body, payload=serialize.pack_call((a,), {}))
+                 for a in args[:self.credit]]
+        if specs:
+            self.credit -= len(specs)
+            self.out.update(s.task_id for s in specs)
+            self.router.send_multipart([self.ident, m.encode(m.Tasks(tasks=specs))])
+        return [s.task_id for s in specs]
+
+    def run_all(self, fn: object, args: list[object], timeout: float = 60) -> list[str]:
+        ids: list[str] = []
+        todo = list(args)
+        deadline = time.monotonic() + timeout
+        while todo or self.out:
+            assert time.monotonic() < deadline, f"{len(self.out)} tasks never came back"
+            sent = self.send(fn, todo)
+            todo = todo[len(sent):]
+            ids += sent
+            self.receive(0.2)
+        return ids
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[FakeInterchange]:
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "funcx_flows.endpoint.manager", "--interchange",
+         f"tcp://127.0.0.1:{port}", "--block-id", "b", "--workers", str(WORKERS),
+         "--prefetch", str(PREFETCH), "--heartbeat-threshold", "600"],
+        stdout=(tmp_path / "manager.log").open("wb"), stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL)
+    ix = FakeInterchange(router)
+    try:
+        deadline = time.monotonic() + 30
+        while not ix.ident or not ix.credit:
+            assert time.monotonic() < deadline, "the manager never registered"
+            ix.receive(0.5)
+        yield ix
+        router.send_multipart([ix.ident, m.encode(m.Shutdown(reason="done"))])
+        assert proc.wait(30) == 0
+    finally:
+        stop_process(proc)
+        router.close()
+        ctx.term()
+
+
+def test_capacity_follows_the_tasks_length(manager: FakeInterchange):
+    ix = manager
+    assert ix.credit == WORKERS + PREFETCH  # before any task: the configured capacity
+    ids = ix.run_all(square, list(range(2000)))
+    assert [serialize.unpack(ix.results[t].data) for t in ids] == [i * i for i in range(2000)]
+    assert ix.repeats == 0
+    # short tasks: it asked for more, and never for more than its deep capacity
+    assert ix.most_held == WORKERS * DEEP_PER_WORKER
+    # long tasks: it uses what it granted, then asks only for its configured capacity
+    ids = ix.run_all(nap, list(range(60)))
+    assert sorted(serialize.unpack(ix.results[t].data) for t in ids) == list(range(60))
+    assert ix.credit == WORKERS + PREFETCH
+
+
+def test_a_task_waiting_in_a_dead_workers_pipe_runs_elsewhere(manager: FakeInterchange):
+    ix = manager
+    ix.run_all(square, list(range(200)))  # short tasks: two in each worker's pipe
+    deadline = time.monotonic() + 30
+    while ix.credit < 8:
+        assert time.monotonic() < deadline
+        ix.receive(0.2)
+    fatal = ix.send(die, [0])
+    rest = ix.send(square, list(range(1, 8)))
+    assert len(rest) == 7
+    while ix.out:
+        assert time.monotonic() < deadline, f"{len(ix.out)} tasks never came back"
+        ix.receive(0.2)
+    lost = ix.results[fatal[0]]
+    assert not lost.ok and lost.error is not None and lost.error.code == "worker_lost"
+    assert [serialize.unpack(ix.results[t].data) for t in rest] == [i * i for i in range(1, 8)]
+    assert ix.repeats == 0
