@@ -216,6 +216,9 @@ class Interchange:
                     self._finish(r)
         elif isinstance(msg, m.TaskStates):
             self.states.extend(s for s in msg.states if s.task_id in mgr.tasks)
+        elif isinstance(msg, m.Requeue):
+            back = [mgr.tasks.pop(t) for t in msg.task_ids if t in mgr.tasks]
+            self.pending.extendleft(reversed(back))
         elif isinstance(msg, m.Drain):
             mgr.draining = True
             self._update_ready(mgr)

@@ -13,8 +13,10 @@ configured ``workers + prefetch``. For shorter ones every message, pipe write
 and wake-up costs more than the task, so it holds up to DEEP_PER_WORKER tasks per
 worker, and keeps a second task in each worker's pipe, which the worker starts
 the moment it sends its result. What can wait behind a slow task is bounded by
-that (at most ~SHORT_TASK_S x DEEP_PER_WORKER per worker while the average holds),
-and a task waiting in the pipe of a worker that dies goes back to the queue.
+that: when a task has run LONG_RUNNING_S, or the average rises, the manager
+sends what it holds beyond its configured capacity back to the interchange
+(``Requeue``), for other managers; a task waiting in the pipe of a worker that
+dies goes back to the queue.
 
 Run as ``python -m funcx_flows.endpoint.manager --interchange tcp://HOST:PORT ...``.
 It imports neither Prefect nor the service: it must start fast on a compute node.
@@ -47,6 +49,7 @@ from funcx_flows.errors import ProtocolError
 log = logging.getLogger("funcx_flows.manager")
 SHORT_TASK_S = 0.002
 DEEP_PER_WORKER = 16
+LONG_RUNNING_S = 0.02  # a task running this long shows that the tasks are not short now
 RUN_TIME_WEIGHT = 0.2  # of the newest task in the moving average of run times
 _fork = multiprocessing.get_context("fork")
 PARENT_PID_ENV = "FUNCX_FLOWS_MANAGER_PARENT_PID"
@@ -58,6 +61,7 @@ class Worker:
     proc: Any  # multiprocessing Process
     conn: Connection
     tasks: list[m.TaskSpec] = field(default_factory=list)  # in its pipe; the first runs
+    head_since: float = 0.0  # when the first of ``tasks`` was sent or came to the head
 
 
 @dataclass
@@ -139,7 +143,8 @@ class Manager:
                 except OSError:
                     continue  # its death is noticed by the sentinel
                 if slot == 0:
-                    self.started[spec.task_id] = (time.time(), self.turn)
+                    w.head_since = time.time()
+                    self.started[spec.task_id] = (w.head_since, self.turn)
 
     def _on_worker_frame(self, w: Worker) -> None:
         try:
@@ -157,7 +162,8 @@ class Manager:
                 self.run_time_s = took if self.run_time_s is None else (
                     (1 - RUN_TIME_WEIGHT) * self.run_time_s + RUN_TIME_WEIGHT * took)
         if w.tasks and w.tasks[0].task_id not in self.started:
-            self.started[w.tasks[0].task_id] = (time.time(), self.turn)  # it runs now
+            w.head_since = time.time()  # it runs now
+            self.started[w.tasks[0].task_id] = (w.head_since, self.turn)
 
     def _on_worker_death(self, w: Worker, cancelled: bool = False) -> None:
         w.proc.join(1)
@@ -219,8 +225,22 @@ class Manager:
         self.sock.send(m.encode(msg), copy=False)
         self.last_sent = time.monotonic()
 
+    def _give_back(self) -> None:
+        """Tasks turned long: what is held beyond the capacity and still queued here
+        (not in a worker's pipe) goes back to the interchange, newest first."""
+        if self.short_tasks:
+            busy = [w.head_since for w in self.workers.values() if w.tasks]
+            running_for = time.time() - min(busy) if busy else 0.0
+            if running_for >= LONG_RUNNING_S:
+                self.run_time_s = running_for
+        excess = min(self._held() - self.capacity(), len(self.queue))
+        if excess > 0 and not self.short_tasks:
+            back = [self.queue.pop() for _ in range(excess)]
+            self._send(m.Requeue(task_ids=[t.task_id for t in reversed(back)]))
+
     def _flush(self) -> None:
         self.turn += 1
+        self._give_back()
         due = [t for t, (_, turn) in self.started.items() if turn < self.turn - 1]
         if due:  # still running a whole turn later: now they are worth a message
             self._send(m.TaskStates(states=[
@@ -268,8 +288,10 @@ class Manager:
             while not self.stopping:
                 if self._workers_changed:
                     poller, by_fd = self._poller()
-                # a "running" state waiting for its turn goes out within 50 ms
-                events = dict(poller.poll(50 if self.started else period_ms))
+                # a "running" state waiting for its turn goes out within 50 ms, and
+                # short tasks that turned long are noticed as soon
+                watch = self.started or (self.short_tasks and self._held())
+                events = dict(poller.poll(50 if watch else period_ms))
                 if self.stopping:  # SIGTERM arrived: the pilot ends; leave it to Bye
                     break
                 if self.sock in events:

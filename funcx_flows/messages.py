@@ -211,6 +211,14 @@ class Ready(Message, tag="ready", kw_only=True):
     free: int
 
 
+class Requeue(Message, tag="requeue", kw_only=True):
+    """Manager -> interchange: these tasks (queued here, not started) should go to
+    other managers: they turned out long, and this manager holds more than it can
+    start soon. The interchange puts them back at the head of its queue."""
+
+    task_ids: list[str]
+
+
 class Drain(Message, tag="drain", kw_only=True):
     """Manager -> interchange: I take no more tasks (walltime near or shutting down)."""
 
@@ -229,7 +237,7 @@ AGENT_TO_INTERCHANGE = Union[Tasks, Cancel, Heartbeat, Shutdown]  # noqa: UP007
 INTERCHANGE_TO_AGENT = Union[TaskStates, Results, EndpointStatus, Heartbeat]  # noqa: UP007
 INTERCHANGE_TO_MANAGER = Union[Tasks, Cancel, Heartbeat, Shutdown]  # noqa: UP007
 MANAGER_TO_INTERCHANGE = Union[  # noqa: UP007
-    ManagerRegister, Ready, TaskStates, Results, Heartbeat, Drain, Bye
+    ManagerRegister, Ready, TaskStates, Results, Requeue, Heartbeat, Drain, Bye
 ]
 
 _encoder = msgspec.msgpack.Encoder()

@@ -1,6 +1,7 @@
 """A real manager (2 workers) against a test's own interchange socket: its
-capacity grows for short tasks and falls back for long ones, credits add up, and
-a task waiting in the pipe of a worker that dies is run elsewhere, not lost."""
+capacity grows for short tasks and falls back for long ones, credits add up, what
+it holds beyond its capacity when tasks turn long comes back for other managers,
+and a task waiting in the pipe of a worker that dies is run elsewhere, not lost."""
 
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def nap(x):
     return x
 
 
+def snooze(x):
+    import time
+
+    time.sleep(0.5)
+    return x
+
+
 def die(x):
     import os
 
@@ -43,14 +51,18 @@ def die(x):
 
 @dataclass
 class FakeInterchange:
-    """Keeps the books the interchange keeps: credits granted, tasks out."""
+    """Keeps the books the interchange keeps: credits granted, tasks out, tasks to
+    send again (``Requeue``), at the head of its queue."""
 
     router: zmq.Socket
     ident: bytes = b""
     credit: int = 0
     out: set[str] = field(default_factory=set)
+    queue: list[m.TaskSpec] = field(default_factory=list)
+    specs: dict[str, m.TaskSpec] = field(default_factory=dict)
     results: dict[str, m.TaskResult] = field(default_factory=dict)
     repeats: int = 0
+    requeued: list[str] = field(default_factory=list)
     most_held: int = 0  # the most tasks the manager held plus credits it had granted
     decoder: m.Decoder = field(default_factory=lambda: m.Decoder(m.MANAGER_TO_INTERCHANGE))
 
@@ -64,6 +76,10 @@ class FakeInterchange:
                 self.ident = ident
             elif isinstance(msg, m.Ready):
                 self.credit += msg.free
+            elif isinstance(msg, m.Requeue):
+                self.requeued += msg.task_ids
+                self.out.difference_update(msg.task_ids)
+                self.queue[:0] = [self.specs[t] for t in msg.task_ids]
             elif isinstance(msg, m.Results):
                 self.credit += msg.free
                 for r in msg.results:
@@ -73,12 +89,18 @@ class FakeInterchange:
                     self.out.discard(r.task_id)
             self.most_held = max(self.most_held, self.credit + len(self.out))
 
-    def send(self, fn: object, args: list[object]) -> list[str]:
-        """As many calls as the credit allows now; their task ids."""
+    def add(self, fn: object, args: list[object]) -> list[str]:
         body = serialize.pack_function(fn)
         specs = [m.TaskSpec(task_id=str(uuid.uuid4()), function_id=fn.__name__,  # type: ignore[attr-defined]
                             function=body, payload=serialize.pack_call((a,), {}))
-                 for a in args[:self.credit]]
+                 for a in args]
+        self.specs.update((s.task_id, s) for s in specs)
+        self.queue += specs
+        return [s.task_id for s in specs]
+
+    def send(self) -> list[str]:
+        """As many queued tasks as the credit allows now; their ids."""
+        specs, self.queue = self.queue[:self.credit], self.queue[self.credit:]
         if specs:
             self.credit -= len(specs)
             self.out.update(s.task_id for s in specs)
@@ -86,14 +108,11 @@ class FakeInterchange:
         return [s.task_id for s in specs]
 
     def run_all(self, fn: object, args: list[object], timeout: float = 60) -> list[str]:
-        ids: list[str] = []
-        todo = list(args)
+        ids = self.add(fn, args)
         deadline = time.monotonic() + timeout
-        while todo or self.out:
+        while self.queue or self.out:
             assert time.monotonic() < deadline, f"{len(self.out)} tasks never came back"
-            sent = self.send(fn, todo)
-            todo = todo[len(sent):]
-            ids += sent
+            self.send()
             self.receive(0.2)
         return ids
 
@@ -146,13 +165,37 @@ def test_a_task_waiting_in_a_dead_workers_pipe_runs_elsewhere(manager: FakeInter
     while ix.credit < 8:
         assert time.monotonic() < deadline
         ix.receive(0.2)
-    fatal = ix.send(die, [0])
-    rest = ix.send(square, list(range(1, 8)))
-    assert len(rest) == 7
+    fatal = ix.add(die, [0])
+    rest = ix.add(square, list(range(1, 8)))
+    assert len(ix.send()) == 8
     while ix.out:
         assert time.monotonic() < deadline, f"{len(ix.out)} tasks never came back"
         ix.receive(0.2)
     lost = ix.results[fatal[0]]
     assert not lost.ok and lost.error is not None and lost.error.code == "worker_lost"
     assert [serialize.unpack(ix.results[t].data) for t in rest] == [i * i for i in range(1, 8)]
+    assert ix.repeats == 0
+
+
+def test_tasks_that_turn_long_go_back_for_other_managers(manager: FakeInterchange):
+    ix = manager
+    ix.run_all(square, list(range(500)))  # short: it granted its deep capacity
+    deadline = time.monotonic() + 30
+    while ix.credit < WORKERS * DEEP_PER_WORKER:
+        assert time.monotonic() < deadline
+        ix.receive(0.2)
+    ids = ix.add(snooze, list(range(20)))
+    assert len(ix.send()) == 20
+    # before the first of them ends, it sees that they run long and sends back what
+    # it holds beyond its configured capacity, not started
+    while len(ix.requeued) < 20 - (WORKERS + PREFETCH):
+        assert time.monotonic() < deadline, f"only {len(ix.requeued)} came back"
+        ix.receive(0.05)
+    assert not ix.results.keys() & set(ids)
+    assert ix.requeued == ids[WORKERS + PREFETCH:]
+    while ix.queue or ix.out:  # sent again (here, to the same manager): each runs once
+        assert time.monotonic() < deadline, f"{len(ix.out)} tasks never came back"
+        ix.send()
+        ix.receive(0.2)
+    assert sorted(serialize.unpack(ix.results[t].data) for t in ids) == list(range(20))
     assert ix.repeats == 0
