@@ -51,6 +51,10 @@ SHORT_TASK_S = 0.002
 DEEP_PER_WORKER = 16
 LONG_RUNNING_S = 0.02  # a task running this long shows that the tasks are not short now
 RUN_TIME_WEIGHT = 0.2  # of the newest task in the moving average of run times
+# A task goes into the pipe of a busy worker only if it fits in the pipe's buffer
+# (64 KiB on Linux) at once: a larger write would block until the worker reads,
+# while the worker may be blocked writing a large result back (both stuck).
+PIPE_SAFE_BYTES = 32 * 1024
 _fork = multiprocessing.get_context("fork")
 PARENT_PID_ENV = "FUNCX_FLOWS_MANAGER_PARENT_PID"
 
@@ -136,10 +140,13 @@ class Manager:
                     return
                 if len(w.tasks) != slot:
                     continue
+                frame = m.encode(m.Tasks(tasks=[self.queue[0]]))
+                if slot and len(frame) > PIPE_SAFE_BYTES:
+                    return  # it waits here for an idle worker (see PIPE_SAFE_BYTES)
                 spec = self.queue.popleft()
                 w.tasks.append(spec)
                 try:
-                    w.conn.send_bytes(m.encode(m.Tasks(tasks=[spec])))
+                    w.conn.send_bytes(frame)
                 except OSError:
                     continue  # its death is noticed by the sentinel
                 if slot == 0:

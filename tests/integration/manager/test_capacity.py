@@ -36,6 +36,10 @@ def nap(x):
     return x
 
 
+def echo(x):
+    return x
+
+
 def snooze(x):
     import time
 
@@ -198,4 +202,16 @@ def test_tasks_that_turn_long_go_back_for_other_managers(manager: FakeInterchang
         ix.send()
         ix.receive(0.2)
     assert sorted(serialize.unpack(ix.results[t].data) for t in ids) == list(range(20))
+    assert ix.repeats == 0
+
+
+def test_large_arguments_and_results_after_short_tasks(manager: FakeInterchange):
+    """A busy worker's pipe takes only what fits in its buffer: a large task written
+    behind a running one could block while that worker blocks writing its large
+    result (a deadlock the payload benchmark met)."""
+    ix = manager
+    ix.run_all(square, list(range(300)))
+    blobs = [bytes([i]) * (1024 * 1024) for i in range(12)]
+    ids = ix.run_all(echo, blobs, timeout=60)
+    assert [serialize.unpack(ix.results[t].data) for t in ids] == blobs
     assert ix.repeats == 0
