@@ -1,7 +1,7 @@
 """One interchange, thousands of worker slots: how fast does it place tasks?
 
-A real ``Interchange`` runs as a thread of this process, fed over an inproc PAIR
-as the agent feeds it; simulated managers (``funcx_flows.endpoint.simulated``:
+A real ``Interchange``, driven by a thread of this process as the agent's loop
+drives it, is fed over an inproc PAIR; simulated managers (``funcx_flows.endpoint.simulated``:
 DEALER sockets that speak the manager protocol and answer every task at once)
 live in a few other processes. No service, no workers: what is measured is the
 interchange's own dispatch rate, end to end from the first task fed to the last
