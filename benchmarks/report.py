@@ -104,6 +104,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         panels += [("no-op round trip (ms)", [("min", "lat_min_us"), ("median", "lat_median_us"),
                                               ("p99", "lat_p99_us")], 1e3),
                    ("no-op tasks/s (all at once)", [("tasks/s", "tp_tasks_per_s")], 1.0),
+                   ("sleep(10 ms) efficiency, 2 workers", [("efficiency", "sleep_efficiency")],
+                    1.0),
                    ("peak PSS, whole process tree (MiB)", [("PSS", "peak_pss_mib")], 1.0)]
     if _has(summary, payload.METRICS):
         panels += [("payload round trip, median (ms)",
