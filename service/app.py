@@ -32,6 +32,7 @@ from funcx_flows.service.store import Store
 
 log = logging.getLogger(__name__)
 TRIM_PERIOD_S = 30.0  # how often the service hands freed heap back to the OS
+CHECKPOINT_PERIOD_S = 0.5  # the SQLite WAL copied into the database (a background thread)
 
 _STATUS_CODES = {400: "invalid_request", 401: "authentication_failed", 403: "permission_denied",
                  404: "not_found", 405: "invalid_request", 409: "conflict",
@@ -87,11 +88,13 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
                                            "zmq_url": zmq_url, "started_at": time.time()}))
         purge = asyncio.create_task(_purge_loop(store, settings))
         trim = asyncio.create_task(_trim_loop())
+        checkpoint = asyncio.create_task(_checkpoint_loop(store))
         try:
             yield
         finally:
             purge.cancel()
             trim.cancel()
+            checkpoint.cancel()
             await dispatcher.stop()
             if public_url:
                 with contextlib.suppress(OSError, ValueError):
@@ -154,6 +157,25 @@ async def _purge_loop(store: Store, settings: ServiceSettings) -> None:
                 log.info("purged %d finished tasks older than the retention", n)
         except Exception:
             log.exception("purge failed")
+
+
+async def _checkpoint_loop(store: Store, period: float = CHECKPOINT_PERIOD_S) -> None:
+    """SQLite's WAL copied into the database in a worker thread (see Store.checkpoint)."""
+    if store.engine.url.get_backend_name() != "sqlite":
+        return
+    failing = ""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await asyncio.to_thread(store.checkpoint)
+        except Exception as exc:  # a full disk, say: the backstop still bounds the WAL
+            if str(exc) != failing:  # said once, not twice a second
+                log.warning("WAL checkpoint failed: %s", exc)
+            failing = str(exc)
+        else:
+            if failing:
+                log.info("WAL checkpoints work again")
+            failing = ""
 
 
 async def _trim_loop(period: float = TRIM_PERIOD_S) -> None:

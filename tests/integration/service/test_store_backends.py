@@ -206,3 +206,27 @@ def test_an_older_database_gains_new_columns_and_indexes(tmp_path):
     assert "memo_key" in columns and kept == 1
     assert {"ix_tasks_owner_state", "ix_tasks_endpoint_state"} <= indexes
     engine.dispose()
+
+
+def test_sqlite_checkpoints_leave_the_wal_copied(tmp_path):
+    """The service's background checkpoint (SQLite's own only as a 16,000-page
+    backstop) copies committed pages of the WAL into the database file."""
+    from funcx_flows.service.db import WAL_BACKSTOP_PAGES
+
+    path = tmp_path / "service.db"
+    engine = make_engine(f"sqlite:///{path}")
+    store = Store(engine)
+    store.create_schema()
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == WAL_BACKSTOP_PAGES
+    for _ in range(50):
+        ids, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                          "payload": b"x" * 5000}], online={eid})
+        store.complete(eid, [m.TaskResult(task_id=ids[0], ok=True, data=b"r" * 5000)])
+    before = path.stat().st_size  # the tasks are in the WAL only, so far
+    store.checkpoint()
+    assert path.stat().st_size >= before + 50 * 5000
+    engine.dispose()

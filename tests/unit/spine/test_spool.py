@@ -77,3 +77,20 @@ def test_a_spool_of_an_earlier_version_is_read(tmp_path):
     spool.add([big(1)])
     assert {r.task_id for b in spool.batches() for r in b} == {"t5", "big1"}
     spool.close()
+
+
+def test_the_spools_own_thread_checkpoints_and_stops_with_it(tmp_path):
+    import time
+
+    from funcx_flows.endpoint.spool import CHECKPOINT_PERIOD_S
+
+    path = tmp_path / "spool.db"
+    spool = Spool(path)
+    spool.add([m.TaskResult(task_id=f"t{i}", ok=True, data=b"r" * 4000) for i in range(100)])
+    before = path.stat().st_size  # in the WAL so far
+    deadline = time.monotonic() + 10 * CHECKPOINT_PERIOD_S + 5
+    while path.stat().st_size < before + 100 * 4000:
+        assert time.monotonic() < deadline, "the WAL was never copied into the spool"
+        time.sleep(0.05)
+    spool.close()
+    assert not spool._checkpointer.is_alive()
