@@ -78,6 +78,9 @@ class Interchange:
             self.port = self.sock.bind_to_random_port(f"tcp://{bind_host}")
         self.pending: collections.deque[m.TaskSpec] = collections.deque()
         self.known: set[str] = set()  # task ids queued or on a manager
+        # cancelled while on a manager, whose answer has not come: if the manager hands
+        # them back (Requeue) or is lost, they end as cancelled, not queued again
+        self.cancelling: set[str] = set()
         self.managers: dict[str, ManagerState] = {}
         # The same managers, ordered for the loop's questions (see the module docstring).
         self._ready: dict[str, ManagerState] = {}  # free > 0 and not draining
@@ -154,11 +157,18 @@ class Interchange:
         for mgr in self.managers.values():
             ids = [t for t in mgr.tasks if t in wanted]
             if ids:
+                self.cancelling.update(ids)
                 self._send_manager(mgr.manager_id, m.Cancel(task_ids=ids))
 
     def _finish(self, result: m.TaskResult) -> None:
         self.known.discard(result.task_id)
+        self.cancelling.discard(result.task_id)
         self.results.append(result)
+
+    def _finish_cancelled(self, spec: m.TaskSpec) -> None:
+        self._finish(m.TaskResult(
+            task_id=spec.task_id, ok=False, attempts=spec.attempt,
+            error=m.ErrorInfo(code="cancelled", message="cancelled by the user")))
 
     # ----------------------------------------------------------- managers --
 
@@ -210,7 +220,8 @@ class Interchange:
                 if spec is None:
                     continue
                 if (not r.ok and r.error is not None and r.error.code in SYSTEM_FAILURES
-                        and spec.attempt < self.max_retries):
+                        and spec.attempt < self.max_retries
+                        and spec.task_id not in self.cancelling):
                     self._retry(spec, r.error.message)
                 else:
                     self._finish(r)
@@ -218,7 +229,11 @@ class Interchange:
             self.states.extend(s for s in msg.states if s.task_id in mgr.tasks)
         elif isinstance(msg, m.Requeue):
             back = [mgr.tasks.pop(t) for t in msg.task_ids if t in mgr.tasks]
-            self.pending.extendleft(reversed(back))
+            for spec in reversed(back):  # to the head of the queue, in their order
+                if spec.task_id in self.cancelling:
+                    self._finish_cancelled(spec)
+                else:
+                    self.pending.appendleft(spec)
         elif isinstance(msg, m.Drain):
             mgr.draining = True
             self._update_ready(mgr)
@@ -238,7 +253,9 @@ class Interchange:
         if mgr.tasks:
             self.errors.append(f"{time.strftime('%H:%M:%S')} {why} with {len(mgr.tasks)} tasks")
         for spec in mgr.tasks.values():
-            if spec.attempt < self.max_retries:
+            if spec.task_id in self.cancelling:
+                self._finish_cancelled(spec)
+            elif spec.attempt < self.max_retries:
                 self._retry(spec, why)
             else:
                 self._finish(m.TaskResult(
