@@ -105,9 +105,6 @@ class Interchange:
                 self.known.add(spec.task_id)
                 self.pending.append(spec)
 
-    def cancel(self, task_ids: list[str]) -> None:
-        self._cancel(task_ids)
-
     def on_readable(self) -> None:
         """Handle what managers sent (up to 1000 frames a call)."""
         for _ in range(1000):
@@ -141,16 +138,15 @@ class Interchange:
             self._send_manager(mid, m.Shutdown(reason="endpoint stopping"))
         self.sock.close(linger=500)
 
-    def _cancel(self, task_ids: list[str]) -> None:
+    def cancel(self, task_ids: list[str]) -> None:
+        """Queued tasks end cancelled now; managers holding one are told."""
         wanted = set(task_ids) & self.known
         if not wanted:
             return
         kept: collections.deque[m.TaskSpec] = collections.deque()
         for spec in self.pending:
             if spec.task_id in wanted:
-                self._finish(m.TaskResult(
-                    task_id=spec.task_id, ok=False, attempts=spec.attempt,
-                    error=m.ErrorInfo(code="cancelled", message="cancelled by the user")))
+                self._finish_cancelled(spec)
             else:
                 kept.append(spec)
         self.pending = kept

@@ -241,7 +241,7 @@ class Manager:
             if running_for >= LONG_RUNNING_S:
                 self.run_time_s = running_for
         excess = min(self._held() - self.capacity(), len(self.queue))
-        if excess > 0 and not self.short_tasks:
+        if excess > 0:
             back = [self.queue.pop() for _ in range(excess)]
             self._send(m.Requeue(task_ids=[t.task_id for t in reversed(back)]))
 

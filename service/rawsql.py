@@ -11,7 +11,8 @@ out as SQLAlchemy's ``DBAPIError``, like any other statement's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -44,38 +45,31 @@ class InStatement:
                                      dialect) for n in IN_SIZES}
 
 
-def _cursor(conn: Connection) -> Any:
-    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-
-
-def _wrapped(conn: Connection, stmt: Statement, exc: Exception) -> Exception:
-    """The driver's error as SQLAlchemy would have raised it (OperationalError,
-    IntegrityError...: subclasses of DBAPIError)."""
-    return DBAPIError.instance(stmt.sql, None, exc, conn.dialect.loaded_dbapi.Error,
-                               dialect=conn.dialect)
+@contextlib.contextmanager
+def _cursor(conn: Connection, stmt: Statement) -> Iterator[Any]:
+    """A DB-API cursor of ``conn``'s connection; a driver error comes out as
+    SQLAlchemy would have raised it (OperationalError, IntegrityError...)."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cur
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(stmt.sql, None, exc, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from exc
+    finally:
+        cur.close()
 
 
 def execute(conn: Connection, stmt: Statement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """Run ``stmt`` once; the rows it returns (if any)."""
-    cur = _cursor(conn)
-    try:
+    with _cursor(conn, stmt) as cur:
         cur.execute(stmt.sql, stmt.args(params))
         return list(cur.fetchall()) if cur.description is not None else []
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, stmt, exc) from exc
-    finally:
-        cur.close()
 
 
 def execute_many(conn: Connection, stmt: Statement,
                  params: Iterable[Mapping[str, Any]]) -> None:
-    cur = _cursor(conn)
-    try:
+    with _cursor(conn, stmt) as cur:
         cur.executemany(stmt.sql, [stmt.args(p) for p in params])
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, stmt, exc) from exc
-    finally:
-        cur.close()
 
 
 def select_in(conn: Connection, stmt: InStatement, ids: Sequence[str],
