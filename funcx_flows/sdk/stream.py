@@ -22,11 +22,10 @@ from urllib.parse import urlencode
 
 import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.sync.client import connect
-from websockets.sync.connection import Connection
 
 from funcx_flows.errors import error_from_code
 from funcx_flows.retry import Backoff, RetryPolicy
+from funcx_flows.sdk.wsconn import WsConnection
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class ResultStream:
         self._retry = retry or RetryPolicy(initial=0.05, max_delay=5.0)
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._ws: Connection | None = None
+        self._ws: WsConnection | None = None
         self._lock = threading.Lock()
         self.last_seq = 0
         self.reconnects = 0
@@ -85,15 +84,17 @@ class ResultStream:
             try:
                 # no per-message deflate: it costs more CPU than it saves on loopback
                 # and LAN links, and the records are mostly base64 of pickles
-                with connect(self._url(), additional_headers=self._headers, max_size=None,
-                             compression=None, open_timeout=10, close_timeout=1) as ws:
-                    with self._lock:
-                        self._ws = ws
+                ws = WsConnection.open(self._url(), self._headers, timeout=10)
+                with self._lock:
+                    self._ws = ws
+                try:
                     if self._stop.is_set():
                         return
                     self._connected.set()
                     backoff.succeeded()
                     self._receive(ws)
+                finally:
+                    ws.close()
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):
@@ -121,7 +122,7 @@ class ResultStream:
             self.reconnects += 1
             self._stop.wait(backoff.failed())
 
-    def _receive(self, ws: Connection) -> None:
+    def _receive(self, ws: WsConnection) -> None:
         while not self._stop.is_set():
             try:
                 frame = ws.recv()
