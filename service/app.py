@@ -81,6 +81,7 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
                                          groups=settings.globus_groups)
         app.state.parts = Parts(settings, store, hub, dispatcher,
                                 RateLimiter(settings.rate_limit_per_s), globus)
+        store.pin_connection()  # this thread: the event loop
         zmq_url = await dispatcher.start()
         info = settings.folder / "service.json"
         if public_url:
@@ -96,6 +97,7 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
             trim.cancel()
             checkpoint.cancel()
             await dispatcher.stop()
+            store.unpin_connection()
             if public_url:
                 with contextlib.suppress(OSError, ValueError):
                     if json.loads(info.read_text()).get("pid") == os.getpid():

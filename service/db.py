@@ -81,6 +81,10 @@ endpoints = Table(
     UniqueConstraint("owner_id", "name", name="uq_endpoint_owner_name"),
 )
 
+def _partial(name: str, columns: tuple[str, ...], where: str) -> Index:
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+
+
 tasks = Table(
     "tasks", metadata,
     Column("task_id", String(36), primary_key=True),
@@ -103,13 +107,19 @@ tasks = Table(
     Column("t_completed", Float),
     Column("memo_key", String(64)),  # sha256 of function id and payload, when memoized
     Index("ix_tasks_endpoint_state", "endpoint_id", "state"),
-    Index("ix_tasks_memo", "owner_id", "memo_key"),
-    Index("ix_tasks_owner_seq", "owner_id", "seq"),
     # the per-user limit of tasks in flight counts a user's active tasks on each
     # submission: without it, the count read every task the user has kept
     Index("ix_tasks_owner_state", "owner_id", "state"),
-    Index("ix_tasks_completed", "t_completed"),
+    # Partial: a task enters each only when it has the value looked up (a memo key,
+    # a completion sequence number, a completion time), so storing a task writes
+    # three index pages fewer, and finishing one that is not memoized one fewer.
+    # Queries on them name the indexed condition (``seq > 0``) or imply it.
+    _partial("ix_tasks_memo_key", ("owner_id", "memo_key"), "memo_key IS NOT NULL"),
+    _partial("ix_tasks_owner_done_seq", ("owner_id", "seq"), "seq > 0"),
+    _partial("ix_tasks_done_at", ("t_completed",), "t_completed IS NOT NULL"),
 )
+# Full indexes the partial ones above replace; dropped when found.
+_REPLACED_INDEXES = ("ix_tasks_memo", "ix_tasks_owner_seq", "ix_tasks_completed")
 
 # Who besides the owner may use a function or an endpoint (see service/sharing.py).
 shares = Table(
@@ -201,6 +211,9 @@ def create_schema(engine: Engine) -> None:
         for (table, column), ddl in _ADDED_COLUMNS.items():
             if column not in present[table]:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+    with engine.begin() as conn:
+        for name in _REPLACED_INDEXES:
+            conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
     for index in tasks.indexes:  # indexes added after the first release
         index.create(engine, checkfirst=True)
     with engine.begin() as conn:

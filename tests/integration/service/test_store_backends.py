@@ -194,6 +194,8 @@ def test_an_older_database_gains_new_columns_and_indexes(tmp_path):
                 payload BLOB, resources JSON, result BLOB, error JSON, stdout TEXT,
                 attempts INTEGER NOT NULL, t_received FLOAT, t_waiting FLOAT,
                 t_dispatched FLOAT, t_running FLOAT, t_completed FLOAT);
+            CREATE INDEX ix_tasks_owner_seq ON tasks (owner_id, seq);
+            CREATE INDEX ix_tasks_completed ON tasks (t_completed);
             INSERT INTO tasks (task_id, owner_id, function_id, endpoint_id, state, seq, attempts)
                 VALUES ('t1', 'u1', 'f1', 'e1', 'success', 1, 0);
         """)
@@ -204,7 +206,100 @@ def test_an_older_database_gains_new_columns_and_indexes(tmp_path):
         indexes = {r[1] for r in db.execute("PRAGMA index_list(tasks)")}
         kept = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
     assert "memo_key" in columns and kept == 1
-    assert {"ix_tasks_owner_state", "ix_tasks_endpoint_state"} <= indexes
+    assert {"ix_tasks_owner_state", "ix_tasks_endpoint_state", "ix_tasks_memo_key",
+            "ix_tasks_owner_done_seq", "ix_tasks_done_at"} <= indexes
+    assert not {"ix_tasks_owner_seq", "ix_tasks_completed"} & indexes  # replaced
+    engine.dispose()
+
+
+def test_lookups_use_their_partial_indexes(tmp_path):
+    """The statements the store runs for a memo lookup, a stream's replay and a purge,
+    captured as run, are planned by SQLite on the partial index made for each (a
+    memo lookup once took the (owner, state) index and read every success kept)."""
+    from sqlalchemy import event
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    store = Store(engine)
+    store.create_schema()
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body", memoize=True)
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    ids, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                      "payload": b"x"}], online={eid})
+    store.complete(eid, [m.TaskResult(task_id=ids[0], ok=True, data=b"r")])
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    _, _, finished = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                           "payload": b"x"}], online={eid})
+    assert len(finished) == 1  # answered from the memo
+    store.completed_after(alice.user_id, 0, None)
+    store.purge(older_than=0.0)
+    event.remove(engine, "before_cursor_execute", capture)
+
+    def plan(fragment: str) -> str:
+        statement, parameters = next((st, pa) for st, pa in seen if fragment in st)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            return " ".join(str(r[3]) for r in rows)
+
+    assert "ix_tasks_memo_key" in plan("tasks.memo_key IN")
+    assert "ix_tasks_owner_done_seq" in plan("tasks.seq >")
+    assert "ix_tasks_done_at" in plan("DELETE FROM tasks")
+    engine.dispose()
+
+
+def test_a_pinned_connection_serves_its_thread_and_recovers_from_an_error(tmp_path):
+    """The event loop's own SQLite connection: the same one across its transactions,
+    a failed transaction rolled back on it, other threads writing meanwhile."""
+    import threading
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    store = Store(engine)
+    store.create_schema()
+    store.pin_connection()
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    used: list[object] = []
+    event_conn = []
+
+    from sqlalchemy import event
+
+    def record(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        writes = statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+        if writes and threading.current_thread() is threading.main_thread():
+            used.append(conn.connection.dbapi_connection)
+
+    event.listen(engine, "before_cursor_execute", record)
+    ids, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                      "payload": b"x"}], online={eid})
+    bob = store.ensure_user("bob")
+    bfid, _ = store.register_function(bob, "f", "", b"FXF-body")
+    beid, _ = store.register_endpoint(bob, "ep", "b" * 40, {})
+    with pytest.raises(Conflict):  # its id is taken by another user's task: rolled back
+        store.submit(bob, [{"task_id": ids[0], "function_id": bfid, "endpoint_id": beid,
+                            "payload": b"x"}], online={beid})
+
+    def elsewhere() -> None:
+        other, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                            "payload": b"y"}], online={eid})
+        event_conn.append(other[0])
+
+    t = threading.Thread(target=elsewhere)
+    t.start()
+    rows = store.complete(eid, [m.TaskResult(task_id=ids[0], ok=True, data=b"r")])
+    t.join(10)
+    event.remove(engine, "before_cursor_execute", record)
+    assert [r["state"] for r in rows] == ["success"]
+    assert len(event_conn) == 1
+    assert len({id(c) for c in used}) == 1  # one connection for all of this thread's work
+    got = {r["task_id"]: r["state"] for r in store.fetch(alice, [ids[0], event_conn[0]])}
+    assert got == {ids[0]: "success", event_conn[0]: "dispatched"}
+    store.unpin_connection()
     engine.dispose()
 
 
