@@ -66,6 +66,11 @@ _TASK_COLUMNS = ("task_id", "owner_id", "function_id", "endpoint_id", "group_id"
 _ACTIVE_SQL = "state IN ({})".format(", ".join(f"'{s}'" for s in sorted(lc.ACTIVE)))
 
 
+# Batches up to this size insert first and look up taken ids only when one is
+# (Store._insert_first); larger ones look every id up first, then insert in one go.
+INSERT_FIRST_MAX = 8
+
+
 class _Hot:
     """The statements of every submission and every result (see rawsql.py)."""
 
@@ -79,15 +84,31 @@ class _Hot:
             "SELECT task_id, owner_id FROM tasks WHERE task_id IN ({ids})", dialect)
         self.active_of_owner = rawsql.Statement(
             f"SELECT count(*) FROM tasks WHERE owner_id = :uid AND {_ACTIVE_SQL}", dialect)
-        self.insert_task = rawsql.Statement(
-            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
-            f"VALUES ({', '.join(':' + c for c in _TASK_COLUMNS)})", dialect)
+        insert_task = (f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) "
+                       f"VALUES ({', '.join(':' + c for c in _TASK_COLUMNS)})")
+        self.insert_task = rawsql.Statement(insert_task, dialect)
+        self.insert_task_unless_taken = rawsql.Statement(
+            insert_task + " ON CONFLICT (task_id) DO NOTHING RETURNING task_id", dialect)
         self.next_seqs = rawsql.Statement(
             "UPDATE counters SET value = value + :n WHERE name = 'seq' RETURNING value", dialect)
         self.finish = rawsql.Statement(
             "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
             "error = :err, stdout = :out, attempts = :att, t_running = :tr, payload = NULL "
             "WHERE task_id = :tid", dialect)
+        self.finish_active_returning = rawsql.Statement(
+            "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
+            "error = :err, stdout = :out, attempts = :att, "
+            "t_running = COALESCE(t_running, :tr), payload = NULL "
+            f"WHERE task_id = :tid AND endpoint_id = :eid AND {_ACTIVE_SQL} "
+            f"RETURNING {', '.join(_FINISH_COLUMNS)}", dialect)
+
+
+def _error_fields(err: ErrorInfo | None) -> dict[str, Any] | None:
+    """A task's error as stored (a JSON column) and published."""
+    if err is None:
+        return None
+    return {"code": err.code, "message": err.message, "remote_type": err.remote_type,
+            "remote_traceback": err.remote_traceback}
 
 
 @dataclass(frozen=True)
@@ -484,38 +505,21 @@ class Store:
             self._check_usable(conn, user, "function", fids)
             self._check_usable(conn, user, "endpoint", eids)
             self._check_allowed(conn, items)
-            hot = self._hot
-            existing = {str(r[0]): str(r[1])
-                        for r in rawsql.select_in(conn, hot.owners_of_tasks, ids)}
-            if any(owner != user.user_id for owner in existing.values()):
-                raise Conflict("a task_id in this batch is already in use")
-            if max_in_flight:
-                active = rawsql.execute(conn, hot.active_of_owner, {"uid": user.user_id})[0][0]
-                new = len(ids) - len(existing)
-                if active + new > max_in_flight:
+            rows = [self._task_row(user, tid, t, online, now)
+                    for tid, t in zip(ids, items, strict=True)]
+            memo = self._memo_keys(conn, rows)
+            rows = (self._insert_first(conn, user, rows) if len(rows) <= INSERT_FIRST_MAX
+                    else self._insert_checked(conn, user, rows))
+            if max_in_flight:  # counted with the new rows (a refusal rolls them back)
+                active = rawsql.execute(conn, self._hot.active_of_owner,
+                                        {"uid": user.user_id})[0][0]
+                if active > max_in_flight:
                     raise RateLimited(
                         f"limit of {max_in_flight} tasks in flight per user reached "
-                        f"({active} unfinished, {new} more submitted)",
+                        f"({active - len(rows)} unfinished, {len(rows)} more submitted)",
                         limit="max_tasks_in_flight")
-            rows = []
-            for tid, t in zip(ids, items, strict=True):
-                if tid in existing:
-                    continue
-                eid = str(t["endpoint_id"])
-                state = lc.DISPATCHED if eid in online else lc.WAITING
-                rows.append({
-                    "task_id": tid, "owner_id": user.user_id,
-                    "function_id": str(t["function_id"]), "endpoint_id": eid,
-                    "group_id": t.get("group_id"), "state": state, "seq": 0,
-                    "payload": t["payload"], "resources": t.get("resources"),
-                    "attempts": 0, "t_received": now, "t_waiting": now,
-                    "t_dispatched": now if state == lc.DISPATCHED else None,
-                })
-            memo = self._memo_keys(conn, rows)
-            if rows:
-                rawsql.execute_many(conn, hot.insert_task, (
-                    {**r, "resources": None if r["resources"] is None
-                     else json.dumps(r["resources"])} for r in rows))
+            inserted = {r["task_id"] for r in rows}
+            memo = {t: k for t, k in memo.items() if t in inserted}
             finished = self._answer_from_memo(conn, user, rows, memo)
         done = {r["task_id"] for r in finished}
         bodies = self.function_bodies({r["function_id"] for r in rows})
@@ -524,6 +528,59 @@ class Store:
             if r["state"] == lc.DISPATCHED and r["task_id"] not in done:
                 to_send.setdefault(r["endpoint_id"], []).append(self._spec(r, bodies))
         return ids, to_send, finished
+
+    @staticmethod
+    def _task_row(user: User, task_id: str, t: Mapping[str, Any], online: set[str],
+                  now: float) -> dict[str, Any]:
+        eid = str(t["endpoint_id"])
+        state = lc.DISPATCHED if eid in online else lc.WAITING
+        return {
+            "task_id": task_id, "owner_id": user.user_id,
+            "function_id": str(t["function_id"]), "endpoint_id": eid,
+            "group_id": t.get("group_id"), "state": state, "seq": 0,
+            "payload": t["payload"], "resources": t.get("resources"),
+            "attempts": 0, "t_received": now, "t_waiting": now,
+            "t_dispatched": now if state == lc.DISPATCHED else None, "memo_key": None,
+        }
+
+    @staticmethod
+    def _insert_params(row: Mapping[str, Any]) -> dict[str, Any]:
+        res = row["resources"]
+        return {**row, "resources": None if res is None else json.dumps(res)}
+
+    def _insert_first(self, conn: Any, user: User,
+                      rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A small batch: each row inserted unless its id is taken (one statement
+        each, where looking the ids up first took one more); a taken id is looked up
+        afterwards: the user's own (a resubmission) is skipped, another's refused
+        (the transaction rolls back). Returns the rows inserted."""
+        fresh, taken = [], []
+        for r in rows:
+            if rawsql.execute(conn, self._hot.insert_task_unless_taken, self._insert_params(r)):
+                fresh.append(r)
+            else:
+                taken.append(r["task_id"])
+        if taken:
+            self._check_task_ids_own(conn, user, taken)
+        return fresh
+
+    def _insert_checked(self, conn: Any, user: User,
+                        rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A large batch: the ids looked up first, the new rows inserted in one go."""
+        existing = self._check_task_ids_own(conn, user, [r["task_id"] for r in rows])
+        fresh = [r for r in rows if r["task_id"] not in existing]
+        if fresh:
+            rawsql.execute_many(conn, self._hot.insert_task,
+                                (self._insert_params(r) for r in fresh))
+        return fresh
+
+    def _check_task_ids_own(self, conn: Any, user: User, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` exist; Conflict if any belongs to another user."""
+        existing = {str(r[0]): str(r[1])
+                    for r in rawsql.select_in(conn, self._hot.owners_of_tasks, ids)}
+        if any(owner != user.user_id for owner in existing.values()):
+            raise Conflict("a task_id in this batch is already in use")
+        return set(existing)
 
     def _memo_keys(self, conn: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
         """Set ``memo_key`` on rows of memoized functions; returns task id -> key."""
@@ -664,9 +721,7 @@ class Store:
             r.update(
                 state=end_state, seq=first + i, t_completed=now,
                 result=res.data if res is not None and res.ok else None,
-                error=None if err is None else {
-                    "code": err.code, "message": err.message,
-                    "remote_type": err.remote_type, "remote_traceback": err.remote_traceback},
+                error=_error_fields(err),
                 stdout=res.stdout if res is not None else "",
                 attempts=res.attempts if res is not None else r["attempts"],
             )
@@ -685,7 +740,32 @@ class Store:
         changed (owner_id included), ready to publish. Duplicates are ignored."""
         by_id = {r.task_id: r for r in results}
         with self._begin() as conn:
+            if len(by_id) <= INSERT_FIRST_MAX:
+                return self._complete_small(conn, endpoint_id, list(by_id.values()))
             return self._finish(conn, list(by_id), lc.FAILED, {}, by_id, endpoint_id)
+
+    def _complete_small(self, conn: Any, endpoint_id: str,
+                        results: Sequence[TaskResult]) -> list[dict[str, Any]]:
+        """A few results: each task updated if still active, its row read back by the
+        same statement (where reading first took one more). A duplicate leaves its
+        sequence number unused: they order, they need not be dense."""
+        first = self._next_seqs(conn, len(results))
+        now = time.time()
+        rows = []
+        for i, res in enumerate(results):
+            err = _error_fields(res.error)
+            data = res.data if res.ok else None
+            found = rawsql.execute(conn, self._hot.finish_active_returning, {
+                "tid": res.task_id, "eid": endpoint_id,
+                "s": lc.SUCCESS if res.ok else lc.FAILED, "q": first + i, "tc": now,
+                "res": data, "err": None if err is None else json.dumps(err),
+                "out": res.stdout, "att": res.attempts, "tr": res.started_at or None})
+            if found:
+                row = dict(zip(_FINISH_COLUMNS, found[0], strict=True))
+                row.update(seq=first + i, t_completed=now, result=data, error=err,
+                           stdout=res.stdout)
+                rows.append(row)
+        return rows
 
     def cancel(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         ids = [t for t in task_ids if _valid_uuid(t)]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from funcx_flows import messages as m
-from funcx_flows.errors import Conflict, NotFound, PermissionDenied
+from funcx_flows.errors import Conflict, NotFound, PermissionDenied, RateLimited
 from funcx_flows.service.db import make_engine
 from funcx_flows.service.store import Store, User
 
@@ -86,6 +86,38 @@ def test_a_batch_of_tasks_round_trips(store: Store):
                                            online={eid2})
     assert memo == [] and [s.task_id for s in to_send[eid2]] == [third]
     assert store.purge(older_than=1e12) == 52
+
+
+def test_a_refused_batch_stores_none_of_its_tasks(store: Store):
+    """Small batches insert first and check afterwards (Store._insert_first), large
+    ones check first: either way a refusal rolls the whole batch back."""
+    alice, bob = store.ensure_user("alice"), store.ensure_user("bob")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    bfid, _ = store.register_function(bob, "f", "", b"FXF-b")
+    beid, _ = store.register_endpoint(bob, "ep", "b" * 40, {})
+    taken, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                        "payload": b""}], online={eid})
+    for size in (3, 20):  # below and above INSERT_FIRST_MAX
+        fresh = [str(uuid.uuid4()) for _ in range(size - 1)]
+        batch = [{"task_id": t, "function_id": bfid, "endpoint_id": beid, "payload": b""}
+                 for t in [*fresh, taken[0]]]
+        with pytest.raises(Conflict):
+            store.submit(bob, batch, online={beid})
+        assert store.fetch(bob, fresh) == []
+        with pytest.raises(RateLimited) as info:
+            store.submit(bob, batch[:-1], online={beid},
+                         max_in_flight=size - 2)
+        assert info.value.details["limit"] == "max_tasks_in_flight"
+        assert f"0 unfinished, {size - 1} more submitted" in info.value.message
+        assert store.fetch(bob, fresh) == []
+    # within the limit it is taken; one more is refused and the rest kept
+    kept, _, _ = store.submit(bob, [{"function_id": bfid, "endpoint_id": beid,
+                                     "payload": b""}] * 1, online={beid}, max_in_flight=1)
+    with pytest.raises(RateLimited):
+        store.submit(bob, [{"function_id": bfid, "endpoint_id": beid, "payload": b""}],
+                     online={beid}, max_in_flight=1)
+    assert [r["task_id"] for r in store.fetch(bob, kept)] == kept
 
 
 def test_sharing_on_both_databases(store: Store):
@@ -175,6 +207,42 @@ def test_large_batches_resources_and_errors_round_trip(store: Store):
     assert failed["state"] == "failed" and failed["error"]["remote_type"] == "ValueError"
     assert store.get_task(alice, ids[1])["result"] == b"r"
     assert store.complete(eid, results) == []
+
+
+def test_small_and_large_result_batches_store_the_same_records(store: Store):
+    """A few results take the one-statement path (update ... returning), many the
+    read-then-update one: the same fields come out of both, stored and returned."""
+    from funcx_flows.service.store import INSERT_FIRST_MAX, task_record
+
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    err = m.ErrorInfo(code="task_failed", message="boom", remote_type="ValueError",
+                      remote_traceback="Traceback ...")
+    got = {}
+    for n in (2, INSERT_FIRST_MAX + 2):
+        ids, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                          "payload": b"p", "group_id": "g"}] * n,
+                                 online={eid})
+        store.mark_running(eid, [(ids[0], 5.0)])  # kept over the result's start time
+        results = [m.TaskResult(task_id=t, ok=i % 2 == 0, data=b"r%d" % i,
+                                error=None if i % 2 == 0 else err, stdout=f"out{i}",
+                                attempts=1, started_at=7.0, finished_at=8.0)
+                   for i, t in enumerate(ids)]
+        returned = store.complete(eid, results)
+        stored = {r["task_id"]: r for r in store.fetch(alice, ids)}
+        assert len(returned) == n
+        assert store.complete(eid, results[:1]) == []  # a duplicate changes nothing
+        for r in returned:
+            record, again = task_record(r), task_record(stored[r["task_id"]])
+            assert record == again, (n, record, again)
+        got[n] = [task_record(stored[t]) for t in ids[:2]]
+    for a, b in zip(got[2], got[INSERT_FIRST_MAX + 2], strict=True):
+        same = {k for k in a if k not in ("task_id", "seq", "timestamps")}
+        assert {k: a[k] for k in same} == {k: b[k] for k in same}
+        assert a["timestamps"].keys() == b["timestamps"].keys()
+    assert got[2][0]["timestamps"]["running"] == 5.0 and got[2][1]["timestamps"]["running"] == 7.0
+    assert got[2][1]["error"]["remote_type"] == "ValueError" and got[2][0]["state"] == "success"
 
 
 def test_an_older_database_gains_new_columns_and_indexes(tmp_path):
