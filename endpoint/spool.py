@@ -19,21 +19,19 @@ automatic one stays as a backstop at WAL_BACKSTOP_PAGES.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from funcx_flows import messages as m
+from funcx_flows.blobfiles import MIN_BYTES, BlobFolder
 from funcx_flows.errors import EndpointError
 
 log = logging.getLogger(__name__)
 
-BLOB_MIN_BYTES = 256 * 1024
+BLOB_MIN_BYTES = MIN_BYTES
 CHECKPOINT_PERIOD_S = 0.5
 WAL_BACKSTOP_PAGES = 16_000
 
@@ -59,15 +57,12 @@ class Spool:
                 "SELECT task_id FROM results WHERE in_file = 1")}
         except sqlite3.Error as exc:
             raise EndpointError(f"cannot open the result spool at {path}: {exc}") from exc
-        self.blobs = path.parent / (path.name + ".blobs")
+        folder = path.parent / (path.name + ".blobs")
         try:
-            self.blobs.mkdir(exist_ok=True)
-            wanted = {_file_name(t) for t in self._in_files}
-            for f in self.blobs.iterdir():  # orphans of a crash, half-written files
-                if f.name not in wanted:
-                    f.unlink()
+            self.blobs = BlobFolder(folder)
+            self.blobs.keep_only(self._in_files)  # orphans of a crash, half-written files
         except OSError as exc:
-            raise EndpointError(f"cannot use the spool's folder {self.blobs}: {exc}") from exc
+            raise EndpointError(f"cannot use the spool's folder {folder}: {exc}") from exc
         self._decoder = m.Decoder(m.Results)
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, daemon=True,
@@ -105,7 +100,7 @@ class Spool:
         for r in results:
             body = m.encode(m.Results(results=[r]))
             if len(body) >= BLOB_MIN_BYTES:
-                self._write_file(r.task_id, body)
+                self.blobs.write(r.task_id, body)
                 rows.append((r.task_id, b"", 1))
             else:
                 rows.append((r.task_id, body, 0))
@@ -115,18 +110,6 @@ class Spool:
         self._ids.update(r.task_id for r in results)
         self._in_files.update(t for t, _, in_file in rows if in_file)
 
-    def _write_file(self, task_id: str, body: bytes) -> None:
-        final = self.blobs / _file_name(task_id)
-        part = final.with_name(final.name + ".part")
-        try:
-            with open(part, "wb") as f:
-                f.write(body)
-            os.replace(part, final)
-        except OSError:
-            with contextlib.suppress(OSError):
-                part.unlink()
-            raise
-
     def remove(self, task_ids: Iterable[str]) -> None:
         ids = [t for t in task_ids if t in self._ids]
         if not ids:
@@ -135,15 +118,14 @@ class Spool:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM results WHERE task_id = ?", [(t,) for t in ids])
         self._ids.difference_update(ids)
-        for t in self._in_files.intersection(ids):  # a file left behind goes at the next open
-            self._in_files.discard(t)
-            with contextlib.suppress(OSError):
-                (self.blobs / _file_name(t)).unlink()
+        in_files = self._in_files.intersection(ids)
+        self._in_files.difference_update(in_files)
+        self.blobs.remove(in_files)  # a file left behind goes at the next open
 
     def _decode(self, task_id: str, body: bytes, in_file: int) -> list[m.TaskResult]:
         if in_file:
             try:
-                body = (self.blobs / _file_name(task_id)).read_bytes()
+                body = self.blobs.read(task_id)
             except OSError as exc:
                 log.error("the spooled result of task %s is unreadable: %s", task_id, exc)
                 return [m.TaskResult(task_id=task_id, ok=False, error=m.ErrorInfo(
@@ -181,7 +163,3 @@ class Spool:
         self._checkpointer.join(5)
         self._db.close()
 
-
-def _file_name(task_id: str) -> str:
-    """A task id comes off the wire: hashed, it can name nothing but a file here."""
-    return hashlib.sha256(task_id.encode()).hexdigest()

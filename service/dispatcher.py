@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from funcx_flows import messages as m
-from funcx_flows.errors import ProtocolError
+from funcx_flows.errors import ProtocolError, StorageUnavailable
 from funcx_flows.home import write_secret
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
@@ -273,6 +273,9 @@ class Dispatcher:
                     # Not acknowledged: the agent keeps the results spooled and resends.
                     log.error("database error on %s from endpoint %s (%s); will be resent",
                               type(msg).__name__, endpoint_id, str(exc.orig).strip())
+                except StorageUnavailable as exc:  # a result's file could not be written
+                    log.error("storage error on %s from endpoint %s (%s); will be resent",
+                              type(msg).__name__, endpoint_id, exc.message)
                 except Exception:
                     log.exception("error while handling an endpoint message")
 

@@ -8,8 +8,10 @@ another's functions, endpoints or tasks (they answer ``NotFound``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -17,6 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from funcx_flows.blobfiles import MIN_BYTES as BLOB_MIN_BYTES
+from funcx_flows.blobfiles import BlobFolder
 from funcx_flows.errors import (
     Conflict,
     InvalidRequest,
@@ -58,11 +63,13 @@ from funcx_flows.service.sharing import Sharing, check_group_ids
 
 AUTH_CACHE_S = 5.0
 
+log = logging.getLogger(__name__)
+
 _FINISH_COLUMNS = ("task_id", "function_id", "endpoint_id", "group_id", "owner_id", "state",
-                   "attempts", "t_received", "t_waiting", "t_dispatched", "t_running")
+                   "attempts", "t_received", "t_waiting", "t_dispatched", "t_running", "blobs")
 _TASK_COLUMNS = ("task_id", "owner_id", "function_id", "endpoint_id", "group_id", "state", "seq",
                  "payload", "resources", "attempts", "t_received", "t_waiting", "t_dispatched",
-                 "memo_key")
+                 "memo_key", "blobs")
 _ACTIVE_SQL = "state IN ({})".format(", ".join(f"'{s}'" for s in sorted(lc.ACTIVE)))
 
 
@@ -93,14 +100,31 @@ class _Hot:
             "UPDATE counters SET value = value + :n WHERE name = 'seq' RETURNING value", dialect)
         self.finish = rawsql.Statement(
             "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
-            "error = :err, stdout = :out, attempts = :att, t_running = :tr, payload = NULL "
-            "WHERE task_id = :tid", dialect)
+            "error = :err, stdout = :out, attempts = :att, t_running = :tr, payload = NULL, "
+            "blobs = (blobs & 1) | :bl WHERE task_id = :tid", dialect)
         self.finish_active_returning = rawsql.Statement(
             "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
             "error = :err, stdout = :out, attempts = :att, "
-            "t_running = COALESCE(t_running, :tr), payload = NULL "
+            "t_running = COALESCE(t_running, :tr), payload = NULL, blobs = (blobs & 1) | :bl "
             f"WHERE task_id = :tid AND endpoint_id = :eid AND {_ACTIVE_SQL} "
             f"RETURNING {', '.join(_FINISH_COLUMNS)}", dialect)
+
+
+PAYLOAD_IN_FILE = 1  # bits of the tasks.blobs column
+RESULT_IN_FILE = 2
+
+
+def _payload_key(task_id: str) -> str:
+    return task_id + ".payload"
+
+
+def _result_key(task_id: str) -> str:
+    return task_id + ".result"
+
+
+def _blob_keys(task_id: str, flags: int) -> list[str]:
+    return ([_payload_key(task_id)] if flags & PAYLOAD_IN_FILE else []) + (
+        [_result_key(task_id)] if flags & RESULT_IN_FILE else [])
 
 
 def _error_fields(err: ErrorInfo | None) -> dict[str, Any] | None:
@@ -183,6 +207,10 @@ class Store:
             threading.Lock() if engine.url.get_backend_name() == "sqlite"
             else contextlib.nullcontext())
         self._pinned: tuple[int, Connection] | None = None
+        # SQLite: payloads and results over blobfiles.MIN_BYTES as files beside the
+        # database (set up by create_schema); PostgreSQL keeps them in its rows, since
+        # its replicas share no disk
+        self._blobs: BlobFolder | None = None
 
     def pin_connection(self) -> None:
         """Keep an SQLite connection for the calling thread's writes: the service's event
@@ -215,6 +243,65 @@ class Store:
             url = self.engine.url.render_as_string(hide_password=True)
             why = "; ".join(x for x in (str(exc.orig).strip(), disk_problem(self.engine)) if x)
             raise StorageUnavailable(f"cannot set up the database at {url}: {why}") from exc
+        database = self.engine.url.database
+        if self.engine.url.get_backend_name() == "sqlite" and database and database != ":memory:":
+            path = Path(database)
+            try:
+                self._blobs = BlobFolder(path.parent / (path.name + ".blobs"))
+                if any(self._blobs.path.iterdir()):  # orphans of a crash or a rollback
+                    with self.engine.connect() as conn:
+                        self._blobs.keep_only(key for tid, flags in conn.execute(
+                            select(tasks.c.task_id, tasks.c.blobs).where(tasks.c.blobs != 0))
+                            for key in _blob_keys(str(tid), flags))
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot use the folder beside the database: {exc}"
+                                         ) from exc
+
+    @contextlib.contextmanager
+    def _new_files(self) -> Iterator[list[str]]:
+        """The keys of files written for a transaction (``_write_blob``): removed when
+        it does not commit. Enter it before the transaction."""
+        written: list[str] = []
+        try:
+            yield written
+        except BaseException:
+            if self._blobs is not None and written:
+                self._blobs.remove(written)
+            raise
+
+    def _write_blob(self, key: str, data: bytes, written: list[str]) -> None:
+        """A payload or result to its file, within a transaction that removes it if
+        the transaction does not commit."""
+        assert self._blobs is not None
+        try:
+            self._blobs.write(key, data)
+        except OSError as exc:
+            why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise StorageUnavailable(
+                f"the service cannot write beside its database ({why}); nothing was stored, "
+                "try again later", cause=str(exc)) from exc
+        written.append(key)
+
+    def _file_it(self, data: bytes | None) -> bool:
+        return self._blobs is not None and data is not None and len(data) >= BLOB_MIN_BYTES
+
+    def _drop_payload_files(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """After a commit that finished tasks: their payloads are no longer kept."""
+        if self._blobs is not None:
+            self._blobs.remove(_payload_key(r["task_id"]) for r in rows
+                               if (r.get("blobs") or 0) & PAYLOAD_IN_FILE)
+
+    def _load_blobs(self, rows: list[dict[str, Any]], column: str = "result") -> None:
+        """Fill in ``column`` (result or payload) of rows that keep it in a file."""
+        flag, key = ((RESULT_IN_FILE, _result_key) if column == "result"
+                     else (PAYLOAD_IN_FILE, _payload_key))
+        for r in rows:
+            if (r.get("blobs") or 0) & flag and r.get(column) is None and self._blobs:
+                try:
+                    r[column] = self._blobs.read(key(str(r["task_id"])))
+                except OSError as exc:
+                    log.error("the stored %s of task %s is unreadable: %s", column,
+                              r["task_id"], exc)
 
     # ---------------------------------------------------------- users/tokens --
 
@@ -501,15 +588,38 @@ class Store:
         for tid in ids:
             if not _valid_uuid(tid):
                 raise InvalidRequest(f"task_id {tid!r} is not a UUID")
+        with self._new_files() as written:
+            ids, rows, finished = self._submit(user, ids, items, online, max_in_flight, now,
+                                               written)
+        self._drop_payload_files(finished)
+        done = {r["task_id"] for r in finished}
+        bodies = self.function_bodies({r["function_id"] for r in rows})
+        to_send: dict[str, list[TaskSpec]] = {}
+        for r in rows:
+            if r["state"] == lc.DISPATCHED and r["task_id"] not in done:
+                to_send.setdefault(r["endpoint_id"], []).append(self._spec(r, bodies))
+        return ids, to_send, finished
+
+    def _submit(self, user: User, ids: list[str], items: Sequence[Mapping[str, Any]],
+                online: set[str], max_in_flight: int, now: float, written: list[str]
+                ) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+        fids = {str(t["function_id"]) for t in items}
+        eids = {str(t["endpoint_id"]) for t in items}
         with self._begin() as conn:
             self._check_usable(conn, user, "function", fids)
             self._check_usable(conn, user, "endpoint", eids)
             self._check_allowed(conn, items)
             rows = [self._task_row(user, tid, t, online, now)
                     for tid, t in zip(ids, items, strict=True)]
+            for r in rows:
+                if self._file_it(r["payload"]):
+                    r["blobs"] = PAYLOAD_IN_FILE
             memo = self._memo_keys(conn, rows)
             rows = (self._insert_first(conn, user, rows) if len(rows) <= INSERT_FIRST_MAX
                     else self._insert_checked(conn, user, rows))
+            for r in rows:
+                if r["blobs"] & PAYLOAD_IN_FILE:
+                    self._write_blob(_payload_key(r["task_id"]), r["payload"], written)
             if max_in_flight:  # counted with the new rows (a refusal rolls them back)
                 active = rawsql.execute(conn, self._hot.active_of_owner,
                                         {"uid": user.user_id})[0][0]
@@ -520,14 +630,8 @@ class Store:
                         limit="max_tasks_in_flight")
             inserted = {r["task_id"] for r in rows}
             memo = {t: k for t, k in memo.items() if t in inserted}
-            finished = self._answer_from_memo(conn, user, rows, memo)
-        done = {r["task_id"] for r in finished}
-        bodies = self.function_bodies({r["function_id"] for r in rows})
-        to_send: dict[str, list[TaskSpec]] = {}
-        for r in rows:
-            if r["state"] == lc.DISPATCHED and r["task_id"] not in done:
-                to_send.setdefault(r["endpoint_id"], []).append(self._spec(r, bodies))
-        return ids, to_send, finished
+            finished = self._answer_from_memo(conn, user, rows, memo, written)
+        return ids, rows, finished
 
     @staticmethod
     def _task_row(user: User, task_id: str, t: Mapping[str, Any], online: set[str],
@@ -541,12 +645,14 @@ class Store:
             "payload": t["payload"], "resources": t.get("resources"),
             "attempts": 0, "t_received": now, "t_waiting": now,
             "t_dispatched": now if state == lc.DISPATCHED else None, "memo_key": None,
+            "blobs": 0,
         }
 
     @staticmethod
     def _insert_params(row: Mapping[str, Any]) -> dict[str, Any]:
         res = row["resources"]
-        return {**row, "resources": None if res is None else json.dumps(res)}
+        return {**row, "resources": None if res is None else json.dumps(res),
+                "payload": None if row["blobs"] & PAYLOAD_IN_FILE else row["payload"]}
 
     def _insert_first(self, conn: Any, user: User,
                       rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -600,20 +706,24 @@ class Store:
         return keys
 
     def _answer_from_memo(self, conn: Any, user: User, rows: list[dict[str, Any]],
-                          memo: dict[str, str]) -> list[dict[str, Any]]:
+                          memo: dict[str, str], written: list[str]) -> list[dict[str, Any]]:
         """Finish, with the stored result, new tasks whose call already succeeded."""
         if not memo:
             return []
         # the state is checked here, not in SQL: with it there, SQLite's planner took
         # the (owner, state) index and read every success the user had kept
-        hits = {str(k): (bytes(res), out or "") for k, res, out, state in conn.execute(
-            select(tasks.c.memo_key, tasks.c.result, tasks.c.stdout, tasks.c.state).where(
+        found = [dict(r) for r in conn.execute(
+            select(tasks.c.task_id, tasks.c.memo_key, tasks.c.result, tasks.c.stdout,
+                   tasks.c.state, tasks.c.blobs).where(
                 tasks.c.owner_id == user.user_id, tasks.c.memo_key.in_(set(memo.values()))))
-            if state == lc.SUCCESS}
+            .mappings() if r["state"] == lc.SUCCESS]
+        self._load_blobs(found)
+        hits = {str(r["memo_key"]): (bytes(r["result"]), r["stdout"] or "") for r in found
+                if r["result"] is not None}
         answers = {tid: TaskResult(task_id=tid, ok=True, data=hits[key][0], stdout=hits[key][1],
                                    attempts=0)
                    for tid, key in memo.items() if key in hits}
-        return self._finish(conn, list(answers), lc.SUCCESS, {}, answers)
+        return self._finish(conn, list(answers), lc.SUCCESS, {}, answers, written=written)
 
     def _check_usable(self, conn: Any, user: User, kind: str, ids: set[str]) -> None:
         """Raise NotFound unless every id is the user's or shared with them (owners
@@ -664,10 +774,17 @@ class Store:
         with self._begin() as conn:
             rows = [dict(r) for r in conn.execute(
                 select(tasks.c.task_id, tasks.c.function_id, tasks.c.payload,
-                       tasks.c.resources, tasks.c.state)
+                       tasks.c.resources, tasks.c.state, tasks.c.blobs)
                 .where(tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(
                     (lc.WAITING, lc.DISPATCHED, lc.RUNNING, lc.RECEIVED))))
                 .mappings() if r["task_id"] not in held_set]
+            self._load_blobs(rows, "payload")
+            lost = [str(r["task_id"]) for r in rows if r["payload"] is None]
+            if lost:  # its file is gone: the task cannot run, and says why
+                err = ErrorInfo(code="storage_error",
+                                message="the service lost the task's arguments from its disk")
+                self._finish(conn, lost, lc.FAILED, {t: err for t in lost})
+                rows = [r for r in rows if r["payload"] is not None]
             if rows:
                 now = time.time()
                 conn.execute(update(tasks).where(tasks.c.task_id == bindparam("tid"))
@@ -697,7 +814,8 @@ class Store:
     def _finish(self, conn: Any, task_ids: Sequence[str], state: str,
                 errors: Mapping[str, ErrorInfo],
                 results: Mapping[str, TaskResult] | None = None,
-                endpoint_id: str | None = None) -> list[dict[str, Any]]:
+                endpoint_id: str | None = None,
+                written: list[str] | None = None) -> list[dict[str, Any]]:
         """Move active tasks (of ``endpoint_id`` if given) to a terminal state, within
         ``conn``'s transaction. Statements are built once: building them costs more
         than running them."""
@@ -727,10 +845,16 @@ class Store:
             )
             if res is not None and res.started_at and not r.get("t_running"):
                 r["t_running"] = res.started_at
+            in_file = self._file_it(r["result"])
+            if in_file:
+                self._write_blob(_result_key(r["task_id"]), r["result"],
+                                 written if written is not None else [])
+            r["blobs"] = (r["blobs"] or 0) & PAYLOAD_IN_FILE | (RESULT_IN_FILE if in_file else 0)
             params.append({"tid": r["task_id"], "s": r["state"], "q": r["seq"],
-                           "tc": now, "res": r["result"],
+                           "tc": now, "res": None if in_file else r["result"],
                            "err": None if r["error"] is None else json.dumps(r["error"]),
-                           "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running")})
+                           "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running"),
+                           "bl": RESULT_IN_FILE if in_file else 0})
         rawsql.execute_many(conn, self._hot.finish, params)
         return rows
 
@@ -739,13 +863,17 @@ class Store:
         """Make a batch of results durable in one transaction; returns the rows that
         changed (owner_id included), ready to publish. Duplicates are ignored."""
         by_id = {r.task_id: r for r in results}
-        with self._begin() as conn:
+        with self._new_files() as written, self._begin() as conn:
             if len(by_id) <= INSERT_FIRST_MAX:
-                return self._complete_small(conn, endpoint_id, list(by_id.values()))
-            return self._finish(conn, list(by_id), lc.FAILED, {}, by_id, endpoint_id)
+                rows = self._complete_small(conn, endpoint_id, list(by_id.values()), written)
+            else:
+                rows = self._finish(conn, list(by_id), lc.FAILED, {}, by_id, endpoint_id,
+                                    written)
+        self._drop_payload_files(rows)
+        return rows
 
-    def _complete_small(self, conn: Any, endpoint_id: str,
-                        results: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    def _complete_small(self, conn: Any, endpoint_id: str, results: Sequence[TaskResult],
+                        written: list[str]) -> list[dict[str, Any]]:
         """A few results: each task updated if still active, its row read back by the
         same statement (where reading first took one more). A duplicate leaves its
         sequence number unused: they order, they need not be dense."""
@@ -755,11 +883,16 @@ class Store:
         for i, res in enumerate(results):
             err = _error_fields(res.error)
             data = res.data if res.ok else None
+            in_file = self._file_it(data)
             found = rawsql.execute(conn, self._hot.finish_active_returning, {
                 "tid": res.task_id, "eid": endpoint_id,
                 "s": lc.SUCCESS if res.ok else lc.FAILED, "q": first + i, "tc": now,
-                "res": data, "err": None if err is None else json.dumps(err),
-                "out": res.stdout, "att": res.attempts, "tr": res.started_at or None})
+                "res": None if in_file else data, "err": None if err is None else json.dumps(err),
+                "out": res.stdout, "att": res.attempts, "tr": res.started_at or None,
+                "bl": RESULT_IN_FILE if in_file else 0})
+            if found and in_file:
+                assert data is not None
+                self._write_blob(_result_key(res.task_id), data, written)
             if found:
                 row = dict(zip(_FINISH_COLUMNS, found[0], strict=True))
                 row.update(seq=first + i, t_completed=now, result=data, error=err,
@@ -773,7 +906,9 @@ class Store:
         with self._begin() as conn:
             mine = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(
                 tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id))]
-            return self._finish(conn, mine, lc.CANCELLED, {t: err for t in mine})
+            rows = self._finish(conn, mine, lc.CANCELLED, {t: err for t in mine})
+        self._drop_payload_files(rows)
+        return rows
 
     def get_task(self, user: User, task_id: str) -> dict[str, Any]:
         rows = self.fetch(user, [task_id])
@@ -787,7 +922,9 @@ class Store:
         with self.engine.connect() as conn:
             rows = {r["task_id"]: dict(r) for r in conn.execute(select(*cols).where(
                 tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id)).mappings()}
-        return [rows[t] for t in ids if t in rows]
+        found = [rows[t] for t in ids if t in rows]
+        self._load_blobs(found)
+        return found
 
     def completed_after(self, user_id: str, after: int, group_id: str | None,
                         limit: int = 1000) -> list[dict[str, Any]]:
@@ -799,7 +936,9 @@ class Store:
             q = q.where(tasks.c.group_id == group_id)
         q = q.order_by(tasks.c.seq).limit(limit)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        self._load_blobs(rows)
+        return rows
 
     def checkpoint(self) -> None:
         """Copy the SQLite WAL into the database without waiting for anyone (PASSIVE:
@@ -810,6 +949,11 @@ class Store:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def purge(self, older_than: float) -> int:
+        expired = (tasks.c.state.in_(lc.TERMINAL), tasks.c.t_completed < older_than)
         with self._begin() as conn:
-            return int(conn.execute(delete(tasks).where(
-                tasks.c.state.in_(lc.TERMINAL), tasks.c.t_completed < older_than)).rowcount)
+            filed = [(str(t), f) for t, f in conn.execute(
+                select(tasks.c.task_id, tasks.c.blobs).where(*expired, tasks.c.blobs != 0))]
+            n = int(conn.execute(delete(tasks).where(*expired)).rowcount)
+        if self._blobs is not None:
+            self._blobs.remove(key for tid, flags in filed for key in _blob_keys(tid, flags))
+        return n

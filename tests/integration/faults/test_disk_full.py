@@ -161,6 +161,12 @@ def test_full_disk_under_the_service_database(tmp_path: Path, small_disk: SmallD
         assert refused is not None, "the database never reported the full disk"
         assert refused.http_status == 503
         assert "full" in refused.message and "nothing was stored" in refused.message
+        # A large argument goes to a file beside the database: refused the same way.
+        b = client.create_batch(ep.endpoint_id, group_id="refused")
+        b.add(fid, (b"p" * 400_000,))
+        with pytest.raises(StorageUnavailable) as big:
+            client.batch_run(b)
+        assert "full" in big.value.message and "nothing was stored" in big.value.message
 
         # The service could not store some results: the agent keeps them until then.
         time.sleep(4)

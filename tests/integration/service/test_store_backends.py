@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -392,4 +393,82 @@ def test_sqlite_checkpoints_leave_the_wal_copied(tmp_path):
     before = path.stat().st_size  # the tasks are in the WAL only, so far
     store.checkpoint()
     assert path.stat().st_size >= before + 50 * 5000
+    engine.dispose()
+
+
+def test_sqlite_keeps_large_payloads_and_results_in_files(tmp_path):
+    """Over blobfiles.MIN_BYTES, a payload or result lives in a file beside the
+    database (its column NULL): written with its row, read back by every reader,
+    removed when the task no longer needs it, never left behind by a refusal."""
+    import sqlite3
+
+    from funcx_flows.blobfiles import MIN_BYTES
+
+    path = tmp_path / "service.db"
+    engine = make_engine(f"sqlite:///{path}")
+    store = Store(engine)
+    store.create_schema()
+    folder = tmp_path / "service.db.blobs"
+    files = lambda: len(list(folder.iterdir()))  # noqa: E731
+    alice, bob = store.ensure_user("alice"), store.ensure_user("bob")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    mfid, _ = store.register_function(alice, "f", "", b"FXF-body", memoize=True)
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    big, small = os.urandom(MIN_BYTES + 1), b"s" * 100
+
+    ids, to_send, _ = store.submit(alice, [
+        {"function_id": fid, "endpoint_id": eid, "payload": big},
+        {"function_id": fid, "endpoint_id": eid, "payload": small},
+        {"function_id": mfid, "endpoint_id": eid, "payload": big}], online={eid})
+    assert [s.payload for s in to_send[eid]] == [big, small, big]
+    assert files() == 2
+    with sqlite3.connect(path) as db:
+        kept = dict(db.execute("SELECT task_id, length(payload) FROM tasks").fetchall())
+    assert kept[ids[0]] is None and kept[ids[1]] == 100
+    assert [s.payload for s in store.resend(eid, held=())] == [big, small, big]
+
+    result = os.urandom(MIN_BYTES + 7)
+    rows = store.complete(eid, [m.TaskResult(task_id=ids[0], ok=True, data=result),
+                                m.TaskResult(task_id=ids[2], ok=True, data=result)])
+    assert [r["result"] for r in rows] == [result, result]
+    assert files() == 2  # both payload files gone, two result files
+    assert store.get_task(alice, ids[0])["result"] == result
+    assert [r["result"] for r in store.completed_after(alice.user_id, 0, None)] == [result] * 2
+
+    # a memo hit reads the stored result's file and writes the new task's own
+    again, sent, finished = store.submit(alice, [{"function_id": mfid, "endpoint_id": eid,
+                                                  "payload": big}], online={eid})
+    assert sent == {} and [r["result"] for r in finished] == [result]
+    assert store.get_task(alice, again[0])["result"] == result and files() == 3
+
+    # a refused batch leaves no file
+    bfid, _ = store.register_function(bob, "f", "", b"FXF-b")
+    beid, _ = store.register_endpoint(bob, "ep", "b" * 40, {})
+    with pytest.raises(Conflict):
+        store.submit(bob, [{"function_id": bfid, "endpoint_id": beid, "payload": big},
+                           {"task_id": ids[0], "function_id": bfid, "endpoint_id": beid,
+                            "payload": big}], online={beid})
+    assert files() == 3
+
+    # cancelling drops the payload file; a task whose file is lost fails, saying so
+    doomed, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                         "payload": big}] * 2, online={eid})
+    assert files() == 5
+    store.cancel(alice, doomed[:1])
+    assert files() == 4
+    for f in folder.iterdir():
+        if f.read_bytes() == big:
+            f.unlink()
+    assert store.resend(eid, held=[ids[1]]) == []
+    lost = store.get_task(alice, doomed[1])
+    assert lost["state"] == "failed" and lost["error"]["code"] == "storage_error"
+
+    # orphans (a crash between a file and its row) go at start-up; the rest stay
+    (folder / ("0" * 64)).write_bytes(b"orphan")
+    Store(engine).create_schema()
+    assert files() == 3
+    assert store.get_task(alice, ids[2])["result"] == result
+    # purged tasks take their files with them
+    assert store.purge(older_than=time.time() + 1) >= 3
+    assert files() == 0
     engine.dispose()

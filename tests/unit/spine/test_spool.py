@@ -30,25 +30,25 @@ def big(i: int) -> m.TaskResult:
 def test_large_results_live_in_files_until_acknowledged(tmp_path):
     spool = Spool(tmp_path / "spool.db")
     spool.add([big(1), big(2), result(3)])
-    assert len(list(spool.blobs.iterdir())) == 2  # the small one stays in the database
+    assert len(list(spool.blobs.path.iterdir())) == 2  # the small one stays in the database
     spool.close()
     again = Spool(tmp_path / "spool.db")
     got = {r.task_id: r.data for batch in again.batches() for r in batch}
     assert got == {"big1": big(1).data, "big2": big(2).data, "t3": result(3).data}
     assert [r.data for r in again.get(["big2"])] == [big(2).data]
     again.remove(["big1", "t3"])
-    assert len(list(again.blobs.iterdir())) == 1 and "big2" in again
+    assert len(list(again.blobs.path.iterdir())) == 1 and "big2" in again
     again.close()
 
 
 def test_opening_clears_what_a_crash_left_half_done(tmp_path):
     spool = Spool(tmp_path / "spool.db")
     spool.add([big(1)])
-    (spool.blobs / "0123abc.part").write_bytes(b"half written")  # died while writing
-    (spool.blobs / ("f" * 64)).write_bytes(b"row never committed")  # died before the row
+    (spool.blobs.path / "0123abc.part").write_bytes(b"half written")  # died while writing
+    (spool.blobs.path / ("f" * 64)).write_bytes(b"row never committed")  # died before the row
     spool.close()
     again = Spool(tmp_path / "spool.db")
-    assert len(list(again.blobs.iterdir())) == 1
+    assert len(list(again.blobs.path.iterdir())) == 1
     assert [r.task_id for r in again.get(["big1"])] == ["big1"]
     again.close()
 
@@ -56,7 +56,7 @@ def test_opening_clears_what_a_crash_left_half_done(tmp_path):
 def test_a_lost_result_file_becomes_a_failure_that_says_so(tmp_path):
     spool = Spool(tmp_path / "spool.db")
     spool.add([big(1)])
-    for f in spool.blobs.iterdir():
+    for f in spool.blobs.path.iterdir():
         f.unlink()
     (got,) = spool.get(["big1"])
     assert not got.ok and got.error is not None and "lost the result" in got.error.message
