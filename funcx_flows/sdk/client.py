@@ -82,7 +82,9 @@ def result_from_record(record: Mapping[str, Any]) -> Any:
     """Turn a terminal task record into its value, or raise the error it carries."""
     state = record.get("state")
     if state == "success":
-        return serialize.unpack(b64decode(record["result"]), what="result")
+        data = record["result"]  # bytes from a binary (msgpack) result stream
+        return serialize.unpack(data if isinstance(data, bytes) else b64decode(data),
+                                what="result")
     if state in ("failed", "cancelled"):
         err = record.get("error") or {}
         code = err.get("code") or ("cancelled" if state == "cancelled" else "task_error")

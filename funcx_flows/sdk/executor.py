@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
-# base64 payload characters per submission: a batch this size still fits one frame
-# on the result stream (which submits up to SUBMIT_MAX_BYTES)
+# payload bytes per submission: large arguments go out in several batches, so that
+# the first run while the rest are stored (one larger argument is a batch of its own)
 BATCH_MAX_BYTES = 3 << 20
 
 
@@ -96,6 +96,7 @@ class Executor(cf.Executor):
             self._on_records,
             group_id=self.group_id,
             on_error=self._on_stream_error,
+            binary=True,
         )
         self._stream.start()
         self._submitter = threading.Thread(
@@ -125,7 +126,9 @@ class Executor(cf.Executor):
             "function_id": function_id,
             "endpoint_id": self.endpoint_id,
             "group_id": self.group_id,
-            "payload": b64encode(serialize.pack_call(tuple(args), dict(kwargs or {}))),
+            # bytes: the binary result stream carries them as they are; base64 only
+            # if the batch falls back to REST (``_send``)
+            "payload": serialize.pack_call(tuple(args), dict(kwargs or {})),
         }
         res = resources or self.resources
         if res:
@@ -236,7 +239,8 @@ class Executor(cf.Executor):
         while True:
             try:
                 if self._stream.try_submit(batch) is None:
-                    self.client.submit_tasks(batch)
+                    self.client.submit_tasks([{**t, "payload": b64encode(t["payload"])}
+                                              for t in batch])
                 return
             except ServiceUnavailable as exc:
                 if self._retry.exhausted(backoff.attempt):

@@ -101,7 +101,9 @@ class TaskIn(Body):
     task_id: str | None = Field(None, max_length=36)
     function_id: str = Field(max_length=64)
     endpoint_id: str = Field(max_length=64)
-    payload: str
+    # base64 text in JSON; the raw bytes on a result stream opened with
+    # ``encoding=msgpack`` (docs/protocol.md)
+    payload: str | bytes
     group_id: str | None = Field(None, max_length=64)
     resources: Resources | None = None
 

@@ -45,7 +45,8 @@ async def accept_tasks(p: Parts, user: User, body: TasksIn) -> list[str]:
             limit="max_batch_tasks")
     items: list[dict[str, Any]] = []
     for i, t in enumerate(body.tasks):
-        payload = decode_b64(t.payload, f"tasks[{i}].payload")
+        payload = (t.payload if isinstance(t.payload, bytes)
+                   else decode_b64(t.payload, f"tasks[{i}].payload"))
         if len(payload) > s.max_payload_bytes:
             raise PayloadTooLarge(
                 f"tasks[{i}].payload is {len(payload)} bytes; the limit is "

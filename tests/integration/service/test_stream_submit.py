@@ -97,3 +97,39 @@ def test_garbage_on_the_stream_gets_an_error_frame_not_a_hangup(api):
         answer = json.loads(ws.recv(timeout=10))
         assert answer["op"] == "submitted" and answer["ref"] == 8
         assert len(answer["task_ids"]) == 1
+
+
+def test_a_binary_stream_carries_payloads_as_bytes_and_refuses_garbage(api):
+    """``encoding=msgpack``: the submit op takes raw payload bytes, answers come back
+    in msgpack; a frame that is not msgpack gets an error frame; an unknown encoding
+    is refused at the handshake."""
+    import msgspec
+    from websockets.exceptions import InvalidStatus
+
+    from funcx_flows.sdk.client import b64decode
+
+    fid, eid = register_function(api.alice), register_endpoint(api.alice, "ws-bin")
+    s = ResultStream(api.url.replace("http", "ws", 1), token_of(api.alice), lambda r: None,
+                     binary=True)
+    s.start()
+    assert s.wait_connected(30)
+    try:
+        payload = b64decode(task(fid, eid)["payload"]) + b"\x00\xff" * 10
+        ids = s.try_submit([{**task(fid, eid), "payload": payload}])
+        assert ids is not None
+        with pytest.raises(InvalidRequest, match="function_id"):
+            s.try_submit([{"endpoint_id": eid, "payload": b""}])
+    finally:
+        s.close()
+    stored = api.alice.get(f"/tasks/{ids[0]}").json()
+    assert stored["state"] == "waiting_for_endpoint"
+
+    url = api.url.replace("http", "ws", 1) + "/v1/results/stream"
+    headers = {"Authorization": api.alice.headers["Authorization"]}
+    with connect(url + "?encoding=msgpack", additional_headers=headers,
+                 compression=None) as ws:
+        ws.send(b"{not msgpack at all")
+        answer = msgspec.msgpack.decode(ws.recv(timeout=10))
+        assert answer["op"] == "error" and "msgpack" in answer["error"]["message"]
+    with pytest.raises(InvalidStatus):
+        connect(url + "?encoding=xml", additional_headers=headers, compression=None)
