@@ -18,6 +18,7 @@ the degenerate case, not a separate message kind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar, Union
 
 import msgspec
@@ -263,6 +264,21 @@ class Decoder:
                 f"unsupported protocol version {msg.v} (this side speaks {PROTOCOL_VERSION})"
             )
         return msg
+
+
+# The client <-> service result stream carries plain dicts (docs/protocol.md), not
+# these typed messages: JSON by default, or msgpack (payloads and results as bytes).
+STREAM_ENCODINGS = ("json", "msgpack")
+
+
+def stream_codec(encoding: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+    """The encoder and decoder of a result stream's frames; decoding raises
+    msgspec.DecodeError."""
+    if encoding == "msgpack":
+        return msgspec.msgpack.Encoder().encode, msgspec.msgpack.decode
+    if encoding == "json":
+        return msgspec.json.Encoder().encode, msgspec.json.decode
+    raise ValueError(f"unknown stream encoding {encoding!r}")
 
 
 def error_info(exc: BaseException) -> ErrorInfo:

@@ -24,6 +24,7 @@ import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from funcx_flows.errors import error_from_code
+from funcx_flows.messages import stream_codec
 from funcx_flows.retry import Backoff, RetryPolicy
 from funcx_flows.sdk.wsconn import WsConnection
 
@@ -58,12 +59,7 @@ class ResultStream:
         """``binary``: msgpack frames both ways, payloads and results as raw bytes
         (``try_submit`` then takes task payloads as bytes); else JSON and base64."""
         self.binary = binary
-        if binary:
-            self._encode = msgspec.msgpack.Encoder().encode
-            self._decode: Callable[[bytes], Any] = msgspec.msgpack.decode
-        else:
-            self._encode = msgspec.json.Encoder().encode
-            self._decode = msgspec.json.decode  # much faster than json on MBs
+        self._encode, self._decode = stream_codec("msgpack" if binary else "json")
         self._base = websocket_url.rstrip("/") + "/v1/results/stream"
         self._headers = {"Authorization": f"Bearer {token}"}
         self._on_records = on_records
@@ -99,7 +95,7 @@ class ResultStream:
         while not self._stop.is_set():
             try:
                 # no per-message deflate: it costs more CPU than it saves on loopback
-                # and LAN links, and the records are mostly base64 of pickles
+                # and LAN links, and the records are mostly pickles (or their base64)
                 ws = WsConnection.open(self._url(), self._headers, timeout=10)
                 with self._lock:
                     self._ws = ws

@@ -26,6 +26,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.exc import DBAPIError
 
 from funcx_flows.errors import FuncxFlowsError, InvalidRequest
+from funcx_flows.messages import STREAM_ENCODINGS, stream_codec
 from funcx_flows.service.api.deps import Parts, authenticate, parts
 from funcx_flows.service.api.models import TasksIn
 from funcx_flows.service.api.tasks import accept_tasks
@@ -34,14 +35,13 @@ from funcx_flows.service.store import task_record
 
 router = APIRouter(tags=["results"])
 PAGE = 1000
-ENCODINGS = ("json", "msgpack")
 
 
 @router.websocket("/results/stream")
 async def results_stream(websocket: WebSocket, group_id: str | None = None,
                          after: int = 0, encoding: str = "json") -> None:
     p = parts(websocket)
-    if encoding not in ENCODINGS:
+    if encoding not in STREAM_ENCODINGS:
         await websocket.close(code=1008)  # before accept: the handshake answers 403
         return
     try:
@@ -82,12 +82,7 @@ class _Sender:
         self.websocket = websocket
         self.lock = asyncio.Lock()
         self.encoding = encoding
-        if encoding == "msgpack":
-            self.encode = msgspec.msgpack.Encoder().encode
-            self.decode: Any = msgspec.msgpack.decode
-        else:
-            self.encode = msgspec.json.Encoder().encode
-            self.decode = msgspec.json.decode
+        self.encode, self.decode = stream_codec(encoding)
 
     async def send(self, msg: dict[str, Any]) -> None:
         frame = self.encode(msg)
