@@ -20,6 +20,7 @@ from funcx_flows.endpoint.config import EndpointConfig, load_config
 from funcx_flows.endpoint.providers.base import Provider
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
 from funcx_flows.home import home_dir
+from funcx_flows.memory import steady_heap
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
         lock.acquire()
     # The agent and the interchange are threads that hand messages to each other.
     sys.setswitchinterval(0.0002)
+    steady_heap()
     try:
         provider = make_provider(config, folder)
         agent = Agent(config, folder, reg, provider)
