@@ -86,7 +86,7 @@ def test_unknown_keys_and_stolen_ids_get_nothing(stack):
         for s in (s1, s2, s3):
             s.close()
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
         client.close()
 
 
@@ -106,7 +106,7 @@ def test_malformed_frames_do_not_hurt_the_service(stack):
         assert isinstance(m.Decoder(m.SERVICE_TO_AGENT).decode(s.recv()), m.Welcome)
         s.close()
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
     assert client.health()["status"] == "ok"
     client.close()
 
