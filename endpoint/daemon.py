@@ -94,7 +94,7 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
         lock.acquire()
     # The agent and the interchange are threads that hand messages to each other.
     sys.setswitchinterval(0.0002)
-    steady_heap()
+    steady_heap()  # at most 2 malloc arenas, before the scaler thread starts
     try:
         provider = make_provider(config, folder)
         agent = Agent(config, folder, reg, provider)

@@ -7,8 +7,8 @@ data after a million tasks (benchmarks/soak.py). ``malloc_trim`` returns it.
 Each thread that allocates may get its own arena from glibc (up to eight per
 core), and each keeps its own free memory. ``steady_heap`` caps them at two: the
 service's threads mostly take turns on the GIL anyway. With the cap and a trim
-every 5 s, the service's RSS over a million-task soak stays within 2-6 % of its
-value after the first 100,000 tasks (it had crept up 5-18 %). Both are no-ops
+every 5 s, the service's RSS over a million-task soak stays within 4-6 % of its
+value after the first 100,000 tasks (it had crept up 7-18 %). Both are no-ops
 where the C library has no such calls (musl, macOS).
 """
 

@@ -32,7 +32,7 @@ def serve(settings: ServiceSettings) -> None:
     # The event loop and the DB threads hand the GIL back and forth on every task;
     # the default 5 ms switch interval would put that much latency on each hop.
     sys.setswitchinterval(0.0002)
-    steady_heap()  # batches and frames mapped whole, not holes in the heap (memory.py)
+    steady_heap()  # at most 2 malloc arenas, before any thread starts (memory.py)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit it: no Nagle delay between a response's header and body.

@@ -31,7 +31,7 @@ from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store
 
 log = logging.getLogger(__name__)
-# How often the service hands freed heap back to the OS: a trim takes 1-4 ms in a
+# How often the service hands freed heap back to the OS: a trim takes 0.6-4 ms in a
 # thread (GIL released) at a soak's load, and more often keeps RSS flat (memory.py).
 TRIM_PERIOD_S = 5.0
 CHECKPOINT_PERIOD_S = 0.5  # the SQLite WAL copied into the database (a background thread)

@@ -35,7 +35,6 @@ def test_freed_heap_goes_back_to_the_os():
     assert before - after > 30_000_000, (before, after)
 
 
-
 STEADY = """
 import ctypes, sys, threading
 from funcx_flows.memory import steady_heap
