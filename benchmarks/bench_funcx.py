@@ -125,6 +125,9 @@ def main() -> None:
     ap.add_argument("--sleep-n", type=int, default=1000)
     ap.add_argument("--sleep-s", type=float, default=0.01)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--provider", default="local", choices=["local", "inline"],
+                    help="local: a manager process per block; inline: workers forked "
+                         "by the endpoint itself")
     ap.add_argument("--only", default="lat,tp,sleep")
     ap.add_argument("--pay-scale", type=float, default=1.0,
                     help="multiplies the payload workload's call counts")
@@ -137,7 +140,8 @@ def main() -> None:
         try:
             t0 = time.perf_counter()
             stack.start_service()
-            ep = stack.start_endpoint("bench", {"max_workers_per_node": args.workers})
+            ep = stack.start_endpoint("bench", {"max_workers_per_node": args.workers,
+                                                "provider": args.provider})
             startup = time.perf_counter() - t0
             client = stack.client()
             pids = [p.pid for p in (stack.service_proc, ep.proc) if p is not None]

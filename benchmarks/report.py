@@ -2,7 +2,9 @@
 
 A round maps system -> flat metrics (``NOOP_KEYS`` and ``payload.METRICS``); a
 ratio is funcx-flows / peer within one round (same time window, same noise),
-and the report gives the median of those ratios.
+and the report gives the median of those ratios, for each of funcx-flows'
+systems (``funcx``: a manager process per block; ``funcx-inline``: workers
+forked by the endpoint itself) against each peer.
 """
 
 from __future__ import annotations
@@ -22,21 +24,25 @@ NAN = float("nan")
 Rounds = list[dict[str, dict[str, float]]]
 
 
+def ours(system: str) -> bool:
+    """funcx-flows itself (``funcx``, ``funcx-inline``), as opposed to a peer."""
+    return system.startswith("funcx")
+
+
 def summarize(rounds: Rounds) -> dict[str, Any]:
     systems = list(rounds[0])
     med = {s: {k: statistics.median(r[s][k] for r in rounds if k in r[s])
                for k in KEYS if any(k in r[s] for r in rounds)} for s in systems}
-    ratios: dict[str, dict[str, float]] = {}
-    for peer in systems:
-        if peer == "funcx":
-            continue
-        ratios[peer] = {}
-        for k in KEYS:
-            vals = [r["funcx"][k] / r[peer][k] for r in rounds
-                    if k in r["funcx"] and k in r[peer] and r[peer][k]]
-            if vals:
-                ratios[peer][k] = statistics.median(vals)
-    return {"medians": med, "funcx_over_peer": ratios, "rounds": rounds}
+    ratios: dict[str, dict[str, float]] = {}  # "ours / peer" -> metric -> ratio
+    for mine in filter(ours, systems):
+        for peer in (s for s in systems if not ours(s)):
+            pair = ratios[f"{mine} / {peer}"] = {}
+            for k in KEYS:
+                vals = [r[mine][k] / r[peer][k] for r in rounds
+                        if k in r[mine] and k in r[peer] and r[peer][k]]
+                if vals:
+                    pair[k] = statistics.median(vals)
+    return {"medians": med, "ratios": ratios, "rounds": rounds}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -53,7 +59,7 @@ def _f(value: float | None, fmt: str, scale: float = 1.0) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    med, ratios = summary["medians"], summary["funcx_over_peer"]
+    med, ratios = summary["medians"], summary["ratios"]
     lines: list[str] = []
     if _has(summary, NOOP_KEYS):
         lines += ["No-op tasks:", ""]
@@ -67,7 +73,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["", "funcx-flows / peer, median of per-round ratios "
                   "(latency, memory: lower is better; tasks/s: higher is better):", ""]
         lines += _table(
-            ["peer", "latency median", "latency p99", "tasks/s", "sleep efficiency",
+            ["funcx-flows / peer", "latency median", "latency p99", "tasks/s", "sleep efficiency",
              "peak PSS"],
             [[p, *(_f(r.get(k), ".2f") for k in NOOP_KEYS)] for p, r in ratios.items()])
     if _has(summary, payload.METRICS):
@@ -84,7 +90,7 @@ def markdown(summary: dict[str, Any]) -> str:
                                  for s, m in med.items()])
         lines += ["", "funcx-flows / peer on payloads, median of per-round ratios "
                   "(latency: lower is better; MB/s: higher is better):", ""]
-        lines += _table(["peer", *(h.replace(" (ms)", "") for h in header[1:])],
+        lines += _table(["funcx-flows / peer", *(h.replace(" (ms)", "") for h in header[1:])],
                         [[p, *(_f(r.get(k), ".2f") for k in payload.METRICS)]
                          for p, r in ratios.items()])
     return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ are taken within a round (same time window, same noise) and their median is
 reported. Peers come from ../shared/bench/peers and run under ``--peer-python``
 (a Python with parsl and dask; see docs/benchmarks.md).
 
-    python benchmarks/run.py --rounds 3 --reps 1 [--systems funcx,ppe,parsl-direct,dask]
+    python benchmarks/run.py --rounds 3 --reps 1
+                             [--systems funcx,funcx-inline,ppe,parsl-direct,dask]
                              [--only lat,tp,sleep,pay] [--peer-python python]
 
 Writes benchmarks/results/<stamp>.{json,md} and a PNG (see ``report.py``).
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import KEYS, markdown, plot, summarize
+from report import KEYS, markdown, ours, plot, summarize
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE.parent.parent / "shared" / "bench" / "peers"
@@ -36,6 +37,7 @@ if not Path(DEFAULT_PEER_PY).exists():
 # payload.py, which bench_funcx.py runs itself and bench_peers_payload.py for a peer.
 SYSTEMS: dict[str, list[str]] = {
     "funcx": [str(HERE / "bench_funcx.py")],
+    "funcx-inline": [str(HERE / "bench_funcx.py"), "--provider", "inline"],
     "ppe": [str(PEERS / "bench_ppe.py")],
     "parsl-direct": [str(PEERS / "bench_parsl.py"), "--mode", "direct"],
     "dask": [str(PEERS / "bench_dask.py")],
@@ -72,7 +74,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, float]:
     common = ["--reps", str(args.reps)]
     pay = ["--pay-scale", str(args.pay_scale)]
     flat: dict[str, float] = {}
-    if name == "funcx":  # like the peers: no-op workloads and payloads in two processes
+    if ours(name):  # like the peers: no-op workloads and payloads in two processes
         if only & NOOP:
             flat |= _run(name, [sys.executable, *SYSTEMS[name], *common,
                                 "--only", ",".join(sorted(only & NOOP))], HERE)
@@ -97,7 +99,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--only", default="lat,tp,sleep,pay",
                     help="workloads: lat,tp,sleep (no-op tasks) and pay (1 MB and 10 MB echoed)")
-    ap.add_argument("--systems", default="funcx,ppe,parsl-direct,dask")
+    ap.add_argument("--systems", default="funcx,funcx-inline,ppe,parsl-direct,dask")
     ap.add_argument("--pay-scale", type=float, default=1.0,
                     help="multiplies the payload workload's call counts")
     ap.add_argument("--peer-python", default=DEFAULT_PEER_PY)
@@ -121,7 +123,7 @@ def main() -> None:
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
     print(md)
-    print(json.dumps({"medians": summary["medians"], "ratios": summary["funcx_over_peer"]}))
+    print(json.dumps({"medians": summary["medians"], "ratios": summary["ratios"]}))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import zmq
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
 from funcx_flows.endpoint.interchange import Interchange
+from funcx_flows.endpoint.manager import ManagerOptions
 from funcx_flows.endpoint.providers.base import (
     ACTIVE_STATES,
     CANCELLED,
@@ -40,6 +41,7 @@ from funcx_flows.endpoint.providers.base import (
     Block,
     Provider,
 )
+from funcx_flows.endpoint.providers.inline import InlineManagers, InlineProvider
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.strategy import Actions, BlockView, Inputs, decide
 from funcx_flows.errors import ProtocolError, ResultTooLarge
@@ -121,6 +123,9 @@ class Agent:
             max_retries=config.max_retries_on_system_failure,
             heartbeat_period_s=config.heartbeat_period_s,
             heartbeat_threshold_s=config.heartbeat_threshold_s)
+        # blocks whose manager runs in this loop (the inline provider), else None
+        self.inline = (InlineManagers(provider, self.interchange, self.manager_options)
+                       if isinstance(provider, InlineProvider) else None)
 
     # ------------------------------------------------------------- service --
 
@@ -317,18 +322,29 @@ class Agent:
 
     # -------------------------------------------------------------- blocks --
 
-    def manager_command(self, block_id: str) -> str:
+    def manager_options(self, block_id: str) -> ManagerOptions:
         c = self.config
+        drain_at = None
+        if c.provider not in ("local", "inline"):
+            drain_at = float(int(time.time() + walltime_seconds(c.walltime)
+                                 - c.walltime_margin_s))
+        return ManagerOptions(
+            interchange=f"tcp://{c.interchange_address}:{self.interchange.port}",
+            block_id=block_id, workers=c.max_workers_per_node,
+            prefetch=c.max_workers_per_node, heartbeat_period_s=c.heartbeat_period_s,
+            heartbeat_threshold_s=c.heartbeat_threshold_s,
+            max_result_bytes=self.max_result_bytes, drain_at=drain_at)
+
+    def manager_command(self, block_id: str) -> str:
+        o = self.manager_options(block_id)
         args = [sys.executable, "-m", "funcx_flows.endpoint.manager",
-                "--interchange", f"tcp://{c.interchange_address}:{self.interchange.port}",
-                "--block-id", block_id, "--workers", str(c.max_workers_per_node),
-                "--prefetch", str(c.max_workers_per_node),
-                "--heartbeat-period", str(c.heartbeat_period_s),
-                "--heartbeat-threshold", str(c.heartbeat_threshold_s),
-                "--max-result-bytes", str(self.max_result_bytes)]
-        if c.provider != "local":
-            end = time.time() + walltime_seconds(c.walltime) - c.walltime_margin_s
-            args += ["--drain-at", f"{end:.0f}"]
+                "--interchange", o.interchange, "--block-id", block_id,
+                "--workers", str(o.workers), "--prefetch", str(o.prefetch),
+                "--heartbeat-period", str(o.heartbeat_period_s),
+                "--heartbeat-threshold", str(o.heartbeat_threshold_s),
+                "--max-result-bytes", str(o.max_result_bytes)]
+        if o.drain_at is not None:
+            args += ["--drain-at", f"{o.drain_at:.0f}"]
         return shlex.join(args)
 
     def _submit_blocks(self, n: int) -> None:
@@ -396,6 +412,7 @@ class Agent:
         self._scaler.start()
         self._connect()
         ix = self.interchange
+        inline = self.inline
         poller = zmq.Poller()
         poller.register(ix.sock, zmq.POLLIN)
         timeout = min(200, ix.poll_ms)
@@ -406,14 +423,22 @@ class Agent:
                 sock = self.service
                 if sock is not None:
                     poller.register(sock, zmq.POLLIN)
-                events = dict(poller.poll(timeout))
+                if inline is not None:
+                    inline.sync()
+                    inline.update_poller(poller)
+                events = dict(poller.poll(
+                    timeout if inline is None else inline.poll_ms(timeout)))
                 if sock is not None:
                     poller.unregister(sock)
                 if sock is not None and sock in events:
                     self._drain(sock, self._on_service, SERVICE_FRAMES_PER_TURN)
                 if ix.sock in events:
                     ix.on_readable()
+                if inline is not None:
+                    inline.on_events(events)
                 ix.turn()
+                if inline is not None:
+                    inline.feed()
                 self._from_interchange()
                 self._flush_results()
                 self._periodic()
@@ -461,6 +486,8 @@ class Agent:
             if self.link_up:
                 self._send(m.Bye(reason="endpoint stopping"))
             self.interchange.close()
+            if self.inline is not None:
+                self.inline.close()
             self._scaler_stop.set()
             if self._scaler.is_alive():
                 self._scaler.join(60)  # a scheduler command may be under way

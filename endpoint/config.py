@@ -24,7 +24,7 @@ from pydantic import (
 
 from funcx_flows.errors import ConfigError
 
-PROVIDERS = ("local", "slurm", "pbs", "lsf", "flux", "cobalt")
+PROVIDERS = ("local", "inline", "slurm", "pbs", "lsf", "flux", "cobalt")
 LAUNCHERS = ("single", "srun", "mpirun", "mpiexec", "aprun", "jsrun")
 
 
@@ -36,7 +36,7 @@ class EndpointConfig(BaseModel):
     service_url: str = ""
 
     # --- pilots (blocks) ---
-    provider: Literal["local", "slurm", "pbs", "lsf", "flux", "cobalt"] = "local"
+    provider: Literal["local", "inline", "slurm", "pbs", "lsf", "flux", "cobalt"] = "local"
     queue: str = ""
     account: str = ""
     walltime: str = "00:30:00"
@@ -70,7 +70,8 @@ class EndpointConfig(BaseModel):
     @classmethod
     def _default_min_blocks(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("min_blocks") is None:
-            data = {**data, "min_blocks": 1 if data.get("provider", "local") == "local" else 0}
+            data = {**data, "min_blocks": 1 if data.get("provider", "local") in ("local", "inline")
+                    else 0}
         return data
 
     @model_validator(mode="after")
@@ -154,7 +155,9 @@ DEFAULT_CONFIG = """\
 # display_name: ""
 # service_url: ""            # blank: the local service in FUNCX_FLOWS_HOME
 
-# Where workers run: local | slurm | pbs | lsf | flux | cobalt (PSI/J executors)
+# Where workers run: local | inline | slurm | pbs | lsf | flux | cobalt
+# (local: a manager process per block; inline: workers forked by the endpoint
+# itself, the lowest latency on one host; the rest: pilot jobs through PSI/J)
 provider: local
 # queue: ""                  # partition / queue
 # account: ""                # allocation / project

@@ -81,6 +81,10 @@ def make_provider(config: EndpointConfig, folder: Path) -> Provider:
         from funcx_flows.endpoint.providers.local import LocalProvider
 
         return LocalProvider(folder / "blocks")
+    if config.provider == "inline":
+        from funcx_flows.endpoint.providers.inline import InlineProvider
+
+        return InlineProvider()
     from funcx_flows.endpoint.providers.psij import PsijProvider
 
     return PsijProvider(config, folder / "blocks")
@@ -92,7 +96,8 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
     if lock is None:
         lock = PidLock(folder / "daemon.pid")
         lock.acquire()
-    # The agent and the interchange are threads that hand messages to each other.
+    # The loop and the scaler thread share the GIL: a scheduler command in the
+    # scaler must not hold up the loop for the default 5 ms switch interval.
     sys.setswitchinterval(0.0002)
     steady_heap()  # at most 2 malloc arenas, before the scaler thread starts
     try:

@@ -12,6 +12,11 @@ socket is readable, ``submit`` and ``cancel`` with what the service sent,
 ``take``. Tasks, results and running states pass between the two as objects,
 without an encoding or a thread hop in between.
 
+A manager may also live in the agent's own loop (the ``inline`` provider): it is
+attached with ``attach``, gets its messages handed to it as objects, and hands
+its own to ``from_inline``; everything else about it (credits, retries,
+heartbeats, status) is the same as for a manager on a compute node.
+
 Nothing in a turn walks every manager: the managers with credit, the least
 recently heard and the least recently sent to are kept apart (ordered dicts),
 so a turn does not cost more with 8,000 managers than with 10
@@ -27,6 +32,7 @@ import collections
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -92,6 +98,10 @@ class Interchange:
         self.new_status: m.EndpointStatus | None = None
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
         self._from_manager = m.Decoder(m.MANAGER_TO_INTERCHANGE)
+        self._to_manager = m.Decoder(m.INTERCHANGE_TO_MANAGER)  # a beat encoded once for all
+        # managers in the agent's own loop: id -> the call that hands them a message
+        self._inline: dict[str, Callable[[m.Message], None]] = {}
+        self._inline_in: collections.deque[tuple[str, m.Message]] = collections.deque()
         self._last_status = 0.0
         # how long the owner's poll may wait between turns
         self.poll_ms = int(min(heartbeat_period_s, STATUS_PERIOD_S) * 1000 / 2)
@@ -121,8 +131,31 @@ class Interchange:
             except Exception:  # a well-formed message we mishandle must not end the endpoint
                 log.exception("error while handling a manager's message; dropped it")
 
+    def attach(self, manager_id: str, deliver: Callable[[m.Message], None]) -> None:
+        """A manager in the agent's loop: ``deliver`` hands it what would go over the
+        socket (it must not call back into the interchange; see ``from_inline``)."""
+        self._inline[manager_id] = deliver
+
+    def detach(self, manager_id: str) -> None:
+        self._inline.pop(manager_id, None)
+
+    def from_inline(self, manager_id: str, msg: m.Message) -> None:
+        """A message from a manager in the agent's loop, handled at the next
+        ``on_inline`` (never inside the call that produced it)."""
+        self._inline_in.append((manager_id, msg))
+
+    def on_inline(self) -> None:
+        """Handle what managers in the agent's loop said since the last call."""
+        while self._inline_in:
+            manager_id, msg = self._inline_in.popleft()
+            try:
+                self._on_manager_msg(manager_id, msg)
+            except ProtocolError as exc:
+                log.warning("dropped a bad message: %s", exc)
+
     def turn(self) -> None:
         """Place queued work, beat, and find managers that stopped beating."""
+        self.on_inline()
         self._dispatch()
         self._periodic()
 
@@ -169,8 +202,12 @@ class Interchange:
     # ----------------------------------------------------------- managers --
 
     def _send_manager(self, manager_id: str, msg: m.Message | bytes) -> None:
-        frame = msg if isinstance(msg, bytes) else m.encode(msg)
-        self.sock.send_multipart([manager_id.encode(), frame], copy=False)
+        deliver = self._inline.get(manager_id)
+        if deliver is not None:
+            deliver(self._to_manager.decode(msg) if isinstance(msg, bytes) else msg)
+        else:
+            frame = msg if isinstance(msg, bytes) else m.encode(msg)
+            self.sock.send_multipart([manager_id.encode(), frame], copy=False)
         mgr = self._by_sent.get(manager_id)
         if mgr is not None:
             mgr.last_sent = time.monotonic()
@@ -184,7 +221,11 @@ class Interchange:
 
     def _on_manager(self, ident: bytes, frame: bytes) -> None:
         manager_id = ident.decode("ascii", "replace")
-        msg = self._from_manager.decode(frame)
+        if manager_id in self._inline:
+            raise ProtocolError(f"a peer on the socket claimed in-process manager {manager_id}")
+        self._on_manager_msg(manager_id, self._from_manager.decode(frame))
+
+    def _on_manager_msg(self, manager_id: str, msg: m.Message) -> None:
         if isinstance(msg, m.ManagerRegister):
             if msg.manager_id != manager_id:
                 raise ProtocolError("ManagerRegister names another id than its routing id")

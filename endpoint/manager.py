@@ -20,6 +20,9 @@ dies goes back to the queue.
 
 Run as ``python -m funcx_flows.endpoint.manager --interchange tcp://HOST:PORT ...``.
 It imports neither Prefect nor the service: it must start fast on a compute node.
+The same class also runs inside the endpoint agent's loop (the ``inline``
+provider): then it has no socket and no loop of its own; it hands its messages to
+an ``uplink`` and the agent calls ``deliver``, ``on_events`` and ``step``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -82,7 +86,10 @@ class ManagerOptions:
 
 
 class Manager:
-    def __init__(self, opts: ManagerOptions) -> None:
+    def __init__(self, opts: ManagerOptions,
+                 uplink: Callable[[m.Message], None] | None = None) -> None:
+        """``uplink``: where messages for the interchange go when the manager runs in
+        the agent's loop; None: over a DEALER socket to ``opts.interchange``."""
         self.opts = opts
         self.workers: dict[int, Worker] = {}
         self.queue: collections.deque[m.TaskSpec] = collections.deque()
@@ -98,12 +105,17 @@ class Manager:
         self.stopping = False
         self._decoder = m.Decoder(m.INTERCHANGE_TO_MANAGER)
         self._worker_decoder = m.Decoder(m.Results)
-        self._ctx = zmq.Context()
-        self.sock = self._ctx.socket(zmq.DEALER)
-        self.sock.routing_id = opts.manager_id.encode()
-        self.sock.linger = 0
-        self.sock.sndhwm = 0
-        self.sock.rcvhwm = 0
+        self._uplink = uplink
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self.sock: zmq.Socket[bytes] | None = None
+        if uplink is None:
+            self._ctx = zmq.Context()
+            self.sock = self._ctx.socket(zmq.DEALER)
+            self.sock.routing_id = opts.manager_id.encode()
+            self.sock.linger = 0
+            self.sock.sndhwm = 0
+            self.sock.rcvhwm = 0
+        self._by_fd: dict[int, tuple[str, Worker]] = {}
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
 
@@ -210,6 +222,14 @@ class Manager:
 
     def _cancel(self, task_ids: list[str]) -> None:
         wanted = set(task_ids)
+        for w in list(self.workers.values()):
+            # A worker running a cancelled task is killed; what waited in its pipe
+            # goes back to the queue, which is swept next. A cancelled task waiting
+            # behind a task that goes on runs (a short one: see the module
+            # docstring); its result is ignored upstream, where the cancellation holds.
+            if w.tasks and w.tasks[0].task_id in wanted:
+                w.proc.kill()
+                self._on_worker_death(w, cancelled=True)
         kept: collections.deque[m.TaskSpec] = collections.deque()
         for spec in self.queue:
             if spec.task_id in wanted:
@@ -219,17 +239,15 @@ class Manager:
             else:
                 kept.append(spec)
         self.queue = kept
-        for w in list(self.workers.values()):
-            # the running task only: one waiting in the pipe runs (a short task) and
-            # its result is ignored upstream, where the cancellation already holds
-            if w.tasks and w.tasks[0].task_id in wanted:
-                w.proc.kill()
-                self._on_worker_death(w, cancelled=True)
 
     # ---------------------------------------------------------------- wire --
 
     def _send(self, msg: m.Message) -> None:
-        self.sock.send(m.encode(msg), copy=False)
+        if self._uplink is not None:
+            self._uplink(msg)
+        else:
+            assert self.sock is not None
+            self.sock.send(m.encode(msg), copy=False)
         self.last_sent = time.monotonic()
 
     def _give_back(self) -> None:
@@ -262,9 +280,9 @@ class Manager:
             self._send(m.Ready(free=free))
         self.credit_out += free
 
-    def _on_message(self, frame: bytes) -> None:
+    def deliver(self, msg: m.Message) -> None:
+        """A message from the interchange (decoded); sends nothing back at once."""
         self.last_heard = time.monotonic()
-        msg = self._decoder.decode(frame)
         if isinstance(msg, m.Tasks):
             self.queue.extend(msg.tasks)
             self.credit_out = max(0, self.credit_out - len(msg.tasks))
@@ -276,11 +294,13 @@ class Manager:
 
     # ----------------------------------------------------------------- run --
 
-    def run(self) -> int:
+    def start(self) -> None:
+        """Fork the workers and register with the interchange."""
         o = self.opts
         for i in range(o.workers):
             self._start_worker(i)
-        self.sock.connect(o.interchange)
+        if self.sock is not None:
+            self.sock.connect(o.interchange)
         self._send(m.ManagerRegister(
             manager_id=o.manager_id, hostname=socket.gethostname(), block_id=o.block_id,
             workers=o.workers, cores=os.cpu_count() or 1, gpus=_count_gpus(),
@@ -288,17 +308,62 @@ class Manager:
             drain_at=o.drain_at))
         self.credit_out = self.capacity()
         self._send(m.Ready(free=self.credit_out))
+
+    def poll_fds(self) -> list[int]:
+        """The file descriptors to watch: each worker's pipe and its death sentinel."""
+        if self._workers_changed:
+            self._by_fd = {}
+            for w in self.workers.values():
+                self._by_fd[w.conn.fileno()] = ("conn", w)
+                self._by_fd[w.proc.sentinel] = ("dead", w)
+            self._workers_changed = False
+        return list(self._by_fd)
+
+    def poll_ms(self) -> int:
+        """How long the loop may sleep: a "running" state waiting for its turn goes
+        out within 50 ms, and short tasks that turned long are noticed as soon."""
+        watch = self.started or (self.short_tasks and self._held())
+        return 50 if watch else int(self.opts.heartbeat_period_s * 1000)
+
+    def on_events(self, ready: Collection[Any]) -> None:
+        """Results from workers whose pipes are readable, then deaths."""
+        by_fd = self._by_fd
+        for fd in ready:
+            if isinstance(fd, int) and fd in by_fd:
+                kind, w = by_fd[fd]
+                if kind == "conn" and self.workers.get(w.index) is w:
+                    self._on_worker_frame(w)
+        for fd in ready:
+            if isinstance(fd, int) and fd in by_fd:
+                kind, w = by_fd[fd]
+                if (kind == "dead" and self.workers.get(w.index) is w
+                        and not w.proc.is_alive()):
+                    self._on_worker_frame_if_ready(w)
+                    self._on_worker_death(w)
+
+    def step(self) -> None:
+        """Feed workers, beat, and tell the interchange what happened."""
+        self._feed()
+        self._periodic()
+        self._flush()
+
+    def feed(self) -> None:
+        """Queued tasks into idle workers' pipes (between turns)."""
+        self._feed()
+
+    def run(self) -> int:
+        """The manager's own loop, as a process on a node."""
+        assert self.sock is not None
+        self.start()
         poller = zmq.Poller()
-        by_fd: dict[int, tuple[str, Worker]] = {}
-        period_ms = int(o.heartbeat_period_s * 1000)
         try:
             while not self.stopping:
                 if self._workers_changed:
-                    poller, by_fd = self._poller()
-                # a "running" state waiting for its turn goes out within 50 ms, and
-                # short tasks that turned long are noticed as soon
-                watch = self.started or (self.short_tasks and self._held())
-                events = dict(poller.poll(50 if watch else period_ms))
+                    poller = zmq.Poller()
+                    poller.register(self.sock, zmq.POLLIN)
+                    for fd in self.poll_fds():
+                        poller.register(fd, zmq.POLLIN)
+                events = dict(poller.poll(self.poll_ms()))
                 if self.stopping:  # SIGTERM arrived: the pilot ends; leave it to Bye
                     break
                 if self.sock in events:
@@ -308,41 +373,16 @@ class Manager:
                         except zmq.Again:
                             break
                         try:
-                            self._on_message(frame)
+                            self.deliver(self._decoder.decode(frame))
                         except ProtocolError as exc:
                             log.warning("dropped a bad message: %s", exc)
                         except Exception:  # mishandled, but the node's workers go on
                             log.exception("error while handling a message; dropped it")
-                for fd in events:
-                    if isinstance(fd, int) and fd in by_fd:
-                        kind, w = by_fd[fd]
-                        if kind == "conn" and self.workers.get(w.index) is w:
-                            self._on_worker_frame(w)
-                for fd in events:
-                    if isinstance(fd, int) and fd in by_fd:
-                        kind, w = by_fd[fd]
-                        if (kind == "dead" and self.workers.get(w.index) is w
-                                and not w.proc.is_alive()):
-                            self._on_worker_frame_if_ready(w)
-                            self._on_worker_death(w)
-                self._feed()
-                self._periodic()
-                self._flush()
+                self.on_events(events)
+                self.step()
         finally:
-            self._shutdown()
+            self.shutdown()
         return 0
-
-    def _poller(self) -> tuple[zmq.Poller, dict[int, tuple[str, Worker]]]:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        by_fd: dict[int, tuple[str, Worker]] = {}
-        for w in self.workers.values():
-            poller.register(w.conn.fileno(), zmq.POLLIN)
-            by_fd[w.conn.fileno()] = ("conn", w)
-            poller.register(w.proc.sentinel, zmq.POLLIN)
-            by_fd[w.proc.sentinel] = ("dead", w)
-        self._workers_changed = False
-        return poller, by_fd
 
     def _on_worker_frame_if_ready(self, w: Worker) -> None:
         """A worker may have sent its result just before it died: keep it."""
@@ -368,20 +408,23 @@ class Manager:
         if self.draining and not self._held():
             self.stopping = True
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
+        """Kill the workers, report what is left, and say goodbye."""
         self.stopping = True
         for w in list(self.workers.values()):
             if w.proc.is_alive():
                 w.proc.kill()
         for w in list(self.workers.values()):
             w.proc.join(5)
+            w.conn.close()
         try:
             self._flush()
             self._send(m.Bye(reason="manager stopping"))
         except zmq.ZMQError:
             pass
-        self.sock.close(linger=500)
-        self._ctx.term()
+        if self.sock is not None and self._ctx is not None:
+            self.sock.close(linger=500)
+            self._ctx.term()
 
 
 def _follow_parent() -> None:

@@ -1,7 +1,8 @@
 """A real manager (2 workers) against a test's own interchange socket: its
 capacity grows for short tasks and falls back for long ones, credits add up, what
 it holds beyond its capacity when tasks turn long comes back for other managers,
-and a task waiting in the pipe of a worker that dies is run elsewhere, not lost."""
+a task waiting in the pipe of a worker that dies is run elsewhere, not lost, and
+one cancelled while it waits behind a cancelled task never runs."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def die(x):
     import os
 
     os._exit(3)
+
+
+
+def mark_and_sleep(path):
+    import time
+    from pathlib import Path
+
+    Path(path).touch()
+    time.sleep(30)
 
 
 @dataclass
@@ -111,6 +121,15 @@ class FakeInterchange:
             self.router.send_multipart([self.ident, m.encode(m.Tasks(tasks=specs))])
         return [s.task_id for s in specs]
 
+    def go_short(self, credit: int) -> None:
+        """Run short tasks until the manager keeps two in each worker's pipe, and
+        wait until it granted ``credit``."""
+        self.run_all(square, list(range(200)))
+        deadline = time.monotonic() + 30
+        while self.credit < credit:
+            assert time.monotonic() < deadline, f"the manager granted only {self.credit}"
+            self.receive(0.2)
+
     def run_all(self, fn: object, args: list[object], timeout: float = 60) -> list[str]:
         ids = self.add(fn, args)
         deadline = time.monotonic() + timeout
@@ -164,11 +183,8 @@ def test_capacity_follows_the_tasks_length(manager: FakeInterchange):
 
 def test_a_task_waiting_in_a_dead_workers_pipe_runs_elsewhere(manager: FakeInterchange):
     ix = manager
-    ix.run_all(square, list(range(200)))  # short tasks: two in each worker's pipe
+    ix.go_short(credit=8)
     deadline = time.monotonic() + 30
-    while ix.credit < 8:
-        assert time.monotonic() < deadline
-        ix.receive(0.2)
     fatal = ix.add(die, [0])
     rest = ix.add(square, list(range(1, 8)))
     assert len(ix.send()) == 8
@@ -215,3 +231,26 @@ def test_large_arguments_and_results_after_short_tasks(manager: FakeInterchange)
     ids = ix.run_all(echo, blobs, timeout=60)
     assert [serialize.unpack(ix.results[t].data) for t in ids] == blobs
     assert ix.repeats == 0
+
+
+def test_cancelled_tasks_waiting_in_a_killed_workers_pipe_never_run(
+        manager: FakeInterchange, tmp_path: Path):
+    """A worker running a cancelled task is killed and what waited in its pipe goes
+    back to the queue: a cancelled task among them must end cancelled, not run on
+    the worker that replaces it (it once did: the queue was swept before the kill)."""
+    ix = manager
+    ix.go_short(credit=4)
+    deadline = time.monotonic() + 30
+    marks = [tmp_path / f"started-{i}" for i in range(4)]
+    ids = ix.add(mark_and_sleep, [str(p) for p in marks])
+    assert len(ix.send()) == 4
+    while sum(p.exists() for p in marks) < WORKERS:  # the first two run, two wait
+        assert time.monotonic() < deadline, "the tasks never started"
+        ix.receive(0.05)
+    ix.router.send_multipart([ix.ident, m.encode(m.Cancel(task_ids=ids))])
+    while ix.out:
+        assert time.monotonic() < deadline, f"{len(ix.out)} tasks never came back"
+        ix.receive(0.2)
+    assert {ix.results[t].error.code for t in ids} == {"cancelled"}  # type: ignore[union-attr]
+    ix.run_all(square, list(range(20)))  # the replacement workers are at work
+    assert sum(p.exists() for p in marks) == WORKERS  # the two that waited never started
