@@ -144,6 +144,11 @@ class Interchange:
         ``on_inline`` (never inside the call that produced it)."""
         self._inline_in.append((manager_id, msg))
 
+    @property
+    def inline_waiting(self) -> bool:
+        """Messages from managers in the agent's loop not yet handled."""
+        return bool(self._inline_in)
+
     def on_inline(self) -> None:
         """Handle what managers in the agent's loop said since the last call."""
         while self._inline_in:
@@ -152,6 +157,8 @@ class Interchange:
                 self._on_manager_msg(manager_id, msg)
             except ProtocolError as exc:
                 log.warning("dropped a bad message: %s", exc)
+            except Exception:  # as for a manager on the socket: never end the endpoint
+                log.exception("error while handling a manager's message; dropped it")
 
     def turn(self) -> None:
         """Place queued work, beat, and find managers that stopped beating."""

@@ -223,6 +223,7 @@ class Manager:
     def _cancel(self, task_ids: list[str]) -> None:
         wanted = set(task_ids)
         for w in list(self.workers.values()):
+            self._on_worker_frame_if_ready(w)  # the task may be done: its result first
             # A worker running a cancelled task is killed; what waited in its pipe
             # goes back to the queue, which is swept next. A cancelled task waiting
             # behind a task that goes on runs (a short one: see the module
@@ -271,7 +272,7 @@ class Manager:
             self._send(m.TaskStates(states=[
                 m.TaskState(task_id=t, state="running", at=self.started.pop(t)[0])
                 for t in due]))
-        free = 0 if self.draining else max(
+        free = 0 if self.draining or self.stopping else max(
             0, self.capacity() - self.credit_out - self._held())
         if self.results:
             self._send(m.Results(results=self.results, free=free))

@@ -15,6 +15,8 @@ import inspect
 import io
 import os
 import signal
+import stat
+import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -107,9 +109,30 @@ def _clip(text: str) -> str:
     return text[:MAX_STDOUT // 2] + "\n[... output truncated ...]\n" + text[-MAX_STDOUT // 2:]
 
 
+def _close_inherited_sockets(keep: int) -> None:
+    """Sockets the parent had open at the fork (its ZeroMQ connections, when the
+    parent is the endpoint itself) would stay open for as long as this worker
+    lives: a peer would not see them close. Pipes (multiprocessing's sentinels)
+    and files are left alone."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: nothing to go by
+        return
+    for fd in fds:
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:  # the listing's own descriptor, already gone
+            continue
+
+
 def worker_main(conn: Connection, max_result_bytes: int) -> None:
     """Entry point of a forked worker process."""
     _die_with_parent()
+    _close_inherited_sockets(conn.fileno())
+    sys.setswitchinterval(0.005)  # Python's default, for the user's threads (the parent's is short)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     decoder = m.Decoder(m.Tasks)

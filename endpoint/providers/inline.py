@@ -13,6 +13,7 @@ with ``ended``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Collection
@@ -22,7 +23,7 @@ import zmq
 
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.manager import Manager, ManagerOptions
-from funcx_flows.endpoint.providers.base import CANCELLED, ENDED, RUNNING, Block
+from funcx_flows.endpoint.providers.base import CANCELLED, ENDED, FAILED, RUNNING, Block
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ class InlineProvider:
         return block
 
     def poll(self) -> list[Block]:
+        """Copies: the scaler tells changes by comparing with what it saw before."""
         with self._lock:
-            return list(self._blocks.values())
+            return [dataclasses.replace(b) for b in self._blocks.values()]
 
     def cancel(self, block_ids: list[str]) -> None:
         with self._lock:
@@ -55,22 +57,28 @@ class InlineProvider:
                     self._to_stop.append(block_id)
 
     def close(self) -> None:
-        self.cancel(list(self._blocks))
+        with self._lock:
+            ids = list(self._blocks)
+        self.cancel(ids)
 
     def take_requests(self) -> tuple[list[str], list[str]]:
-        """For the agent's loop: blocks to start and blocks to stop since last asked."""
+        """For the agent's loop: blocks to start and blocks to stop since last asked
+        (a block cancelled before it started is neither)."""
         with self._lock:
-            out = self._to_start, self._to_stop
+            stop = set(self._to_stop)
+            start = [b for b in self._to_start if b not in stop]
+            out = start, [b for b in self._to_stop if b not in self._to_start]
             self._to_start, self._to_stop = [], []
         return out
 
-    def ended(self, block_id: str, why: str = "") -> None:
-        """The agent's loop saw the block's manager stop on its own."""
+    def ended(self, block_id: str, failure: str = "") -> None:
+        """The agent's loop saw the block's manager stop on its own (``failure``:
+        why, when it could not go on)."""
         with self._lock:
             block = self._blocks.get(block_id)
             if block is not None and block.active:
-                block.state = ENDED
-                block.message = why
+                block.state = FAILED if failure else ENDED
+                block.message = failure
 
 
 class InlineManagers:
@@ -84,6 +92,7 @@ class InlineManagers:
         self.interchange = interchange
         self.options = options  # block id -> the options of its manager
         self.managers: dict[str, Manager] = {}  # block id -> manager
+        self.failures: dict[str, str] = {}  # block id -> why its manager had to stop
         self._watched: set[int] = set()
 
     def sync(self) -> None:
@@ -101,24 +110,33 @@ class InlineManagers:
         opts = self.options(block_id)
         ix = self.interchange
         mgr = Manager(opts, uplink=lambda msg: ix.from_inline(opts.manager_id, msg))
-        ix.attach(opts.manager_id, mgr.deliver)
+        ix.attach(opts.manager_id, lambda msg: self._guard(mgr, mgr.deliver, msg))
         self.managers[block_id] = mgr
+        if self._guard(mgr, mgr.start):
+            log.info("inline block %s started: manager %s with %d workers", block_id,
+                     opts.manager_id, opts.workers)
+
+    def _guard(self, mgr: Manager, fn: Callable[..., None], *args: Any) -> bool:
+        """Run one of a manager's steps; what it raises (a fork that fails for want
+        of memory, say) ends that block, not the endpoint."""
         try:
-            mgr.start()
-        except OSError as exc:  # no fork: out of memory or processes
-            log.error("inline block %s could not start its workers: %s", block_id, exc)
+            fn(*args)
+        except Exception as exc:
+            log.exception("inline block %s failed", mgr.opts.block_id)
+            self.failures[mgr.opts.block_id] = f"{type(exc).__name__}: {exc}"[:500]
             mgr.stopping = True
-        log.info("inline block %s started: manager %s with %d workers", block_id,
-                 opts.manager_id, opts.workers)
+            return False
+        return True
 
     def _reap(self) -> None:
         for block_id, mgr in list(self.managers.items()):
             if mgr.stopping:
-                mgr.shutdown()  # its Bye reaches the interchange at its next turn
+                self._guard(mgr, mgr.shutdown)  # its Bye reaches the interchange next turn
                 self.interchange.detach(mgr.opts.manager_id)
                 del self.managers[block_id]
-                self.provider.ended(block_id, "the manager stopped")
-                log.info("inline block %s ended", block_id)
+                failure = self.failures.pop(block_id, "")
+                self.provider.ended(block_id, failure)
+                log.info("inline block %s ended%s", block_id, f": {failure}" if failure else "")
 
     def update_poller(self, poller: zmq.Poller) -> None:
         """Watch every inline worker's pipe and sentinel (re-registered on a change)."""
@@ -132,6 +150,11 @@ class InlineManagers:
         self._watched = now
 
     def poll_ms(self, default: int) -> int:
+        """How long the loop may sleep: not at all while a manager holds results
+        (a cancel's, say) or the interchange has their messages still to read."""
+        if self.interchange.inline_waiting or any(
+                mgr.results for mgr in self.managers.values()):
+            return 0
         for mgr in self.managers.values():
             default = min(default, mgr.poll_ms())
         return default
@@ -140,15 +163,14 @@ class InlineManagers:
         """Workers' results and deaths, then each manager's turn (its messages go to
         the interchange's inline queue)."""
         for mgr in self.managers.values():
-            if not mgr.stopping:
-                mgr.on_events(events)
-                mgr.step()
+            if not mgr.stopping and self._guard(mgr, mgr.on_events, events):
+                self._guard(mgr, mgr.step)
 
     def feed(self) -> None:
         """Tasks the interchange just placed go into the workers' pipes at once."""
         for mgr in self.managers.values():
             if not mgr.stopping:
-                mgr.feed()
+                self._guard(mgr, mgr.feed)
 
     def close(self) -> None:
         for mgr in self.managers.values():

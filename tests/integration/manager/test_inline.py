@@ -107,3 +107,28 @@ def test_a_cancelled_block_takes_its_workers_and_fails_its_running_task(loop: Lo
     assert not loop.inline.managers and not loop.ix.managers
     assert not any(p.is_alive() for p in procs)
     assert [b.state for b in loop.inline.provider.poll()] == [CANCELLED]
+
+
+def test_a_failing_manager_ends_its_block_not_the_loop(loop: Loop):
+    """What a manager's step raises (a fork refused for want of memory, say) fails
+    that block, with the cause, for the scaler to see; the loop and the other
+    blocks go on."""
+    loop.inline.provider.submit("b1", "never run")
+    loop.inline.provider.submit("b2", "never run")
+    loop.until(lambda: loop.ix.status().workers_total == 4)
+    before = loop.inline.provider.poll()
+
+    def refuse() -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    loop.inline.managers["b1"].feed = refuse  # type: ignore[method-assign]
+    tasks = specs(square, list(range(50)))
+    loop.ix.submit(tasks)
+    loop.until(lambda: len(loop.results) == len(tasks))
+    assert all(r.ok or r.error.code == "pilot_ended"  # type: ignore[union-attr]
+               for r in loop.results.values())
+    states = {b.block_id: (b.state, b.message) for b in loop.inline.provider.poll()}
+    assert states["b1"] == ("failed", "OSError: [Errno 12] Cannot allocate memory")
+    assert states["b2"] == ("running", "")
+    assert [b.state for b in before] == ["running", "running"]  # copies, not live
+    assert list(loop.inline.managers) == ["b2"]
