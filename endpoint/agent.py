@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "1"
 RESEND_BATCH = 500
+RESULTS_HOLD_S = 0.002  # under load, results wait at most this long to leave together
+RESULTS_HOLD_MAX = 256
 RESEND_UNACKED_S = 10.0  # results sent but not acknowledged this long are sent again
 TRIM_PERIOD_S = 30.0  # at most this often, when idle, freed heap goes back to the OS
 # A burst from the service (a backlog: hundreds of 512-task batches) is taken in bites
@@ -92,6 +95,7 @@ class Agent:
         self.spool = Spool(folder / "spool.db")
         self.held: set[str] = set()
         self._results: list[m.TaskResult] = []
+        self._results_since: float | None = None  # when the oldest of them came
         # Results the spool could not take (disk full, read-only): kept here, sent
         # anyway, and spooled again every second until the spool takes them.
         self.unspooled: dict[str, m.TaskResult] = {}
@@ -213,7 +217,7 @@ class Agent:
             self.interchange.submit(fresh)
         if refused:
             self._on_results(refused)
-            self._flush_results()
+            self._flush_results(now=True)
 
     # --------------------------------------------------------- interchange --
 
@@ -222,18 +226,40 @@ class Agent:
         self._results.extend(r if len(r.data) <= limit else _too_large(r, limit)
                              for r in results)
 
-    def _flush_results(self) -> None:
-        """Send what the interchange delivered this turn, then spool it (one
-        transaction). Sending first takes the spool's write off the latency path and
-        loses nothing: the acknowledgement that lets the spool forget a result is read
-        by this thread, after the write."""
-        results, self._results = self._results, []
-        if not results:
+    def _flush_results(self, now: bool = False) -> None:
+        """Send what the interchange delivered, then spool it (one transaction).
+        Sending first takes the spool's write off the latency path and loses nothing:
+        the acknowledgement that lets the spool forget a result is read by this
+        thread, after the write. Under load they may wait a little (``_hold``)."""
+        if not self._results or (not now and self._hold()):
             return
+        results, self._results = self._results, []
+        self._results_since = None
         self.held.difference_update(r.task_id for r in results)
         if self.link_up:
             self._send_results(results)
         self._spool(results)
+
+    def _hold(self) -> bool:
+        """Whether results wait for more: only under load (more tasks held than
+        there are workers to run them), for at most RESULTS_HOLD_S and
+        RESULTS_HOLD_MAX results. A burst's results then leave in a few large messages
+        and spool transactions instead of one per loop turn, each of which costs the
+        service and the spool more than its size; a lone task never waits."""
+        now = time.monotonic()
+        if self._results_since is None:
+            self._results_since = now
+        queued = len(self.held) - len(self._results)
+        return (queued > max(self.status.workers_total, 1)
+                and len(self._results) < RESULTS_HOLD_MAX
+                and now - self._results_since < RESULTS_HOLD_S)
+
+    def _hold_ms(self, timeout: int) -> int:
+        """The poll's timeout, shortened to when held results must leave."""
+        if self._results_since is None or not self._results:
+            return timeout
+        left = self._results_since + RESULTS_HOLD_S - time.monotonic()
+        return max(0, min(timeout, math.ceil(left * 1000)))
 
     def _send_results(self, results: list[m.TaskResult]) -> None:
         self._send(m.Results(results=results))
@@ -426,8 +452,8 @@ class Agent:
                 if inline is not None:
                     inline.sync()
                     inline.update_poller(poller)
-                events = dict(poller.poll(
-                    timeout if inline is None else inline.poll_ms(timeout)))
+                wait = self._hold_ms(timeout)
+                events = dict(poller.poll(wait if inline is None else inline.poll_ms(wait)))
                 if sock is not None:
                     poller.unregister(sock)
                 if sock is not None and sock in events:
@@ -483,6 +509,7 @@ class Agent:
     def _shutdown(self) -> None:
         log.info("stopping")
         try:
+            self._flush_results(now=True)  # none kept waiting (see _hold)
             if self.link_up:
                 self._send(m.Bye(reason="endpoint stopping"))
             self.interchange.close()
