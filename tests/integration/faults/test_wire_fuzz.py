@@ -17,12 +17,13 @@ from pathlib import Path
 import psutil
 import pytest
 import zmq
+from curve_peers import curve_service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
-from funcx_flows.endpoint.agent import Agent, Registration
+from funcx_flows.endpoint.agent import Agent
 from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.providers.local import LocalProvider
 from funcx_flows.endpoint.simulated import manager_register
@@ -220,24 +221,13 @@ def test_the_interchange_survives_fuzzed_managers(tmp_path: Path):
 
 def test_the_agent_survives_fuzzed_service_frames(tmp_path: Path):
     ctx = zmq.Context()
-    server_public, server_secret = zmq.curve_keypair()
-    public, secret = zmq.curve_keypair()
-    service = ctx.socket(zmq.ROUTER)
-    service.linger = 0
-    service.curve_server = True
-    service.curve_publickey = server_public
-    service.curve_secretkey = server_secret
-    port = service.bind_to_random_port("tcp://127.0.0.1")
-    endpoint_id = str(uuid.uuid4())
+    service, reg = curve_service(ctx)
     config = EndpointConfig.model_validate({
         "init_blocks": 0, "min_blocks": 0, "allowed_functions": ["the-only-one"],
         "heartbeat_period_s": 0.5, "heartbeat_threshold_s": 30})
     folder = tmp_path / "ep"
     folder.mkdir()
-    agent = Agent(config, folder, Registration(
-        endpoint_id=endpoint_id, zmq_url=f"tcp://127.0.0.1:{port}",
-        service_public_key=server_public.decode(), public_key=public.decode(),
-        secret_key=secret.decode()), LocalProvider(folder / "blocks"))
+    agent = Agent(config, folder, reg, LocalProvider(folder / "blocks"))
     thread = threading.Thread(target=agent.run, args=(lambda _a: Actions(),), daemon=True)
     thread.start()
     decoder = m.Decoder(m.AGENT_TO_SERVICE)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from curve_peers import curve_service
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
@@ -58,22 +59,12 @@ class FakeService:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[FakeService]:
     ctx = zmq.Context()
-    server_public, server_secret = zmq.curve_keypair()
-    public, secret = zmq.curve_keypair()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.linger = 0
-    sock.curve_server = True
-    sock.curve_publickey = server_public
-    sock.curve_secretkey = server_secret
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock, reg = curve_service(ctx)
     config = EndpointConfig.model_validate({
         "provider": "inline", "max_workers_per_node": 2, "heartbeat_threshold_s": 60})
     folder = tmp_path / "ep"
     folder.mkdir()
-    agent = Agent(config, folder, Registration(
-        endpoint_id=str(uuid.uuid4()), zmq_url=f"tcp://127.0.0.1:{port}",
-        service_public_key=server_public.decode(), public_key=public.decode(),
-        secret_key=secret.decode()), InlineProvider())
+    agent = Agent(config, folder, reg, InlineProvider())
     thread = threading.Thread(target=agent.run, args=(lambda _a: Actions(),), daemon=True)
     thread.start()
     try:

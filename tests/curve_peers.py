@@ -1,0 +1,27 @@
+"""Test helpers: a service's CurveZMQ ROUTER socket, and an agent's registration
+with it, for tests that play the service against a real endpoint agent."""
+
+from __future__ import annotations
+
+import uuid
+
+import zmq
+
+from funcx_flows.endpoint.agent import Registration
+
+
+def curve_service(ctx: zmq.Context) -> tuple[zmq.Socket, Registration]:
+    """A bound ROUTER socket that speaks CurveZMQ as the service does, and a
+    registration (fresh endpoint id and keys) that dials it."""
+    server_public, server_secret = zmq.curve_keypair()
+    public, secret = zmq.curve_keypair()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.linger = 0
+    sock.curve_server = True
+    sock.curve_publickey = server_public
+    sock.curve_secretkey = server_secret
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    return sock, Registration(
+        endpoint_id=str(uuid.uuid4()), zmq_url=f"tcp://127.0.0.1:{port}",
+        service_public_key=server_public.decode(), public_key=public.decode(),
+        secret_key=secret.decode())
