@@ -81,8 +81,9 @@ def _mem(proc: psutil.Process, role: str) -> ProcMem | None:
 
 def stack_processes(stack: LocalStack, ep: RunningEndpoint) -> list[tuple[str, psutil.Process]]:
     """Every process of the stack with its role: the service and its tree, the
-    endpoint's agent (the interchange is a thread in it), its managers and their
-    workers. Roles are stable names; a restarted worker keeps its role."""
+    endpoint's agent (the interchange runs in its loop), its managers and their
+    workers (or, with inline blocks, its own workers). Roles are stable names; a
+    restarted worker keeps its role."""
     found: list[tuple[str, psutil.Process]] = []
     if stack.service_proc is not None:
         with contextlib.suppress(psutil.Error):
@@ -92,10 +93,14 @@ def stack_processes(stack: LocalStack, ep: RunningEndpoint) -> list[tuple[str, p
                       for i, c in enumerate(service.children(recursive=True), 1)]
     try:
         agent = psutil.Process(ep.proc.pid)
-        managers = sorted(agent.children(), key=lambda p: p.pid)
+        children = sorted(agent.children(), key=lambda p: p.pid)
+        managers = [c for c in children if _is_manager(c)]
     except psutil.Error:
         return found
     found.append(("agent", agent))
+    # inline blocks: the workers are the agent's own children
+    found += [(f"worker-{i}", w) for i, w in
+              enumerate((c for c in children if c not in managers), 1)]
     for i, manager in enumerate(managers, 1):
         name = "manager" if len(managers) == 1 else f"manager-{i}"
         found.append((name, manager))
@@ -104,6 +109,13 @@ def stack_processes(stack: LocalStack, ep: RunningEndpoint) -> list[tuple[str, p
             found += [(f"worker-{i}" if len(managers) == 1 else f"{name}-worker-{i}", w)
                       for i, w in enumerate(workers, 1)]
     return found
+
+
+def _is_manager(proc: psutil.Process) -> bool:
+    try:
+        return "funcx_flows.endpoint.manager" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def stack_memory(stack: LocalStack, ep: RunningEndpoint) -> list[ProcMem]:
@@ -393,7 +405,8 @@ def _progress_reporter(console: Console, progress: Progress, bar: Any, counter: 
 def soak(stack: LocalStack, args: argparse.Namespace, counter: Counter, seen: set[int],
          console: Console) -> Outcome:
     stack.start_service()
-    ep = stack.start_endpoint("soak", {"max_workers_per_node": args.workers})
+    ep = stack.start_endpoint("soak", {"max_workers_per_node": args.workers,
+                                       "provider": args.provider})
     client = stack.client()
     ex = Executor(endpoint_id=ep.endpoint_id, client=client)
     finished = False
@@ -449,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=20_000, help="most tasks in flight")
     ap.add_argument("--chunk", type=int, default=2_000, help="tasks submitted at a time")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--provider", default="local", choices=["local", "inline"],
+                    help="local: a manager process per block; inline: workers forked "
+                         "by the endpoint itself")
     ap.add_argument("--sample-s", type=float, default=3.0)
     ap.add_argument("--baseline", type=int, default=100_000,
                     help="tasks after which the baseline RSS is taken (at most --tasks/10)")
