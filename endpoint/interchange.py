@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import zmq
 
@@ -124,12 +125,7 @@ class Interchange:
                 return
             except ValueError:
                 continue
-            try:
-                self._on_manager(ident, frame)
-            except ProtocolError as exc:
-                log.warning("dropped a bad message: %s", exc)
-            except Exception:  # a well-formed message we mishandle must not end the endpoint
-                log.exception("error while handling a manager's message; dropped it")
+            self._safely(self._on_manager, ident, frame)
 
     def attach(self, manager_id: str, deliver: Callable[[m.Message], None]) -> None:
         """A manager in the agent's loop: ``deliver`` hands it what would go over the
@@ -152,13 +148,18 @@ class Interchange:
     def on_inline(self) -> None:
         """Handle what managers in the agent's loop said since the last call."""
         while self._inline_in:
-            manager_id, msg = self._inline_in.popleft()
-            try:
-                self._on_manager_msg(manager_id, msg)
-            except ProtocolError as exc:
-                log.warning("dropped a bad message: %s", exc)
-            except Exception:  # as for a manager on the socket: never end the endpoint
-                log.exception("error while handling a manager's message; dropped it")
+            self._safely(self._on_manager_msg, *self._inline_in.popleft())
+
+    @staticmethod
+    def _safely(handle: Callable[..., None], *args: Any) -> None:
+        """One manager's message handled; a bad or mishandled one is dropped and
+        logged, never the end of the endpoint."""
+        try:
+            handle(*args)
+        except ProtocolError as exc:
+            log.warning("dropped a bad message: %s", exc)
+        except Exception:
+            log.exception("error while handling a manager's message; dropped it")
 
     def turn(self) -> None:
         """Place queued work, beat, and find managers that stopped beating."""

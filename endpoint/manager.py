@@ -143,7 +143,7 @@ class Manager:
     def _held(self) -> int:
         return len(self.queue) + sum(len(w.tasks) for w in self.workers.values())
 
-    def _feed(self) -> None:
+    def feed(self) -> None:
         """Idle workers first; then, for short tasks, a second task into each pipe."""
         depth = 2 if self.short_tasks else 1
         for slot in range(depth):
@@ -344,13 +344,9 @@ class Manager:
 
     def step(self) -> None:
         """Feed workers, beat, and tell the interchange what happened."""
-        self._feed()
+        self.feed()
         self._periodic()
         self._flush()
-
-    def feed(self) -> None:
-        """Queued tasks into idle workers' pipes (between turns)."""
-        self._feed()
 
     def run(self) -> int:
         """The manager's own loop, as a process on a node."""

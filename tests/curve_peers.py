@@ -3,11 +3,15 @@ with it, for tests that play the service against a real endpoint agent."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
+from collections.abc import Iterator
 
 import zmq
 
-from funcx_flows.endpoint.agent import Registration
+from funcx_flows.endpoint.agent import Agent, Registration
+from funcx_flows.endpoint.strategy import Actions
 
 
 def curve_service(ctx: zmq.Context) -> tuple[zmq.Socket, Registration]:
@@ -25,3 +29,19 @@ def curve_service(ctx: zmq.Context) -> tuple[zmq.Socket, Registration]:
         endpoint_id=str(uuid.uuid4()), zmq_url=f"tcp://127.0.0.1:{port}",
         service_public_key=server_public.decode(), public_key=public.decode(),
         secret_key=secret.decode())
+
+
+@contextlib.contextmanager
+def running(agent: Agent, sock: zmq.Socket, ctx: zmq.Context) -> Iterator[threading.Thread]:
+    """The agent's loop in a thread (no scaling); on the way out it is stopped,
+    then the test's socket and context are closed, and the loop must have ended."""
+    thread = threading.Thread(target=agent.run, args=(lambda _a: Actions(),), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        agent.stopping = True
+        thread.join(30)
+        sock.close()
+        ctx.term()
+    assert not thread.is_alive(), "the agent's loop did not end"

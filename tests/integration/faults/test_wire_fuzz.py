@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 import typing
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import zmq
-from curve_peers import curve_service
+from curve_peers import curve_service, running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +26,6 @@ from funcx_flows.endpoint.agent import Agent
 from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.providers.local import LocalProvider
 from funcx_flows.endpoint.simulated import manager_register
-from funcx_flows.endpoint.strategy import Actions
 from funcx_flows.localstack import LocalStack, stop_process
 from funcx_flows.sdk.executor import Executor
 
@@ -228,11 +226,9 @@ def test_the_agent_survives_fuzzed_service_frames(tmp_path: Path):
     folder = tmp_path / "ep"
     folder.mkdir()
     agent = Agent(config, folder, reg, LocalProvider(folder / "blocks"))
-    thread = threading.Thread(target=agent.run, args=(lambda _a: Actions(),), daemon=True)
-    thread.start()
     decoder = m.Decoder(m.AGENT_TO_SERVICE)
     welcome = m.encode(m.Welcome(heartbeat_period_s=0.5, heartbeat_threshold_s=30))
-    try:
+    with running(agent, service, ctx) as thread:
         hello = _recv(service, 30)
         assert hello is not None and isinstance(decoder.decode(hello[1]), m.Hello)
         ident = hello[0]
@@ -274,10 +270,4 @@ def test_the_agent_survives_fuzzed_service_frames(tmp_path: Path):
                 result = next((r for r in msg.results if r.task_id == task_id), None)
         assert not result.ok and result.error is not None
         assert result.error.code == "permission_denied"
-    finally:
-        agent.stopping = True
-        thread.join(30)
-        service.close()
-        ctx.term()
-    assert not thread.is_alive()
     assert os.path.exists(folder / "spool.db")

@@ -4,7 +4,6 @@ result exactly once; a lone task's result leaves on its own, not held back."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from curve_peers import curve_service
+from curve_peers import curve_service, running
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
@@ -20,7 +19,6 @@ from funcx_flows.endpoint import agent as agent_module
 from funcx_flows.endpoint.agent import Agent, Registration
 from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.providers.inline import InlineProvider
-from funcx_flows.endpoint.strategy import Actions
 
 
 def echo(x):
@@ -65,9 +63,7 @@ def service(tmp_path: Path) -> Iterator[FakeService]:
     folder = tmp_path / "ep"
     folder.mkdir()
     agent = Agent(config, folder, reg, InlineProvider())
-    thread = threading.Thread(target=agent.run, args=(lambda _a: Actions(),), daemon=True)
-    thread.start()
-    try:
+    with running(agent, sock, ctx):
         assert sock.poll(30_000), "the agent never said hello"
         ident = sock.recv_multipart()[0]
         sock.send_multipart([ident, m.encode(m.Welcome(heartbeat_period_s=2,
@@ -77,12 +73,6 @@ def service(tmp_path: Path) -> Iterator[FakeService]:
             assert time.monotonic() < deadline, "the inline block never started"
             time.sleep(0.05)
         yield FakeService(sock, ident)
-    finally:
-        agent.stopping = True
-        thread.join(30)
-        sock.close()
-        ctx.term()
-    assert not thread.is_alive()
 
 
 def test_a_bursts_results_leave_together_each_once(service: FakeService):
