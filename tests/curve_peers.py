@@ -43,5 +43,6 @@ def running(agent: Agent, sock: zmq.Socket, ctx: zmq.Context) -> Iterator[thread
         agent.stopping = True
         thread.join(30)
         sock.close()
-        ctx.term()
+        if not thread.is_alive():  # a live loop still owns its sockets: leave them
+            ctx.destroy(linger=0)
     assert not thread.is_alive(), "the agent's loop did not end"

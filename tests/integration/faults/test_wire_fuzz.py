@@ -104,7 +104,7 @@ def fake_interchange() -> Iterator[tuple[zmq.Socket, int]]:
     port = router.bind_to_random_port("tcp://127.0.0.1")
     yield router, port
     router.close()
-    ctx.term()
+    ctx.destroy(linger=0)
 
 
 def test_a_manager_survives_fuzzed_frames(fake_interchange, tmp_path: Path):
@@ -205,7 +205,7 @@ def test_the_interchange_survives_fuzzed_managers(tmp_path: Path):
         fuzz()
         for p in peers:
             p.close()
-        ctx.term()
+        ctx.destroy(linger=0)
         time.sleep(3)  # fake managers that registered are declared lost
         assert ep.proc.poll() is None, "the endpoint died"
         with Executor(endpoint_id=ep.endpoint_id, client=stack.client()) as ex:

@@ -116,4 +116,4 @@ def test_results_wait_only_while_tasks_queue(tmp_path: Path):
     finally:
         agent.interchange.close()
         agent.spool.close()
-        agent.ctx.term()
+        agent.ctx.destroy(linger=0)

@@ -30,7 +30,7 @@ def setup() -> Iterator[tuple[Interchange, zmq.Socket]]:
     yield ix, mgr
     mgr.close()
     ix.close()
-    ctx.term()
+    ctx.destroy(linger=0)
 
 
 def spin(ix: Interchange, until: Callable[[], bool], timeout: float = 10) -> None:

@@ -164,7 +164,7 @@ def manager(tmp_path: Path) -> Iterator[FakeInterchange]:
     finally:
         stop_process(proc)
         router.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_capacity_follows_the_tasks_length(manager: FakeInterchange):

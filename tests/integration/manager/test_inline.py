@@ -70,7 +70,7 @@ def loop() -> Iterator[Loop]:
     finally:
         inline.close()
         ix.close()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def specs(fn: object, args: list[object]) -> list[m.TaskSpec]:
