@@ -226,11 +226,16 @@ class Manager:
             self._on_worker_frame_if_ready(w)  # the task may be done: its result first
             # A worker running a cancelled task is killed; what waited in its pipe
             # goes back to the queue, which is swept next. A cancelled task waiting
-            # behind a task that goes on runs (a short one: see the module
-            # docstring); its result is ignored upstream, where the cancellation holds.
+            # behind a task that goes on is named to the worker, which reports it
+            # cancelled instead of running it.
             if w.tasks and w.tasks[0].task_id in wanted:
                 w.proc.kill()
                 self._on_worker_death(w, cancelled=True)
+                continue
+            behind = [t.task_id for t in w.tasks[1:] if t.task_id in wanted]
+            if behind:
+                with contextlib.suppress(OSError):  # dead: the sentinel handles it
+                    w.conn.send_bytes(m.encode(m.Cancel(task_ids=behind)))
         kept: collections.deque[m.TaskSpec] = collections.deque()
         for spec in self.queue:
             if spec.task_id in wanted:

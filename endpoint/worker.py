@@ -9,6 +9,7 @@ prints, and turns every failure into an error that names its cause.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import inspect
@@ -135,14 +136,54 @@ def worker_main(conn: Connection, max_result_bytes: int) -> None:
     sys.setswitchinterval(0.005)  # Python's default, for the user's threads (the parent's is short)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    decoder = m.Decoder(m.Tasks)
+    pipe = _Pipe(conn)
     runner = Runner(max_result_bytes)
     while True:
-        try:
-            frame = conn.recv_bytes()
-        except (EOFError, OSError):
+        spec = pipe.next_task()
+        if spec is None:
             os._exit(0)
-        msg = decoder.decode(frame)
-        assert isinstance(msg, m.Tasks)
-        for spec in msg.tasks:
-            conn.send_bytes(m.encode(m.Results(results=[runner.run(spec)])))
+        result = cancelled(spec) if spec.task_id in pipe.cancelled else runner.run(spec)
+        conn.send_bytes(m.encode(m.Results(results=[result])))
+
+
+def cancelled(spec: m.TaskSpec) -> m.TaskResult:
+    """What a task cancelled before it ran reports (it never ran)."""
+    return m.TaskResult(task_id=spec.task_id, ok=False, attempts=spec.attempt,
+                        finished_at=time.time(),
+                        error=m.ErrorInfo(code="cancelled", message="cancelled by the user"))
+
+
+class _Pipe:
+    """The worker's end of its pipe: tasks in order, and the cancels that came
+    after a task that waits in the pipe (the manager cannot take it back). Before a
+    task runs, everything already in the pipe is read, so that a cancel sent while
+    the task waited is seen first."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.decoder = m.Decoder(m.WORKER_INPUT)
+        self.waiting: collections.deque[m.TaskSpec] = collections.deque()
+        self.cancelled: set[str] = set()
+
+    def _read(self) -> bool:
+        try:
+            msg = self.decoder.decode(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            return False
+        if isinstance(msg, m.Tasks):
+            self.waiting.extend(msg.tasks)
+        elif isinstance(msg, m.Cancel):
+            self.cancelled.update(msg.task_ids)
+        return True
+
+    def next_task(self) -> m.TaskSpec | None:
+        """The next task to run; None once the manager is gone."""
+        while not self.waiting:
+            if not self._read():
+                return None
+        while self.conn.poll(0):
+            if not self._read():
+                break
+        # a cancel for a task that is not waiting came too late (it ran): forget it
+        self.cancelled.intersection_update(t.task_id for t in self.waiting)
+        return self.waiting.popleft()

@@ -237,6 +237,7 @@ AGENT_TO_SERVICE = Union[Hello, Heartbeat, TaskStates, Results, EndpointStatus, 
 AGENT_TO_INTERCHANGE = Union[Tasks, Cancel, Heartbeat, Shutdown]  # noqa: UP007
 INTERCHANGE_TO_AGENT = Union[TaskStates, Results, EndpointStatus, Heartbeat]  # noqa: UP007
 INTERCHANGE_TO_MANAGER = Union[Tasks, Cancel, Heartbeat, Shutdown]  # noqa: UP007
+WORKER_INPUT = Union[Tasks, Cancel]  # noqa: UP007  (manager -> worker, over its pipe)
 MANAGER_TO_INTERCHANGE = Union[  # noqa: UP007
     ManagerRegister, Ready, TaskStates, Results, Requeue, Heartbeat, Drain, Bye
 ]

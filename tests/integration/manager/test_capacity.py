@@ -2,7 +2,8 @@
 capacity grows for short tasks and falls back for long ones, credits add up, what
 it holds beyond its capacity when tasks turn long comes back for other managers,
 a task waiting in the pipe of a worker that dies is run elsewhere, not lost, and
-one cancelled while it waits behind a cancelled task never runs."""
+one cancelled while it waits in a worker's pipe never runs, whether the task
+ahead of it was cancelled too or goes on."""
 
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ def mark_and_sleep(path):
 
     Path(path).touch()
     time.sleep(30)
+
+
+def mark_and_nap(path):
+    import time
+    from pathlib import Path
+
+    Path(path).touch()
+    time.sleep(1)
+    return path
 
 
 @dataclass
@@ -128,6 +138,13 @@ class FakeInterchange:
         deadline = time.monotonic() + 30
         while self.credit < credit:
             assert time.monotonic() < deadline, f"the manager granted only {self.credit}"
+            self.receive(0.2)
+
+    def cancel_and_collect(self, ids: list[str], deadline: float) -> None:
+        """Cancel ``ids``, then wait until every task out came back."""
+        self.router.send_multipart([self.ident, m.encode(m.Cancel(task_ids=ids))])
+        while self.out:
+            assert time.monotonic() < deadline, f"{len(self.out)} tasks never came back"
             self.receive(0.2)
 
     def run_all(self, fn: object, args: list[object], timeout: float = 60) -> list[str]:
@@ -247,10 +264,30 @@ def test_cancelled_tasks_waiting_in_a_killed_workers_pipe_never_run(
     while sum(p.exists() for p in marks) < WORKERS:  # the first two run, two wait
         assert time.monotonic() < deadline, "the tasks never started"
         ix.receive(0.05)
-    ix.router.send_multipart([ix.ident, m.encode(m.Cancel(task_ids=ids))])
-    while ix.out:
-        assert time.monotonic() < deadline, f"{len(ix.out)} tasks never came back"
-        ix.receive(0.2)
+    ix.cancel_and_collect(ids, deadline)
     assert {ix.results[t].error.code for t in ids} == {"cancelled"}  # type: ignore[union-attr]
     ix.run_all(square, list(range(20)))  # the replacement workers are at work
     assert sum(p.exists() for p in marks) == WORKERS  # the two that waited never started
+
+
+def test_a_cancelled_task_waiting_behind_a_running_one_never_runs(
+        manager: FakeInterchange, tmp_path: Path):
+    """The task ahead of it goes on (it was not cancelled), so the worker lives: the
+    cancelled task that waits in its pipe is reported cancelled, not run."""
+    ix = manager
+    ix.go_short(credit=4)
+    deadline = time.monotonic() + 30
+    heads = [tmp_path / f"head-{i}" for i in range(WORKERS)]
+    behind = [tmp_path / f"behind-{i}" for i in range(WORKERS)]
+    head_ids = ix.add(mark_and_nap, [str(p) for p in heads])
+    behind_ids = ix.add(mark_and_nap, [str(p) for p in behind])
+    assert len(ix.send()) == 2 * WORKERS
+    while not all(p.exists() for p in heads):  # both run; one task waits in each pipe
+        assert time.monotonic() < deadline, "the tasks never started"
+        ix.receive(0.05)
+    ix.cancel_and_collect(behind_ids, deadline)
+    assert [serialize.unpack(ix.results[t].data) for t in head_ids] == [str(p) for p in heads]
+    assert {ix.results[t].error.code for t in behind_ids} == {"cancelled"}  # type: ignore[union-attr]
+    assert not any(p.exists() for p in behind)
+    assert sorted(serialize.unpack(ix.results[t].data) for t in ix.run_all(square, [1, 2])) \
+        == [1, 4]  # the same workers go on
