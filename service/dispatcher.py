@@ -28,7 +28,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from funcx_flows import messages as m
 from funcx_flows.errors import ProtocolError, StorageUnavailable
 from funcx_flows.home import write_secret
-from funcx_flows.service.hub import Hub
+from funcx_flows.service.hub import Hub, Outbox
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store, task_record
 
@@ -90,6 +90,7 @@ class Dispatcher:
         self.settings = settings
         self.store = store
         self.hub = hub
+        self._outbox = Outbox(hub)
         self.keys = keys
         self.links: dict[str, Link] = {}
         self._endpoint_keys: dict[str, str] = {}
@@ -112,6 +113,9 @@ class Dispatcher:
     async def start(self) -> str:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._outbox.bind(self._loop)
+        # every finished task's record reaches the result streams through the outbox
+        self.store.publish_with(lambda rows: self._outbox.put(publishable(rows)))
         for eid, key in (await asyncio.to_thread(self.store.endpoint_keys)).items():
             self.set_endpoint_key(eid, key)
         self._auth = AsyncioAuthenticator(self._ctx)
@@ -141,6 +145,7 @@ class Dispatcher:
         return self.url
 
     async def stop(self) -> None:
+        self.store.publish_with(None)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -203,9 +208,6 @@ class Dispatcher:
             by_endpoint.setdefault(str(r["endpoint_id"]), []).append(str(r["task_id"]))
         for eid, ids in by_endpoint.items():
             self._call(self._send, eid, m.Cancel(task_ids=ids))
-
-    def publish_threadsafe(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self._call(self.hub.publish, publishable(rows))
 
     def link_info(self, endpoint_id: str) -> dict[str, Any]:
         link = self.links.get(endpoint_id)
@@ -344,13 +346,12 @@ class Dispatcher:
         if self._running:
             for r in msg.results:
                 self._running.pop(r.task_id, None)
+        # (the records reach the result streams through the store's outbox)
         if len(msg.results) <= INLINE_RESULTS:
             # A small batch commits faster here than a hop to a worker thread and back.
-            rows = self.store.complete(endpoint_id, msg.results)
+            self.store.complete(endpoint_id, msg.results)
         else:
-            rows = await asyncio.to_thread(self.store.complete, endpoint_id, msg.results)
-        if rows:
-            self.hub.publish(publishable(rows))
+            await asyncio.to_thread(self.store.complete, endpoint_id, msg.results)
         self._ack_later(endpoint_id, [r.task_id for r in msg.results])
 
     def _ack_later(self, endpoint_id: str, task_ids: list[str]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,3 +82,42 @@ class Hub:
     @property
     def subscribers(self) -> int:
         return sum(len(s) for s in self._subs.values())
+
+
+class Outbox:
+    """Records put from any thread, published on the loop in the order put.
+
+    The store puts each transaction's finished records under the lock that orders
+    sequence numbers, so this order is the sequence order. A record committed in a
+    worker thread must not be overtaken by one the loop commits before the
+    thread's hand-over runs: a client that saw the later one, then lost its stream,
+    would resume after it and miss the earlier one. So a put on the loop publishes
+    everything pending, in order, at once; a put from a thread wakes the loop."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called on the loop that publishes."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def put(self, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        with self._lock:
+            self._pending.extend(records)
+        if threading.get_ident() == self._loop_thread:
+            self.drain()
+        elif self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens
+                self._loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """Publish what is pending (on the loop)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self.hub.publish(batch)

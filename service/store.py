@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,13 @@ def _error_fields(err: ErrorInfo | None) -> dict[str, Any] | None:
             "remote_traceback": err.remote_traceback}
 
 
+class _Finished(threading.local):
+    """The rows finished by the calling thread's transaction; None until it takes
+    sequence numbers (and with them the store's sequence lock)."""
+
+    rows: list[dict[str, Any]] | None = None
+
+
 @dataclass(frozen=True)
 class User:
     user_id: str
@@ -207,6 +214,14 @@ class Store:
             threading.Lock() if engine.url.get_backend_name() == "sqlite"
             else contextlib.nullcontext())
         self._pinned: tuple[int, Connection] | None = None
+        # Transactions that finish tasks take sequence numbers under this lock, held
+        # until their records went to ``_publish`` after the commit: records are
+        # published in sequence order (see hub.Outbox). It is taken lazily, by
+        # _next_seqs, which every such transaction calls before it writes a row that
+        # others can see (so no row lock is ever held while waiting for it).
+        self._seq_lock = threading.Lock()
+        self._tx = _Finished()
+        self._publish: Callable[[list[dict[str, Any]]], None] | None = None
         # SQLite: payloads and results over blobfiles.MIN_BYTES as files beside the
         # database (set up by create_schema); PostgreSQL keeps them in its rows, since
         # its replicas share no disk
@@ -225,16 +240,31 @@ class Store:
         if pinned is not None:
             pinned[1].close()
 
+    def publish_with(self, publish: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        """Where the rows of finished tasks go once committed (None: nowhere): one
+        call per transaction, in sequence order, never two at once."""
+        self._publish = publish
+
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
-        """A write transaction (committed at the end, rolled back on an error)."""
+        """A write transaction (committed at the end, rolled back on an error); the
+        tasks it finished are published after the commit."""
+        assert self._tx.rows is None, "a transaction within a transaction"
         pinned = self._pinned
-        if pinned is not None and pinned[0] == threading.get_ident():
-            with self._write_lock, pinned[1].begin():
-                yield pinned[1]
-            return
-        with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        try:
+            with self._write_lock:
+                if pinned is not None and pinned[0] == threading.get_ident():
+                    with pinned[1].begin():
+                        yield pinned[1]
+                else:
+                    with self.engine.begin() as conn:
+                        yield conn
+                if self._tx.rows and self._publish is not None:
+                    self._publish(self._tx.rows)
+        finally:
+            if self._tx.rows is not None:
+                self._tx.rows = None
+                self._seq_lock.release()
 
     def create_schema(self) -> None:
         try:
@@ -807,7 +837,11 @@ class Store:
                 [{"tid": tid, "at": at} for tid, at in states])
 
     def _next_seqs(self, conn: Any, n: int) -> int:
-        """Reserve ``n`` sequence numbers; returns the first."""
+        """Reserve ``n`` sequence numbers; returns the first. The rows finished with
+        them go to ``self._tx.rows``, published after the commit."""
+        if self._tx.rows is None:
+            self._seq_lock.acquire()
+            self._tx.rows = []
         last = rawsql.execute(conn, self._hot.next_seqs, {"n": n})[0][0]
         return int(last) - n + 1
 
@@ -856,7 +890,12 @@ class Store:
                            "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running"),
                            "bl": RESULT_IN_FILE if in_file else 0})
         rawsql.execute_many(conn, self._hot.finish, params)
+        self._finished(rows)
         return rows
+
+    def _finished(self, rows: list[dict[str, Any]]) -> None:
+        assert self._tx.rows is not None, "finished without sequence numbers"
+        self._tx.rows.extend(rows)
 
     def complete(self, endpoint_id: str,
                  results: Sequence[TaskResult]) -> list[dict[str, Any]]:
@@ -898,6 +937,7 @@ class Store:
                 row.update(seq=first + i, t_completed=now, result=data, error=err,
                            stdout=res.stdout)
                 rows.append(row)
+        self._finished(rows)
         return rows
 
     def cancel(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:

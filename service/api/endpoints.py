@@ -89,7 +89,6 @@ def set_endpoint_sharing(endpoint_id: str, body: Sharing, user: UserDep, p: Part
 
 @router.delete("/endpoints/{endpoint_id}", response_model=Deleted)
 def delete_endpoint(endpoint_id: str, user: UserDep, p: PartsDep) -> Deleted:
-    rows = p.store.delete_endpoint(user, endpoint_id)
+    p.store.delete_endpoint(user, endpoint_id)  # its tasks' records: published by the store
     p.dispatcher.forget_endpoint(endpoint_id)
-    p.dispatcher.publish_threadsafe(rows)
     return Deleted(deleted=endpoint_id)

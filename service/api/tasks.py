@@ -59,13 +59,11 @@ async def accept_tasks(p: Parts, user: User, body: TasksIn) -> list[str]:
     online = p.dispatcher.online_endpoints()
     ids: list[str]
     if len(items) <= INLINE_TASKS:
-        ids, to_send, finished = p.store.submit(user, items, online, s.max_tasks_in_flight)
+        ids, to_send, _ = p.store.submit(user, items, online, s.max_tasks_in_flight)
     else:
-        ids, to_send, finished = await asyncio.to_thread(p.store.submit, user, items, online,
+        ids, to_send, _ = await asyncio.to_thread(p.store.submit, user, items, online,
                                                          s.max_tasks_in_flight)
-    p.dispatcher.send_tasks_threadsafe(to_send)
-    if finished:  # answered from memoized results
-        p.dispatcher.publish_threadsafe(finished)
+    p.dispatcher.send_tasks_threadsafe(to_send)  # (memoized answers: published by the store)
     return ids
 
 
@@ -83,7 +81,6 @@ def fetch_tasks(body: TaskIds, user: UserDep, p: PartsDep) -> TaskList:
 @router.post("/tasks/cancel", response_model=Cancelled)
 def cancel_tasks(body: TaskIds, user: UserDep, p: PartsDep) -> Cancelled:
     rows = p.store.cancel(user, body.task_ids)
-    p.dispatcher.publish_threadsafe(rows)
     p.dispatcher.cancel_threadsafe(rows)
     return Cancelled(cancelled=[str(r["task_id"]) for r in rows])
 
@@ -96,6 +93,5 @@ def cancel_task(task_id: str, user: UserDep, p: PartsDep) -> TaskRecord:
         if row["state"] in TERMINAL:
             raise Conflict(f"task {task_id} already ended ({row['state']})", state=row["state"])
         raise InvalidRequest(f"task {task_id} could not be cancelled")
-    p.dispatcher.publish_threadsafe(rows)
     p.dispatcher.cancel_threadsafe(rows)
     return TaskRecord(**task_record(p.store.get_task(user, task_id)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +15,8 @@ from sqlalchemy import text
 from funcx_flows import messages as m
 from funcx_flows.errors import Conflict, NotFound, PermissionDenied, RateLimited
 from funcx_flows.service.db import make_engine
+from funcx_flows.service.dispatcher import publishable
+from funcx_flows.service.hub import Hub, Outbox
 from funcx_flows.service.store import Store, User
 
 PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
@@ -87,6 +91,54 @@ def test_a_batch_of_tasks_round_trips(store: Store):
                                            online={eid2})
     assert memo == [] and [s.task_id for s in to_send[eid2]] == [third]
     assert store.purge(older_than=1e12) == 52
+
+
+def test_finished_records_are_published_in_sequence_order(store: Store):
+    """A record committed in a worker thread is published when the loop gets to
+    it; one that the loop commits meanwhile must not overtake it (a client that saw
+    the later one and then lost its stream would resume after it and miss the
+    earlier one). Threads cancel while the loop stores results, as the service's
+    routes and dispatcher do."""
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    ids, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid, "payload": b"x"}
+                                     for _ in range(60)], online={eid})
+
+    def done(i: int) -> None:
+        store.complete(eid, [m.TaskResult(task_id=ids[i], ok=True, data=b"r")])
+
+    def cancel(i: int) -> threading.Thread:
+        thread = threading.Thread(target=store.cancel, args=(alice, [ids[i]]))
+        thread.start()
+        return thread
+
+    async def scenario() -> list[int]:
+        hub = Hub()
+        outbox = Outbox(hub)
+        outbox.bind(asyncio.get_running_loop())
+        store.publish_with(lambda rows: outbox.put(publishable(rows)))
+        sub = hub.subscribe(alice.user_id, None)
+        cancel(0).join()  # committed; its records wait for the loop's next turn
+        done(1)  # committed on the loop, after it
+        threads = [cancel(i) for i in range(2, 30)]
+        for i in range(30, 60):
+            done(i)
+            await asyncio.sleep(0)
+        for thread in threads:
+            thread.join()
+        seen: list[dict] = []
+        while len(seen) < 60:
+            batch = await asyncio.wait_for(sub.take(), 10)
+            assert batch is not None
+            seen += batch
+        return [r["seq"] for r in seen]
+
+    try:
+        seqs = asyncio.run(scenario())
+    finally:
+        store.publish_with(None)
+    assert len(seqs) == 60 and seqs == sorted(seqs)
 
 
 def test_a_refused_batch_stores_none_of_its_tasks(store: Store):
