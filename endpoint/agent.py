@@ -33,6 +33,7 @@ import zmq
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
 from funcx_flows.endpoint.interchange import Interchange
+from funcx_flows.endpoint.linkauth import Gate, Mechanism
 from funcx_flows.endpoint.manager import ManagerOptions
 from funcx_flows.endpoint.providers.base import (
     ACTIVE_STATES,
@@ -61,6 +62,7 @@ TRIM_PERIOD_S = 30.0  # at most this often, when idle, freed heap goes back to t
 # A burst from the service (a backlog: hundreds of 512-task batches) is taken in bites
 # between dispatches, so managers get work while the rest is still decoded.
 SERVICE_FRAMES_PER_TURN = 16
+MANAGER_CREDENTIALS = "manager-credentials.json"  # in the endpoint's folder (see linkauth)
 
 
 @dataclass(frozen=True)
@@ -122,11 +124,15 @@ class Agent:
         self._scaler = threading.Thread(target=self._scale_loop, name="scaler", daemon=True)
         self._decide: Callable[[Agent], Actions] = scaling_decision
         self._scaler_stop = threading.Event()
+        # only the managers this run starts may connect (see linkauth)
+        self.gate = Gate(manager_auth(config))
+        self.credentials_path = folder / MANAGER_CREDENTIALS
+        self.gate.credentials.save(self.credentials_path)
         self.interchange = Interchange(
             self.ctx, _bind_host(config.interchange_address),
             max_retries=config.max_retries_on_system_failure,
             heartbeat_period_s=config.heartbeat_period_s,
-            heartbeat_threshold_s=config.heartbeat_threshold_s)
+            heartbeat_threshold_s=config.heartbeat_threshold_s, gate=self.gate)
         # blocks whose manager runs in this loop (the inline provider), else None
         self.inline = (InlineManagers(provider, self.interchange, self.manager_options)
                        if isinstance(provider, InlineProvider) else None)
@@ -371,6 +377,7 @@ class Agent:
                 "--max-result-bytes", str(o.max_result_bytes)]
         if o.drain_at is not None:
             args += ["--drain-at", f"{o.drain_at:.0f}"]
+        args += ["--credentials", str(self.credentials_path)]
         return shlex.join(args)
 
     def _submit_blocks(self, n: int) -> None:
@@ -441,6 +448,8 @@ class Agent:
         inline = self.inline
         poller = zmq.Poller()
         poller.register(ix.sock, zmq.POLLIN)
+        zap = self.gate.sock
+        poller.register(zap, zmq.POLLIN)
         timeout = min(200, ix.poll_ms)
         try:
             while not self.stopping:
@@ -458,6 +467,8 @@ class Agent:
                     poller.unregister(sock)
                 if sock is not None and sock in events:
                     self._drain(sock, self._on_service, SERVICE_FRAMES_PER_TURN)
+                if zap in events:
+                    self.gate.answer()
                 if ix.sock in events:
                     ix.on_readable()
                 if inline is not None:
@@ -524,6 +535,7 @@ class Agent:
                 self.service.close(linger=500)
             self.spool.close()
             self.ctx.term()
+            self.credentials_path.unlink(missing_ok=True)
 
 
 def _too_large(r: m.TaskResult, limit: int) -> m.TaskResult:
@@ -536,6 +548,14 @@ def _too_large(r: m.TaskResult, limit: int) -> m.TaskResult:
 
 def _bind_host(address: str) -> str:
     return "127.0.0.1" if address in ("127.0.0.1", "localhost") else "*"
+
+
+def manager_auth(config: EndpointConfig) -> Mechanism:
+    """``auto``: a password on the loopback interface (only this host reaches it),
+    CurveZMQ where compute nodes reach the interchange over a network."""
+    if config.manager_auth != "auto":
+        return config.manager_auth
+    return "password" if _bind_host(config.interchange_address) == "127.0.0.1" else "curve"
 
 
 def scaling_decision(agent: Agent) -> Actions:

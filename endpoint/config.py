@@ -56,6 +56,9 @@ class EndpointConfig(BaseModel):
     status_poll_interval: float = Field(10.0, gt=0)
     # The address compute nodes use to reach the interchange (blank: this host's).
     interchange_address: str = "127.0.0.1"
+    # How managers prove they are this endpoint's (see linkauth): auto = password on
+    # the loopback interface, CurveZMQ (encrypted) where nodes reach it over a network.
+    manager_auth: Literal["auto", "curve", "password"] = "auto"
     # Stop taking tasks this many seconds before a block's walltime ends.
     walltime_margin_s: float = Field(60.0, ge=0)
 
@@ -175,6 +178,8 @@ provider: local
 # strategy_period: 5
 # status_poll_interval: 10   # how often the scheduler is asked about blocks
 # interchange_address: 127.0.0.1   # address compute nodes use to reach this host
+# manager_auth: auto         # auto | curve | password: how managers prove they are ours
+                             # (auto: password on 127.0.0.1, CurveZMQ over a network)
 # walltime_margin_s: 60      # stop taking tasks this long before walltime ends
 
 # heartbeat_period_s: 2

@@ -39,6 +39,7 @@ from typing import Any
 import zmq
 
 from funcx_flows import messages as m
+from funcx_flows.endpoint.linkauth import Gate
 from funcx_flows.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,11 @@ class ManagerState:
 class Interchange:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], bind_host: str,
                  *, max_retries: int = 0, heartbeat_period_s: float = 2.0,
-                 heartbeat_threshold_s: float = 10.0, port: int = 0) -> None:
+                 heartbeat_threshold_s: float = 10.0, port: int = 0,
+                 gate: Gate | None = None) -> None:
+        """``gate``: who may connect (see linkauth); its ZAP socket is the owner's to
+        poll (``gate.sock``, answered by ``gate.answer``). None: anyone (tests and
+        the simulated managers of the scale benchmark)."""
         self.max_retries = max_retries
         self.heartbeat_period_s = heartbeat_period_s
         self.heartbeat_threshold_s = heartbeat_threshold_s
@@ -78,6 +83,9 @@ class Interchange:
         self.sock.sndhwm = 0
         self.sock.rcvhwm = 0
         self.sock.router_handover = True
+        self.gate = gate
+        if gate is not None:
+            gate.guard(ctx, self.sock)
         if port:
             self.sock.bind(f"tcp://{bind_host}:{port}")
             self.port = port
@@ -178,6 +186,8 @@ class Interchange:
         for mid in list(self.managers):
             self._send_manager(mid, m.Shutdown(reason="endpoint stopping"))
         self.sock.close(linger=500)
+        if self.gate is not None:
+            self.gate.close()
 
     def cancel(self, task_ids: list[str]) -> None:
         """Queued tasks end cancelled now; managers holding one are told."""

@@ -42,13 +42,15 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from funcx_flows import messages as m
+from funcx_flows.endpoint.linkauth import ManagerCredentials
 from funcx_flows.endpoint.worker import worker_main
-from funcx_flows.errors import ProtocolError
+from funcx_flows.errors import ConfigError, ProtocolError
 
 log = logging.getLogger("funcx_flows.manager")
 SHORT_TASK_S = 0.002
@@ -83,6 +85,7 @@ class ManagerOptions:
     heartbeat_threshold_s: float = 10.0
     max_result_bytes: int = 10 * 1024 * 1024
     drain_at: float | None = None
+    credentials: ManagerCredentials | None = None  # None: the interchange admits anyone
 
 
 class Manager:
@@ -115,6 +118,8 @@ class Manager:
             self.sock.linger = 0
             self.sock.sndhwm = 0
             self.sock.rcvhwm = 0
+            if opts.credentials is not None:
+                opts.credentials.apply(self.sock)
         self._by_fd: dict[int, tuple[str, Worker]] = {}
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
@@ -461,14 +466,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heartbeat-threshold", type=float, default=10.0)
     p.add_argument("--max-result-bytes", type=int, default=10 * 1024 * 1024)
     p.add_argument("--drain-at", type=float, default=None)
+    p.add_argument("--credentials", type=Path, default=None,
+                   help="the file the endpoint wrote for its managers (see linkauth)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s manager: %(message)s")
+    try:
+        credentials = None if a.credentials is None else ManagerCredentials.load(a.credentials)
+    except ConfigError as exc:
+        sys.exit(f"manager: {exc.message}")
     _follow_parent()
     opts = ManagerOptions(
         interchange=a.interchange, block_id=a.block_id, workers=a.workers, prefetch=a.prefetch,
         heartbeat_period_s=a.heartbeat_period, heartbeat_threshold_s=a.heartbeat_threshold,
-        max_result_bytes=a.max_result_bytes, drain_at=a.drain_at)
+        max_result_bytes=a.max_result_bytes, drain_at=a.drain_at, credentials=credentials)
     if a.manager_id:
         opts.manager_id = a.manager_id
     manager = Manager(opts)

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
-from funcx_flows.endpoint.agent import Agent
+from funcx_flows.endpoint.agent import MANAGER_CREDENTIALS, Agent
 from funcx_flows.endpoint.config import EndpointConfig
+from funcx_flows.endpoint.linkauth import ManagerCredentials
 from funcx_flows.endpoint.providers.local import LocalProvider
 from funcx_flows.endpoint.simulated import manager_register
 from funcx_flows.localstack import LocalStack, stop_process
@@ -178,12 +179,15 @@ def test_the_interchange_survives_fuzzed_managers(tmp_path: Path):
         ep = stack.start_endpoint("ep", {"max_workers_per_node": 1, "heartbeat_period_s": 0.5,
                                          "heartbeat_threshold_s": 2})
         url = _interchange_url(ep.proc.pid)
+        # peers with the managers' credentials, so that the fuzz gets past the door
+        credentials = ManagerCredentials.load(ep.folder / MANAGER_CREDENTIALS)
         ctx = zmq.Context()
         peers = []
         for _ in range(4):
             s = ctx.socket(zmq.DEALER)
             s.linger = 0
             s.routing_id = uuid.uuid4().hex.encode()
+            credentials.apply(s)
             s.connect(url)
             peers.append(s)
 
