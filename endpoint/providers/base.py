@@ -8,7 +8,9 @@ reports their states, and cancels them. It never blocks the agent for long:
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +37,36 @@ class Block:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+
+# Ended blocks a provider still reports (the newest): what an operator looks at
+# in the status; older ones are forgotten, or an endpoint that releases and
+# submits blocks for months would keep every one it ever had.
+KEEP_ENDED = 16
+
+
+class EndedBlocks:
+    """Which ended blocks a provider may forget: only those a ``poll`` answer already
+    showed ended (the agent notices a failure by comparing two answers), and all
+    but the KEEP_ENDED most recent of them. The caller holds its own lock."""
+
+    def __init__(self) -> None:
+        self._reported: dict[str, None] = {}  # ended and reported, oldest first
+
+    def prune(self, blocks: dict[str, Block],
+              gone: Callable[[str], bool] = lambda _block_id: True) -> list[str]:
+        """Call in ``poll`` once its answer was taken; ``gone``: whether nothing of
+        the block is left to watch (a cancelled process may still be ending). Returns
+        the forgotten ids, which are deleted from ``blocks``."""
+        for block_id, block in blocks.items():
+            if not block.active and block_id not in self._reported and gone(block_id):
+                self._reported[block_id] = None
+        excess = len(self._reported) - KEEP_ENDED
+        forgotten = list(itertools.islice(self._reported, max(excess, 0)))
+        for block_id in forgotten:
+            del self._reported[block_id]
+            blocks.pop(block_id, None)
+        return forgotten
 
 
 class Provider(Protocol):

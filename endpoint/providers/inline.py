@@ -23,6 +23,7 @@ import zmq
 
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.manager import Manager, ManagerOptions
+from funcx_flows.endpoint.providers import base
 from funcx_flows.endpoint.providers.base import CANCELLED, ENDED, FAILED, RUNNING, Block
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class InlineProvider:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._blocks: dict[str, Block] = {}
+        self._ended = base.EndedBlocks()
         self._to_start: list[str] = []
         self._to_stop: list[str] = []
 
@@ -46,7 +48,9 @@ class InlineProvider:
     def poll(self) -> list[Block]:
         """Copies: the scaler tells changes by comparing with what it saw before."""
         with self._lock:
-            return [dataclasses.replace(b) for b in self._blocks.values()]
+            answer = [dataclasses.replace(b) for b in self._blocks.values()]
+            self._ended.prune(self._blocks)
+        return answer
 
     def cancel(self, block_ids: list[str]) -> None:
         with self._lock:

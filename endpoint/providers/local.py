@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from funcx_flows.endpoint.providers import base
 from funcx_flows.endpoint.providers.base import CANCELLED, ENDED, FAILED, RUNNING, Block
 
 
@@ -18,6 +19,7 @@ class LocalProvider:
         self._log_dir = log_dir
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._blocks: dict[str, Block] = {}
+        self._ended = base.EndedBlocks()
 
     def submit(self, block_id: str, command: str) -> Block:
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +46,12 @@ class LocalProvider:
                     block.state = FAILED
                     block.message = f"manager exited with {proc.returncode}; " + self._tail(
                         block_id)
-        return list(self._blocks.values())
+        answer = list(self._blocks.values())
+        for block_id in self._ended.prune(
+                self._blocks, lambda b: self._procs[b].poll() is not None):
+            del self._procs[block_id]
+            (self._log_dir / f"block-{block_id}.log").unlink(missing_ok=True)
+        return answer
 
     def _tail(self, block_id: str) -> str:
         try:

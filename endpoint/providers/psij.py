@@ -30,6 +30,7 @@ from funcx_flows.endpoint.providers.base import (
     PENDING,
     RUNNING,
     Block,
+    EndedBlocks,
 )
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class PsijProvider:
         self.executor = JobExecutor.get_instance(config.provider, config=executor_config)
         self._jobs: dict[str, Any] = {}
         self._blocks: dict[str, Block] = {}
+        self._ended = EndedBlocks()
         self._lock = threading.Lock()
         self._last_verify = 0.0
 
@@ -188,7 +190,10 @@ class PsijProvider:
         if self.config.provider == "slurm":
             self._verify_slurm()
         with self._lock:
-            return [Block(**vars(b)) for b in self._blocks.values()]
+            answer = [Block(**vars(b)) for b in self._blocks.values()]
+            for block_id in self._ended.prune(self._blocks):
+                self._jobs.pop(block_id, None)
+        return answer
 
     def _verify_slurm(self) -> None:
         """Ask squeue directly about jobs whose PSI/J state may be stale."""

@@ -1,0 +1,62 @@
+"""Providers forget old ended blocks (an endpoint that releases and submits blocks
+for months would otherwise keep all it ever had), but only once a poll's answer
+showed them ended, never an active one, and never a process still ending."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from funcx_flows.endpoint.providers.base import (
+    CANCELLED,
+    ENDED,
+    FAILED,
+    KEEP_ENDED,
+    RUNNING,
+    Block,
+    EndedBlocks,
+)
+from funcx_flows.endpoint.providers.inline import InlineProvider
+from funcx_flows.endpoint.providers.local import LocalProvider
+
+
+def test_only_ended_blocks_are_forgotten_and_the_newest_kept():
+    blocks = {f"b{i}": Block(f"b{i}", state=ENDED if i % 2 else FAILED) for i in range(40)}
+    blocks["live"] = Block("live", state=RUNNING)
+    ended = EndedBlocks()
+    # (called once the poll's answer was taken: every one of them was in it, ended)
+    assert ended.prune(blocks) == [f"b{i}" for i in range(40 - KEEP_ENDED)]
+    assert list(blocks) == [f"b{i}" for i in range(40 - KEEP_ENDED, 40)] + ["live"]
+    assert ended.prune(blocks) == []
+    blocks["live"].state = CANCELLED
+    blocks["late"] = Block("late", state=CANCELLED)
+    assert ended.prune(blocks, gone=lambda b: b != "late") == [f"b{40 - KEEP_ENDED}"]
+    assert ended.prune(blocks, gone=lambda b: b != "late") == []
+    assert "late" in blocks  # its process is still ending
+
+
+def test_the_local_provider_forgets_old_ended_blocks_and_their_logs(tmp_path: Path):
+    provider = LocalProvider(tmp_path)
+    ids = [f"blk{i:02d}" for i in range(KEEP_ENDED + 6)]
+    for block_id in ids:
+        provider.submit(block_id, "true")
+    deadline = time.monotonic() + 30
+    while any(b.active for b in provider.poll()):
+        assert time.monotonic() < deadline, "the blocks never ended"
+        time.sleep(0.05)
+    provider.poll()
+    kept = [b.block_id for b in provider.poll()]
+    assert kept == ids[-KEEP_ENDED:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"block-{b}.log" for b in kept]
+    provider.close()
+
+
+def test_the_inline_provider_forgets_old_ended_blocks():
+    provider = InlineProvider()
+    ids = [f"blk{i:02d}" for i in range(KEEP_ENDED + 3)]
+    for block_id in ids:
+        provider.submit(block_id, "")
+        provider.ended(block_id)
+    provider.submit("live", "")
+    assert len(provider.poll()) == len(ids) + 1  # shown ended once first
+    assert [b.block_id for b in provider.poll()] == [*ids[-KEEP_ENDED:], "live"]
