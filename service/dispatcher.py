@@ -90,7 +90,7 @@ class Dispatcher:
         self.settings = settings
         self.store = store
         self.hub = hub
-        self._outbox = Outbox(hub)
+        self._outbox = Outbox(hub, publishable)
         self.keys = keys
         self.links: dict[str, Link] = {}
         self._endpoint_keys: dict[str, str] = {}
@@ -115,7 +115,7 @@ class Dispatcher:
         self._loop_thread = threading.get_ident()
         self._outbox.bind(self._loop)
         # every finished task's record reaches the result streams through the outbox
-        self.store.publish_with(lambda rows: self._outbox.put(publishable(rows)))
+        self.store.publish_with(self._outbox.put)
         for eid, key in (await asyncio.to_thread(self.store.endpoint_keys)).items():
             self.set_endpoint_key(eid, key)
         self._auth = AsyncioAuthenticator(self._ctx)

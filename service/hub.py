@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,10 +94,14 @@ class Outbox:
     would resume after it and miss the earlier one. So a put on the loop publishes
     everything pending, in order, at once; a put from a thread wakes the loop."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub,
+                 convert: Callable[[list[Any]], Iterable[tuple[str, dict[str, Any]]]]) -> None:
+        """``convert``: what is put -> (owner user id, TaskRecord) pairs, done on the
+        loop when published (not while the putting thread holds the store's locks)."""
         self.hub = hub
+        self.convert = convert
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -106,9 +110,9 @@ class Outbox:
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
-    def put(self, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    def put(self, items: Iterable[Any]) -> None:
         with self._lock:
-            self._pending.extend(records)
+            self._pending.extend(items)
         if threading.get_ident() == self._loop_thread:
             self.drain()
         elif self._loop is not None:
@@ -120,4 +124,4 @@ class Outbox:
         with self._lock:
             batch, self._pending = self._pending, []
         if batch:
-            self.hub.publish(batch)
+            self.hub.publish(self.convert(batch))

@@ -115,9 +115,9 @@ def test_finished_records_are_published_in_sequence_order(store: Store):
 
     async def scenario() -> list[int]:
         hub = Hub()
-        outbox = Outbox(hub)
+        outbox = Outbox(hub, publishable)
         outbox.bind(asyncio.get_running_loop())
-        store.publish_with(lambda rows: outbox.put(publishable(rows)))
+        store.publish_with(outbox.put)
         sub = hub.subscribe(alice.user_id, None)
         cancel(0).join()  # committed; its records wait for the loop's next turn
         done(1)  # committed on the loop, after it
