@@ -49,7 +49,7 @@ import zmq
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.linkauth import ManagerCredentials
-from funcx_flows.endpoint.worker import worker_main
+from funcx_flows.endpoint.worker import cancelled_result, worker_main
 from funcx_flows.errors import ConfigError, ProtocolError
 
 log = logging.getLogger("funcx_flows.manager")
@@ -100,6 +100,7 @@ class Manager:
         # A "running" state waits one turn of the loop: a task that finishes by then
         # (most short ones) needs none, and its result carries the times anyway.
         self.started: dict[str, tuple[float, int]] = {}  # task id -> (at, turn)
+        self.named_cancelled: set[str] = set()  # cancels sent into a worker's pipe
         self.turn = 0
         self.credit_out = 0  # granted to the interchange and not yet used by it
         self.run_time_s: float | None = None  # moving average of the tasks' run times
@@ -180,6 +181,7 @@ class Manager:
         self.results.extend(msg.results)
         for r in msg.results:
             self.started.pop(r.task_id, None)
+            self.named_cancelled.discard(r.task_id)
             w.tasks = [t for t in w.tasks if t.task_id != r.task_id]
             if r.started_at and r.finished_at:
                 took = max(r.finished_at - r.started_at, 0.0)
@@ -197,8 +199,16 @@ class Manager:
         self._workers_changed = True
         lost, waiting = (w.tasks[0], w.tasks[1:]) if w.tasks else (None, [])
         w.tasks = []
-        # tasks still in the dead worker's pipe never started: back to the queue
-        self.queue.extendleft(reversed(waiting))
+        # tasks still in the dead worker's pipe never started: back to the queue, but
+        # those already cancelled (named to the worker) end cancelled here
+        back = []
+        for spec in waiting:
+            if spec.task_id in self.named_cancelled:
+                self.named_cancelled.discard(spec.task_id)
+                self.results.append(cancelled_result(spec))
+            else:
+                back.append(spec)
+        self.queue.extendleft(reversed(back))
         if lost is not None:
             self.started.pop(lost.task_id, None)
         if not cancelled and (self.stopping or code == -signal.SIGTERM):
@@ -239,14 +249,15 @@ class Manager:
                 continue
             behind = [t.task_id for t in w.tasks[1:] if t.task_id in wanted]
             if behind:
+                # remembered until its answer comes: if the worker dies first, the
+                # task must not go back to the queue and run on its replacement
+                self.named_cancelled.update(behind)
                 with contextlib.suppress(OSError):  # dead: the sentinel handles it
                     w.conn.send_bytes(m.encode(m.Cancel(task_ids=behind)))
         kept: collections.deque[m.TaskSpec] = collections.deque()
         for spec in self.queue:
             if spec.task_id in wanted:
-                self.results.append(m.TaskResult(
-                    task_id=spec.task_id, ok=False, attempts=spec.attempt,
-                    error=m.ErrorInfo(code="cancelled", message="cancelled by the user")))
+                self.results.append(cancelled_result(spec))
             else:
                 kept.append(spec)
         self.queue = kept

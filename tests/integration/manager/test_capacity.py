@@ -64,12 +64,15 @@ def mark_and_sleep(path):
     time.sleep(30)
 
 
-def mark_and_nap(path):
+def mark_and_wait(path):
+    """Marks that it started, then waits for a ``.go`` file beside the mark."""
     import time
     from pathlib import Path
 
     Path(path).touch()
-    time.sleep(1)
+    deadline = time.monotonic() + 60
+    while not Path(path).with_suffix(".go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return path
 
 
@@ -143,6 +146,9 @@ class FakeInterchange:
     def cancel_and_collect(self, ids: list[str], deadline: float) -> None:
         """Cancel ``ids``, then wait until every task out came back."""
         self.router.send_multipart([self.ident, m.encode(m.Cancel(task_ids=ids))])
+        self.collect(deadline)
+
+    def collect(self, deadline: float) -> None:
         while self.out:
             assert time.monotonic() < deadline, f"{len(self.out)} tasks never came back"
             self.receive(0.2)
@@ -270,24 +276,37 @@ def test_cancelled_tasks_waiting_in_a_killed_workers_pipe_never_run(
     assert sum(p.exists() for p in marks) == WORKERS  # the two that waited never started
 
 
+@pytest.mark.parametrize("then", ["the task ahead goes on", "the task ahead is cancelled"])
 def test_a_cancelled_task_waiting_behind_a_running_one_never_runs(
-        manager: FakeInterchange, tmp_path: Path):
-    """The task ahead of it goes on (it was not cancelled), so the worker lives: the
-    cancelled task that waits in its pipe is reported cancelled, not run."""
+        manager: FakeInterchange, tmp_path: Path, then: str):
+    """The cancelled task waits in a worker's pipe behind one that runs: the worker
+    reports it cancelled instead of running it; and if the task ahead is cancelled
+    too (its worker killed), the waiting one is not put back to run on the
+    replacement."""
     ix = manager
-    ix.go_short(credit=4)
+    ix.go_short(credit=2 * (WORKERS + PREFETCH))  # short tasks: a second in each pipe
     deadline = time.monotonic() + 30
     heads = [tmp_path / f"head-{i}" for i in range(WORKERS)]
     behind = [tmp_path / f"behind-{i}" for i in range(WORKERS)]
-    head_ids = ix.add(mark_and_nap, [str(p) for p in heads])
-    behind_ids = ix.add(mark_and_nap, [str(p) for p in behind])
+    head_ids = ix.add(mark_and_wait, [str(p) for p in heads])
+    behind_ids = ix.add(mark_and_wait, [str(p) for p in behind])
     assert len(ix.send()) == 2 * WORKERS
     while not all(p.exists() for p in heads):  # both run; one task waits in each pipe
         assert time.monotonic() < deadline, "the tasks never started"
         ix.receive(0.05)
-    ix.cancel_and_collect(behind_ids, deadline)
-    assert [serialize.unpack(ix.results[t].data) for t in head_ids] == [str(p) for p in heads]
+    ix.router.send_multipart([ix.ident, m.encode(m.Cancel(task_ids=behind_ids))])
+    ix.receive(0.3)  # the manager has named them to the workers by now
+    if then == "the task ahead goes on":
+        for p in heads:
+            p.with_suffix(".go").touch()
+        ix.collect(deadline)
+        assert [serialize.unpack(ix.results[t].data) for t in head_ids] \
+            == [str(p) for p in heads]
+    else:
+        ix.cancel_and_collect(head_ids, deadline)
+        assert {ix.results[t].error.code for t in head_ids} == {"cancelled"}  # type: ignore[union-attr]
     assert {ix.results[t].error.code for t in behind_ids} == {"cancelled"}  # type: ignore[union-attr]
-    assert not any(p.exists() for p in behind)
     assert sorted(serialize.unpack(ix.results[t].data) for t in ix.run_all(square, [1, 2])) \
-        == [1, 4]  # the same workers go on
+        == [1, 4]  # the manager goes on, with replaced workers if any were killed
+    assert not any(p.exists() for p in behind)
+    assert ix.repeats == 0  # no task answered twice (cancelled, then run)
