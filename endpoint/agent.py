@@ -126,7 +126,8 @@ class Agent:
         self._scaler_stop = threading.Event()
         # only the managers this run starts may connect (see linkauth)
         self.gate = Gate(manager_auth(config))
-        self.credentials_path = folder / MANAGER_CREDENTIALS
+        # absolute: a pilot job runs its managers in another working directory
+        self.credentials_path = (folder / MANAGER_CREDENTIALS).resolve()
         self.gate.credentials.save(self.credentials_path)
         self.interchange = Interchange(
             self.ctx, _bind_host(config.interchange_address),

@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 Mechanism = Literal["curve", "password"]
 MECHANISMS: tuple[Mechanism, ...] = ("curve", "password")
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_PER_TURN = 64
+REFUSAL_LOG_PERIOD_S = 10.0
 _USER = "manager"
 
 
@@ -74,10 +77,26 @@ class ManagerCredentials:
                               f"{exc.strerror or exc}") from exc
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"the manager's credentials {path} are not valid: {exc}") from exc
-        if creds.mechanism not in MECHANISMS:
-            raise ConfigError(f"the manager's credentials {path} name an unknown mechanism "
-                              f"{creds.mechanism!r}")
+        problem = creds._problem()
+        if problem:
+            raise ConfigError(f"the manager's credentials {path} are not valid: {problem}")
         return creds
+
+    def _problem(self) -> str:
+        if self.mechanism not in MECHANISMS:
+            return f"unknown mechanism {self.mechanism!r}"
+        if not all(isinstance(v, str) for v in asdict(self).values()):
+            return "every value must be a string"
+        if self.mechanism == "password":
+            return "" if self.password else "no password"
+        for name in ("server_key", "public_key", "secret_key"):
+            key = getattr(self, name)
+            try:
+                if len(key) != 40 or len(z85.decode(key)) != 32:
+                    raise ValueError
+            except ValueError:
+                return f"{name} is not a CurveZMQ key (40 characters of Z85)"
+        return ""
 
 
 class Gate:
@@ -88,6 +107,7 @@ class Gate:
         self.mechanism = mechanism
         self.sock: zmq.Socket[bytes] | None = None
         self.refused = 0
+        self._warned_at = -REFUSAL_LOG_PERIOD_S
         if mechanism == "curve":
             server_public, self._server_secret = zmq.curve_keypair()
             public, secret = zmq.curve_keypair()
@@ -115,9 +135,11 @@ class Gate:
             server.plain_server = True
 
     def answer(self) -> None:
-        """Answer the ZAP requests waiting (call when ``sock`` is readable)."""
+        """Answer the ZAP requests waiting (call when ``sock`` is readable), up to
+        ZAP_PER_TURN: a peer refused over and over (libzmq retries) must not hold
+        up the loop."""
         assert self.sock is not None
-        while True:
+        for _ in range(ZAP_PER_TURN):
             try:
                 request = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -133,9 +155,12 @@ class Gate:
         if self._admits(mechanism, credentials):
             return [b"1.0", request_id, b"200", b"OK", _USER.encode(), b""]
         self.refused += 1
-        log.warning("refused a connection to the interchange from %s (%s without valid "
-                    "credentials)", address.decode(errors="replace"),
-                    mechanism.decode(errors="replace"))
+        now = time.monotonic()
+        if now - self._warned_at >= REFUSAL_LOG_PERIOD_S:  # one line, not one per retry
+            self._warned_at = now
+            log.warning("refused a connection to the interchange from %s (%s without valid "
+                        "credentials; %d refused so far)", address.decode(errors="replace"),
+                        mechanism.decode(errors="replace"), self.refused)
         return [b"1.0", request_id, b"400", b"not a manager of this endpoint", b"", b""]
 
     def _admits(self, mechanism: bytes, credentials: list[bytes]) -> bool:

@@ -346,12 +346,12 @@ class Dispatcher:
         if self._running:
             for r in msg.results:
                 self._running.pop(r.task_id, None)
-        # (the records reach the result streams through the store's outbox)
         if len(msg.results) <= INLINE_RESULTS:
             # A small batch commits faster here than a hop to a worker thread and back.
             self.store.complete(endpoint_id, msg.results)
         else:
             await asyncio.to_thread(self.store.complete, endpoint_id, msg.results)
+        self._outbox.drain()  # the store put the records there: to the streams now
         self._ack_later(endpoint_id, [r.task_id for r in msg.results])
 
     def _ack_later(self, endpoint_id: str, task_ids: list[str]) -> None:

@@ -87,21 +87,24 @@ class Hub:
 class Outbox:
     """Records put from any thread, published on the loop in the order put.
 
-    The store puts each transaction's finished records under the lock that orders
+    The store puts each transaction's finished rows under the lock that orders
     sequence numbers, so this order is the sequence order. A record committed in a
     worker thread must not be overtaken by one the loop commits before the
     thread's hand-over runs: a client that saw the later one, then lost its stream,
-    would resume after it and miss the earlier one. So a put on the loop publishes
-    everything pending, in order, at once; a put from a thread wakes the loop."""
+    would resume after it and miss the earlier one. So every publication takes all
+    that is pending, in order. ``put`` only queues (it runs under the store's
+    locks) and makes sure a ``drain`` follows at the loop's next turn; the
+    dispatcher drains at once after storing results, for the latency."""
 
     def __init__(self, hub: Hub,
                  convert: Callable[[list[Any]], Iterable[tuple[str, dict[str, Any]]]]) -> None:
         """``convert``: what is put -> (owner user id, TaskRecord) pairs, done on the
-        loop when published (not while the putting thread holds the store's locks)."""
+        loop when published."""
         self.hub = hub
         self.convert = convert
         self._lock = threading.Lock()
         self._pending: list[Any] = []
+        self._drain_due = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -113,9 +116,12 @@ class Outbox:
     def put(self, items: Iterable[Any]) -> None:
         with self._lock:
             self._pending.extend(items)
+            if self._drain_due or self._loop is None:
+                return
+            self._drain_due = True
         if threading.get_ident() == self._loop_thread:
-            self.drain()
-        elif self._loop is not None:
+            self._loop.call_soon(self.drain)
+        else:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens
                 self._loop.call_soon_threadsafe(self.drain)
 
@@ -123,5 +129,6 @@ class Outbox:
         """Publish what is pending (on the loop)."""
         with self._lock:
             batch, self._pending = self._pending, []
+            self._drain_due = False
         if batch:
             self.hub.publish(self.convert(batch))

@@ -260,7 +260,12 @@ class Store:
                     with self.engine.begin() as conn:
                         yield conn
                 if self._tx.rows and self._publish is not None:
-                    self._publish(self._tx.rows)
+                    try:
+                        self._publish(self._tx.rows)
+                    except Exception:  # committed: an error now must not undo its files
+                        log.exception("could not hand over %d finished tasks for "
+                                      "publishing (clients catch up by sequence number)",
+                                      len(self._tx.rows))
         finally:
             if self._tx.rows is not None:
                 self._tx.rows = None

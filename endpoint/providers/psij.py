@@ -11,6 +11,7 @@ not be reached, or leaves a job queued for long.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import shutil
@@ -191,9 +192,24 @@ class PsijProvider:
             self._verify_slurm()
         with self._lock:
             answer = [Block(**vars(b)) for b in self._blocks.values()]
-            for block_id in self._ended.prune(self._blocks):
-                self._jobs.pop(block_id, None)
+            forgotten = [(block_id, self._jobs.pop(block_id, None))
+                         for block_id in self._ended.prune(self._blocks)]
+        for block_id, job in forgotten:
+            self._remove_files(block_id, job)
         return answer
+
+    def _remove_files(self, block_id: str, job: Any) -> None:
+        """A forgotten block's output, and the script and state files PSI/J keeps
+        for its job (named by the job's id in its work directory)."""
+        paths = [self.log_dir / f"block-{block_id}.{ext}" for ext in ("out", "err")]
+        work = getattr(self.executor, "work_directory", None)  # batch schedulers only
+        if job is not None and work is not None:
+            paths += [Path(work) / f"{job.id}{end}" for end in (".job", "_launcher.log")]
+            if job.native_id:
+                paths += [Path(work) / f"{job.native_id}{end}" for end in (".ec", ".out")]
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _verify_slurm(self) -> None:
         """Ask squeue directly about jobs whose PSI/J state may be stale."""

@@ -117,7 +117,17 @@ def test_finished_records_are_published_in_sequence_order(store: Store):
         hub = Hub()
         outbox = Outbox(hub, publishable)
         outbox.bind(asyncio.get_running_loop())
-        store.publish_with(outbox.put)
+        loop_thread = threading.get_ident()
+
+        def slow_hand_over(rows: list[dict]) -> None:
+            # a thread's hand-over after its commit takes a while: the loop's next
+            # commit must wait for it (with PostgreSQL, only the store's sequence
+            # lock makes it; SQLite's one writer does too)
+            if threading.get_ident() != loop_thread:
+                time.sleep(0.005)
+            outbox.put(rows)
+
+        store.publish_with(slow_hand_over)
         sub = hub.subscribe(alice.user_id, None)
         cancel(0).join()  # committed; its records wait for the loop's next turn
         done(1)  # committed on the loop, after it
