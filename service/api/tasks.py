@@ -62,7 +62,7 @@ async def accept_tasks(p: Parts, user: User, body: TasksIn) -> list[str]:
         ids, to_send, _ = p.store.submit(user, items, online, s.max_tasks_in_flight)
     else:
         ids, to_send, _ = await asyncio.to_thread(p.store.submit, user, items, online,
-                                                         s.max_tasks_in_flight)
+                                                  s.max_tasks_in_flight)
     p.dispatcher.send_tasks_threadsafe(to_send)  # (memoized answers: published by the store)
     return ids
 
