@@ -44,6 +44,7 @@ from funcx_flows.endpoint.providers.base import (
     Provider,
 )
 from funcx_flows.endpoint.providers.inline import InlineManagers, InlineProvider
+from funcx_flows.endpoint.sandbox import SandboxSpec, default_spec
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.strategy import Actions, BlockView, Inputs, decide
 from funcx_flows.errors import ProtocolError, ResultTooLarge
@@ -124,6 +125,11 @@ class Agent:
         self._scaler = threading.Thread(target=self._scale_loop, name="scaler", daemon=True)
         self._decide: Callable[[Agent], Actions] = scaling_decision
         self._scaler_stop = threading.Event()
+        self.sandbox: SandboxSpec | None = None
+        if config.sandbox == "bwrap":  # the endpoint folder is <funcx home>/endpoints/NAME
+            self.sandbox = default_spec([str(folder), *config.sandbox_hide],
+                                        config.sandbox_keep, folder.resolve().parent.parent)
+            self.sandbox.check()
         # only the managers this run starts may connect (see linkauth)
         self.gate = Gate(manager_auth(config))
         # absolute: a pilot job runs its managers in another working directory
@@ -366,7 +372,7 @@ class Agent:
             block_id=block_id, workers=c.max_workers_per_node,
             prefetch=c.max_workers_per_node, heartbeat_period_s=c.heartbeat_period_s,
             heartbeat_threshold_s=c.heartbeat_threshold_s,
-            max_result_bytes=self.max_result_bytes, drain_at=drain_at)
+            max_result_bytes=self.max_result_bytes, drain_at=drain_at, sandbox=self.sandbox)
 
     def manager_command(self, block_id: str) -> str:
         o = self.manager_options(block_id)
@@ -379,6 +385,8 @@ class Agent:
         if o.drain_at is not None:
             args += ["--drain-at", f"{o.drain_at:.0f}"]
         args += ["--credentials", str(self.credentials_path)]
+        if o.sandbox is not None:
+            args += ["--sandbox", o.sandbox.to_json()]
         return shlex.join(args)
 
     def _submit_blocks(self, n: int) -> None:

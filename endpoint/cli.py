@@ -39,7 +39,7 @@ from funcx_flows.errors import (
     EndpointNotRunning,
     FuncxFlowsError,
 )
-from funcx_flows.home import home_dir
+from funcx_flows.home import home_dir, without_secrets
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 console = Console()
@@ -138,7 +138,7 @@ def _detach(name: str, folder: Path) -> None:
     out = (folder / "daemon.out").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "funcx_flows.endpoint.daemon", name],
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=os.environ.copy())
+                            start_new_session=True, env=without_secrets(os.environ))
     out.close()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -61,6 +61,11 @@ class EndpointConfig(BaseModel):
     manager_auth: Literal["auto", "curve", "password"] = "auto"
     # Stop taking tasks this many seconds before a block's walltime ends.
     walltime_margin_s: float = Field(60.0, ge=0)
+    # Workers in a bubblewrap sandbox (endpoint/sandbox.py): a private HOME, the
+    # funcx-flows home (tokens, keys) hidden. For endpoints shared with others.
+    sandbox: Literal["none", "bwrap"] = "none"
+    sandbox_hide: list[str] = Field(default_factory=list)  # more paths tasks must not see
+    sandbox_keep: list[str] = Field(default_factory=list)  # paths under HOME tasks may use
 
     # --- reliability ---
     heartbeat_period_s: float = Field(2.0, gt=0)
@@ -86,6 +91,14 @@ class EndpointConfig(BaseModel):
         if self.heartbeat_threshold_s <= self.heartbeat_period_s:
             raise ValueError("heartbeat_threshold_s must be larger than heartbeat_period_s")
         return self
+
+    @field_validator("sandbox_hide", "sandbox_keep")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not os.path.isabs(os.path.expanduser(path)):
+                raise ValueError(f"{path!r} is not an absolute path")
+        return [os.path.expanduser(p) for p in paths]
 
     @field_validator("walltime")
     @classmethod
@@ -181,6 +194,10 @@ provider: local
 # manager_auth: auto         # auto | curve | password: how managers prove they are ours
                              # (auto: password on 127.0.0.1, CurveZMQ over a network)
 # walltime_margin_s: 60      # stop taking tasks this long before walltime ends
+# sandbox: none              # none | bwrap: workers see a private HOME, and neither the
+                             # funcx-flows home (tokens, keys) nor sandbox_hide paths
+# sandbox_hide: []           # more paths tasks must not see
+# sandbox_keep: []           # paths under HOME that tasks may still use
 
 # heartbeat_period_s: 2
 # heartbeat_threshold_s: 10

@@ -19,7 +19,7 @@ from funcx_flows.endpoint.agent import Agent, Registration, scaling_decision
 from funcx_flows.endpoint.config import EndpointConfig, load_config
 from funcx_flows.endpoint.providers.base import Provider
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
-from funcx_flows.home import home_dir
+from funcx_flows.home import drop_secrets_from_environ, home_dir
 from funcx_flows.memory import steady_heap
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ def make_provider(config: EndpointConfig, folder: Path) -> Provider:
 def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
                  lock: PidLock | None = None) -> None:
     """Run until SIGTERM/SIGINT; the caller may already hold the pid lock."""
+    # Registered already: from here on the endpoint is its CurveZMQ key, and the
+    # owner's API token must not reach managers, pilot jobs or workers (which run
+    # the code of everyone the endpoint is shared with).
+    drop_secrets_from_environ()
     if lock is None:
         lock = PidLock(folder / "daemon.pid")
         lock.acquire()

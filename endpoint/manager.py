@@ -49,6 +49,7 @@ import zmq
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.linkauth import ManagerCredentials
+from funcx_flows.endpoint.sandbox import SandboxSpec, start_sandboxed_worker
 from funcx_flows.endpoint.worker import cancelled_result, worker_main
 from funcx_flows.errors import ConfigError, ProtocolError
 
@@ -86,6 +87,7 @@ class ManagerOptions:
     max_result_bytes: int = 10 * 1024 * 1024
     drain_at: float | None = None
     credentials: ManagerCredentials | None = None  # None: the interchange admits anyone
+    sandbox: SandboxSpec | None = None  # None: workers are forked, unconfined
 
 
 class Manager:
@@ -128,11 +130,15 @@ class Manager:
     # -------------------------------------------------------------- workers --
 
     def _start_worker(self, index: int) -> None:
-        parent, child = _fork.Pipe(duplex=True)
-        proc = _fork.Process(target=worker_main, args=(child, self.opts.max_result_bytes),
-                             name=f"funcx-worker-{index}", daemon=True)
-        proc.start()
-        child.close()
+        if self.opts.sandbox is not None:
+            proc, parent = start_sandboxed_worker(self.opts.sandbox, index,
+                                                  self.opts.max_result_bytes)
+        else:
+            parent, child = _fork.Pipe(duplex=True)
+            proc = _fork.Process(target=worker_main, args=(child, self.opts.max_result_bytes),
+                                 name=f"funcx-worker-{index}", daemon=True)
+            proc.start()
+            child.close()
         self.workers[index] = Worker(index, proc, parent)
         self._workers_changed = True
 
@@ -479,18 +485,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain-at", type=float, default=None)
     p.add_argument("--credentials", type=Path, default=None,
                    help="the file the endpoint wrote for its managers (see linkauth)")
+    p.add_argument("--sandbox", default=None,
+                   help="JSON of a SandboxSpec: workers run in bubblewrap (see sandbox)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s manager: %(message)s")
     try:
         credentials = None if a.credentials is None else ManagerCredentials.load(a.credentials)
+        sandbox = None if a.sandbox is None else SandboxSpec.from_json(a.sandbox)
+        if sandbox is not None:
+            sandbox.check()  # on this node: bwrap present, the Python not hidden
     except ConfigError as exc:
         sys.exit(f"manager: {exc.message}")
     _follow_parent()
     opts = ManagerOptions(
         interchange=a.interchange, block_id=a.block_id, workers=a.workers, prefetch=a.prefetch,
         heartbeat_period_s=a.heartbeat_period, heartbeat_threshold_s=a.heartbeat_threshold,
-        max_result_bytes=a.max_result_bytes, drain_at=a.drain_at, credentials=credentials)
+        max_result_bytes=a.max_result_bytes, drain_at=a.drain_at, credentials=credentials,
+        sandbox=sandbox)
     if a.manager_id:
         opts.manager_id = a.manager_id
     manager = Manager(opts)

@@ -8,6 +8,7 @@ prints, and turns every failure into an error that names its cause.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -27,6 +28,7 @@ from typing import Any
 from funcx_flows import messages as m
 from funcx_flows import serialize
 from funcx_flows.errors import FuncxFlowsError, ResultTooLarge, SerializationError
+from funcx_flows.home import drop_secrets_from_environ
 
 MAX_STDOUT = 64 * 1024
 _FUNCTION_CACHE_SIZE = 256
@@ -131,8 +133,9 @@ def _close_inherited_sockets(keep: int) -> None:
 
 
 def worker_main(conn: Connection, max_result_bytes: int) -> None:
-    """Entry point of a forked worker process."""
+    """Entry point of a worker process (forked, or exec'd by ``main`` in a sandbox)."""
     _die_with_parent()
+    drop_secrets_from_environ()  # the agent dropped them already; a worker must not have them
     _close_inherited_sockets(conn.fileno())
     sys.setswitchinterval(0.005)  # Python's default, for the user's threads (the parent's is short)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -191,3 +194,18 @@ class _Pipe:
         if self.cancelled:  # a cancel for a task no longer waiting came too late: forget it
             self.cancelled.intersection_update(t.task_id for t in self.waiting)
         return self.waiting.popleft()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m funcx_flows.endpoint.worker --fd N``: a worker exec'd in a sandbox
+    (endpoint/sandbox.py), its pipe to the manager inherited as descriptor N."""
+    p = argparse.ArgumentParser(prog=f"python -m {__name__}")
+    p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--max-result-bytes", type=int, required=True)
+    p.add_argument("--index", type=int, default=0)
+    a = p.parse_args(argv)
+    worker_main(Connection(a.fd), a.max_result_bytes)
+
+
+if __name__ == "__main__":
+    main()
