@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # thread (GIL released) at a soak's load, and more often keeps RSS flat (memory.py).
 TRIM_PERIOD_S = 5.0
 CHECKPOINT_PERIOD_S = 0.5  # the SQLite WAL copied into the database (a background thread)
+# How often open result streams are checked against tokens revoked elsewhere (the
+# CLI, another replica); a revoke through this process's API closes them at once.
+REVOCATION_CHECK_S = 1.0
 
 _STATUS_CODES = {400: "invalid_request", 401: "authentication_failed", 403: "permission_denied",
                  404: "not_found", 405: "invalid_request", 409: "conflict",
@@ -92,12 +95,14 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
         purge = asyncio.create_task(_purge_loop(store, settings))
         trim = asyncio.create_task(_trim_loop())
         checkpoint = asyncio.create_task(_checkpoint_loop(store))
+        revocations = asyncio.create_task(_revocation_loop(store, hub))
         try:
             yield
         finally:
             purge.cancel()
             trim.cancel()
             checkpoint.cancel()
+            revocations.cancel()
             await dispatcher.stop()
             store.unpin_connection()
             if public_url:
@@ -180,6 +185,26 @@ async def _checkpoint_loop(store: Store, period: float = CHECKPOINT_PERIOD_S) ->
             if failing:
                 log.info("WAL checkpoints work again")
             failing = ""
+
+
+async def _revocation_loop(store: Store, hub: Hub, period: float = REVOCATION_CHECK_S) -> None:
+    """Close the result streams of tokens revoked by someone else than this process.
+    Looks back a few seconds past the last check (the revoker's clock may differ)."""
+    since = time.time() - 5.0
+    while True:
+        await asyncio.sleep(period)
+        if not hub.subscribers:
+            since = time.time() - 5.0
+            continue
+        checked_at = time.time()
+        try:
+            digests = await asyncio.to_thread(store.revoked_since, since)
+        except Exception as exc:  # the database is away: the next turn tries again
+            log.warning("cannot check for revoked tokens: %s", exc)
+            continue
+        if digests and hub.close_tokens(set(digests), "the token was revoked"):
+            log.info("closed result streams of %d revoked token(s)", len(digests))
+        since = checked_at - 5.0
 
 
 async def _trim_loop(period: float = TRIM_PERIOD_S) -> None:

@@ -179,7 +179,8 @@ def list_() -> None:
 @token_group.command()
 @click.argument("token_id")
 def revoke(token_id: str) -> None:
-    """Revoke a token by id; it stops working at once."""
+    """Revoke a token by id: refused on every request from now on; a running service
+    closes result streams open with it within a second."""
     store = _store(load_settings())
     try:
         store.revoke_token(token_id, None)

@@ -109,6 +109,9 @@ tasks = Table(
     # SQLite only: 1 = the payload is in a file beside the database, 2 = the result is
     # (see Store, funcx_flows/blobfiles.py); the column is then NULL
     Column("blobs", Integer, nullable=False, default=0, server_default="0"),
+    # The task's place in its submission batch: with t_received, the order submitted
+    # (a returning endpoint is re-sent its tasks in that order)
+    Column("batch_pos", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_tasks_endpoint_state", "endpoint_id", "state"),
     # the per-user limit of tasks in flight counts a user's active tasks on each
     # submission: without it, the count read every task the user has kept
@@ -204,7 +207,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 # Columns added after the first release, for databases created before them.
 _ADDED_COLUMNS = {("functions", "memoize"): "BOOLEAN NOT NULL DEFAULT FALSE",
                   ("tasks", "memo_key"): "VARCHAR(64)",
-                  ("tasks", "blobs"): "INTEGER NOT NULL DEFAULT 0"}
+                  ("tasks", "blobs"): "INTEGER NOT NULL DEFAULT 0",
+                  ("tasks", "batch_pos"): "INTEGER NOT NULL DEFAULT 0"}
 
 
 def create_schema(engine: Engine) -> None:

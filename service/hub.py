@@ -18,17 +18,21 @@ class Subscription:
 
     user_id: str
     group_id: str | None
+    token_digest: str = ""  # of the token the stream was opened with
     pending: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
+    reason: str = ""  # why the service closed it ("" when the client went away)
     _waiter: asyncio.Future[None] | None = None
 
     def put(self, records: list[dict[str, Any]]) -> None:
         self.pending.extend(records)
         self._wake()
 
-    def close(self) -> None:
-        """No more takes wanted (the client went away): ``take`` returns None."""
+    def close(self, reason: str = "") -> None:
+        """No more takes wanted (the client went away, or ``reason``): ``take``
+        returns None, even with records pending."""
         self.closed = True
+        self.reason = self.reason or reason
         self._wake()
 
     def _wake(self) -> None:
@@ -57,8 +61,9 @@ class Hub:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
 
-    def subscribe(self, user_id: str, group_id: str | None) -> Subscription:
-        sub = Subscription(user_id, group_id)
+    def subscribe(self, user_id: str, group_id: str | None,
+                  token_digest: str = "") -> Subscription:
+        sub = Subscription(user_id, group_id, token_digest)
         self._subs.setdefault(user_id, set()).add(sub)
         return sub
 
@@ -78,6 +83,16 @@ class Hub:
                     per_sub.setdefault(sub, []).append(record)
         for sub, batch in per_sub.items():
             sub.put(batch)
+
+    def close_tokens(self, digests: set[str], reason: str) -> int:
+        """Close the streams opened with these tokens (revoked); how many."""
+        closed = 0
+        for subs in self._subs.values():
+            for sub in subs:
+                if sub.token_digest in digests and not sub.closed:
+                    sub.close(reason)
+                    closed += 1
+        return closed
 
     @property
     def subscribers(self) -> int:

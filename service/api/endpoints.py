@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from zmq.utils import z85
 
-from funcx_flows.errors import InvalidRequest
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
+from funcx_flows.service.api.fields import Id
 from funcx_flows.service.api.models import (
     Deleted,
     EndpointCreated,
@@ -37,11 +36,6 @@ def _info(row: dict[str, Any], p: Parts) -> dict[str, Any]:
 
 @router.post("/endpoints", response_model=EndpointCreated)
 def register_endpoint(body: EndpointIn, user: UserDep, p: PartsDep) -> EndpointCreated:
-    try:
-        z85.decode(body.public_key)
-    except ValueError:
-        raise InvalidRequest("public_key is not a Z85-encoded CurveZMQ key",
-                             field="public_key") from None
     endpoint_id, created = p.store.register_endpoint(user, body.name, body.public_key,
                                                      body.metadata)
     p.dispatcher.set_endpoint_key(endpoint_id, body.public_key)
@@ -57,12 +51,12 @@ def list_endpoints(user: UserDep, p: PartsDep, shared: bool = False) -> Endpoint
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=EndpointInfo)
-def get_endpoint(endpoint_id: str, user: UserDep, p: PartsDep) -> EndpointInfo:
+def get_endpoint(endpoint_id: Id, user: UserDep, p: PartsDep) -> EndpointInfo:
     return EndpointInfo(**_info(p.store.get_endpoint(user, endpoint_id), p))
 
 
 @router.get("/endpoints/{endpoint_id}/status", response_model=EndpointStatusOut)
-def endpoint_status(endpoint_id: str, user: UserDep, p: PartsDep) -> EndpointStatusOut:
+def endpoint_status(endpoint_id: Id, user: UserDep, p: PartsDep) -> EndpointStatusOut:
     row = p.store.get_endpoint(user, endpoint_id)
     info = _info(row, p)
     link = p.dispatcher.link_info(endpoint_id)
@@ -74,12 +68,12 @@ def endpoint_status(endpoint_id: str, user: UserDep, p: PartsDep) -> EndpointSta
 
 
 @router.get("/endpoints/{endpoint_id}/sharing", response_model=Sharing)
-def get_endpoint_sharing(endpoint_id: str, user: UserDep, p: PartsDep) -> Sharing:
+def get_endpoint_sharing(endpoint_id: Id, user: UserDep, p: PartsDep) -> Sharing:
     return Sharing(**p.store.get_sharing(user, "endpoint", endpoint_id))
 
 
 @router.put("/endpoints/{endpoint_id}/sharing", response_model=Sharing)
-def set_endpoint_sharing(endpoint_id: str, body: Sharing, user: UserDep, p: PartsDep
+def set_endpoint_sharing(endpoint_id: Id, body: Sharing, user: UserDep, p: PartsDep
                          ) -> Sharing:
     """Replace whom the endpoint is shared with (owner only); tasks that others send
     to it run under the endpoint owner's account."""
@@ -88,7 +82,7 @@ def set_endpoint_sharing(endpoint_id: str, body: Sharing, user: UserDep, p: Part
 
 
 @router.delete("/endpoints/{endpoint_id}", response_model=Deleted)
-def delete_endpoint(endpoint_id: str, user: UserDep, p: PartsDep) -> Deleted:
+def delete_endpoint(endpoint_id: Id, user: UserDep, p: PartsDep) -> Deleted:
     p.store.delete_endpoint(user, endpoint_id)  # its tasks' records: published by the store
     p.dispatcher.forget_endpoint(endpoint_id)
     return Deleted(deleted=endpoint_id)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from funcx_flows import serialize
 from funcx_flows.errors import InvalidRequest, PayloadTooLarge, SerializationError
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
+from funcx_flows.service.api.fields import Id
 from funcx_flows.service.api.models import (
     Deleted,
     FunctionCreated,
@@ -50,7 +51,7 @@ def list_functions(user: UserDep, p: PartsDep, shared: bool = False) -> Function
 
 
 @router.get("/functions/{function_id}", response_model=FunctionInfo)
-def get_function(function_id: str, user: UserDep, p: PartsDep) -> FunctionInfo:
+def get_function(function_id: Id, user: UserDep, p: PartsDep) -> FunctionInfo:
     row = p.store.get_function(user, function_id)
     body = base64.b64encode(row.pop("body")).decode("ascii")
     row.pop("owner_id", None)
@@ -58,12 +59,12 @@ def get_function(function_id: str, user: UserDep, p: PartsDep) -> FunctionInfo:
 
 
 @router.get("/functions/{function_id}/sharing", response_model=Sharing)
-def get_function_sharing(function_id: str, user: UserDep, p: PartsDep) -> Sharing:
+def get_function_sharing(function_id: Id, user: UserDep, p: PartsDep) -> Sharing:
     return Sharing(**p.store.get_sharing(user, "function", function_id))
 
 
 @router.put("/functions/{function_id}/sharing", response_model=Sharing)
-def set_function_sharing(function_id: str, body: Sharing, user: UserDep, p: PartsDep
+def set_function_sharing(function_id: Id, body: Sharing, user: UserDep, p: PartsDep
                          ) -> Sharing:
     """Replace whom the function is shared with (owner only)."""
     return Sharing(**p.store.set_sharing(user, "function", function_id, public=body.public,
@@ -71,6 +72,6 @@ def set_function_sharing(function_id: str, body: Sharing, user: UserDep, p: Part
 
 
 @router.delete("/functions/{function_id}", response_model=Deleted)
-def delete_function(function_id: str, user: UserDep, p: PartsDep) -> Deleted:
+def delete_function(function_id: Id, user: UserDep, p: PartsDep) -> Deleted:
     p.store.delete_function(user, function_id)
     return Deleted(deleted=function_id)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from funcx_flows.errors import InvalidRequest
+from funcx_flows.service.api.fields import Id, Metadata, Name, TaskIdIn, Text, Z85Key
 
 
 class Body(BaseModel):
@@ -23,9 +24,9 @@ def decode_b64(text: str, what: str) -> bytes:
 
 
 class FunctionIn(Body):
-    name: str = Field(min_length=1, max_length=500)
+    name: Name = Field(min_length=1, max_length=500)
     function: str = Field(min_length=1, description="base64 of a serialized function envelope")
-    description: str = Field("", max_length=10_000)
+    description: Text = Field("", max_length=10_000)
     memoize: bool = Field(False, description="answer repeated identical calls from the "
                                              "stored result of the first")
 
@@ -52,8 +53,10 @@ class FunctionList(BaseModel):
 
 class EndpointIn(Body):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    public_key: str = Field(min_length=40, max_length=40, description="CurveZMQ key, Z85")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    public_key: Z85Key = Field(description="CurveZMQ key, Z85")
+    metadata: Metadata = Field(default_factory=dict, description=(
+        "JSON, at most 64 KiB and 8 levels deep; finite numbers; text without control "
+        "characters but tab and line breaks"))
 
 
 class EndpointCreated(BaseModel):
@@ -94,17 +97,17 @@ class EndpointList(BaseModel):
 class Resources(Body):
     cores: int = Field(1, ge=1, le=100_000)
     gpus: int = Field(0, ge=0, le=1024)
-    walltime_s: float | None = Field(None, gt=0)
+    walltime_s: float | None = Field(None, gt=0, le=366 * 86400, allow_inf_nan=False)
 
 
 class TaskIn(Body):
-    task_id: str | None = Field(None, max_length=36)
-    function_id: str = Field(max_length=64)
-    endpoint_id: str = Field(max_length=64)
+    task_id: TaskIdIn | None = None
+    function_id: Id
+    endpoint_id: Id
     # base64 text in JSON; the raw bytes on a result stream opened with
     # ``encoding=msgpack`` (docs/protocol.md)
     payload: str | bytes
-    group_id: str | None = Field(None, max_length=64)
+    group_id: Name | None = Field(None, max_length=64)
     resources: Resources | None = None
 
 
@@ -113,7 +116,7 @@ class TasksIn(Body):
 
 
 class TaskIds(Body):
-    task_ids: list[str] = Field(max_length=100_000)
+    task_ids: list[Id] = Field(max_length=100_000)
 
 
 class TaskIdsOut(BaseModel):
@@ -158,7 +161,7 @@ class Cancelled(BaseModel):
 
 
 class TokenIn(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
 
 
 class TokenCreated(BaseModel):
@@ -181,10 +184,10 @@ class Sharing(Body):
     """Whom a function or an endpoint is shared with, besides its owner."""
 
     public: bool = Field(False, description="everyone with an account may use it")
-    users: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+    users: list[Annotated[Name, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=1000,
         description="user names; globus:<username> for Globus identities")
-    groups: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    groups: list[Annotated[Name, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=1000, description="Globus group ids")
 
 

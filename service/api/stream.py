@@ -18,20 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pydantic
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 from funcx_flows.errors import FuncxFlowsError, InvalidRequest
 from funcx_flows.messages import STREAM_ENCODINGS, stream_codec
-from funcx_flows.service.api.deps import Parts, authenticate, parts
+from funcx_flows.service.api.deps import Parts, authenticate, bearer, parts
+from funcx_flows.service.api.fields import Name
 from funcx_flows.service.api.models import TasksIn
 from funcx_flows.service.api.tasks import accept_tasks
 from funcx_flows.service.db import storage_unavailable
-from funcx_flows.service.store import task_record
+from funcx_flows.service.store import hash_token, task_record
+
+GroupId: pydantic.TypeAdapter[str] = pydantic.TypeAdapter(
+    Annotated[Name, pydantic.Field(max_length=64)])
 
 router = APIRouter(tags=["results"])
 PAGE = 1000
@@ -39,32 +44,38 @@ PAGE = 1000
 
 @router.websocket("/results/stream")
 async def results_stream(websocket: WebSocket, group_id: str | None = None,
-                         after: int = 0, encoding: str = "json") -> None:
+                         after: str = "0", encoding: str = "json") -> None:
     p = parts(websocket)
-    if encoding not in STREAM_ENCODINGS:
-        await websocket.close(code=1008)  # before accept: the handshake answers 403
-        return
+    header = websocket.headers.get("authorization")
     try:
-        user = await asyncio.to_thread(authenticate, p, websocket.headers.get("authorization"))
-    except FuncxFlowsError:
-        await websocket.close(code=1008)  # before accept: the handshake answers 403
+        after_seq = _sequence_number(after)
+        if group_id is not None:
+            group_id = _group_id(group_id)
+        if encoding not in STREAM_ENCODINGS:
+            raise InvalidRequest(f"unknown encoding {encoding!r}; one of "
+                                 f"{', '.join(STREAM_ENCODINGS)}", field="encoding")
+        user = await asyncio.to_thread(authenticate, p, header)
+    except FuncxFlowsError as exc:
+        await refuse(websocket, exc)
         return
     await websocket.accept()
-    sub = p.hub.subscribe(user.user_id, group_id)
+    sub = p.hub.subscribe(user.user_id, group_id, hash_token(bearer(header)))
     sender = _Sender(websocket, encoding)
     receiver = asyncio.create_task(_serve_client(websocket, p, sender))
     receiver.add_done_callback(lambda _: sub.close())  # the client went away
     try:
         while True:
-            rows = await asyncio.to_thread(p.store.completed_after, user.user_id, after,
+            rows = await asyncio.to_thread(p.store.completed_after, user.user_id, after_seq,
                                            group_id, PAGE)
             if rows:
-                after = int(rows[-1]["seq"])
+                after_seq = int(rows[-1]["seq"])
                 await sender.send({"op": "results", "results": [task_record(r) for r in rows]})
             if len(rows) < PAGE:
                 break
         while (batch := await sub.take()) is not None:
             await sender.send({"op": "results", "results": batch})
+        if sub.reason:  # closed by the service: say why (the client sees the code)
+            await websocket.close(code=CLOSE_POLICY, reason=sub.reason[:120])
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
@@ -72,6 +83,38 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await receiver
+
+
+CLOSE_POLICY = 1008  # WebSocket close code: a policy violation (a revoked token)
+MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
+
+
+def _sequence_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidRequest(f"after={text[:40]!r} is not an integer", field="after") from None
+    if not 0 <= value <= MAX_SEQ:
+        raise InvalidRequest(f"after must be between 0 and {MAX_SEQ}", field="after")
+    return value
+
+
+def _group_id(text: str) -> str:
+    try:
+        return GroupId.validate_python(text)
+    except pydantic.ValidationError as exc:
+        raise InvalidRequest(f"group_id {exc.errors()[0]['msg']}", field="group_id") from exc
+
+
+async def refuse(websocket: WebSocket, err: FuncxFlowsError) -> None:
+    """Refuse a stream at its handshake: an HTTP answer with the error body, as a REST
+    route gives, where the server can send one; else a close that names the error."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(
+            status_code=err.http_status, content={"error": {
+                "code": err.code, "message": err.message, "details": {}}}))
+    else:
+        await websocket.close(code=CLOSE_POLICY, reason=f"{err.code}: {err.message}"[:120])
 
 
 class _Sender:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 
 from funcx_flows.errors import Conflict, InvalidRequest, PayloadTooLarge
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
+from funcx_flows.service.api.fields import Id
 from funcx_flows.service.api.models import (
     Cancelled,
     TaskIds,
@@ -68,7 +69,7 @@ async def accept_tasks(p: Parts, user: User, body: TasksIn) -> list[str]:
 
 
 @router.get("/tasks/{task_id}", response_model=TaskRecord)
-def get_task(task_id: str, user: UserDep, p: PartsDep) -> TaskRecord:
+def get_task(task_id: Id, user: UserDep, p: PartsDep) -> TaskRecord:
     return TaskRecord(**task_record(p.store.get_task(user, task_id)))
 
 
@@ -86,7 +87,7 @@ def cancel_tasks(body: TaskIds, user: UserDep, p: PartsDep) -> Cancelled:
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskRecord)
-def cancel_task(task_id: str, user: UserDep, p: PartsDep) -> TaskRecord:
+def cancel_task(task_id: Id, user: UserDep, p: PartsDep) -> TaskRecord:
     rows = p.store.cancel(user, [task_id])
     if not rows:
         row = p.store.get_task(user, task_id)  # NotFound if not the caller's

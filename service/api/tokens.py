@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
+from funcx_flows.service.api.fields import Id
 from funcx_flows.service.api.models import (
     Health,
     Revoked,
@@ -51,6 +53,9 @@ def list_tokens(user: UserDep, p: PartsDep) -> TokenList:
 
 
 @router.delete("/tokens/{token_id}", response_model=Revoked)
-def revoke_token(token_id: str, user: UserDep, p: PartsDep) -> Revoked:
-    p.store.revoke_token(token_id, user)
+async def revoke_token(token_id: Id, user: UserDep, p: PartsDep) -> Revoked:
+    """Revoke one of your tokens: refused on every request from now on, and the
+    result streams open with it are closed (with the reason)."""
+    digest = await asyncio.to_thread(p.store.revoke_token, token_id, user)
+    p.hub.close_tokens({digest}, "the token was revoked")
     return Revoked(revoked=token_id)

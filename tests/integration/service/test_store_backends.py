@@ -228,7 +228,7 @@ def test_an_allow_list_takes_effect_when_the_endpoint_reregisters(store: Store):
 
 def test_an_allow_list_set_through_another_replica_holds_after_the_cache_period(
         store: Store, monkeypatch):
-    """Service replicas on one database: each re-reads allow-lists after AUTH_CACHE_S."""
+    """Service replicas on one database: each re-reads allow-lists after ALLOW_LIST_CACHE_S."""
     import funcx_flows.service.store as store_module
 
     replica = Store(store.engine)
@@ -239,7 +239,7 @@ def test_an_allow_list_set_through_another_replica_holds_after_the_cache_period(
     call = {"function_id": g, "endpoint_id": eid, "payload": b""}
     replica.submit(alice, [call], online=set())  # the replica now holds "no list"
     store.register_endpoint(alice, "ep", "k" * 40, {"allowed_functions": [f]})
-    monkeypatch.setattr(store_module, "AUTH_CACHE_S", 0.0)  # the period has passed
+    monkeypatch.setattr(store_module, "ALLOW_LIST_CACHE_S", 0.0)  # the period has passed
     with pytest.raises(PermissionDenied):
         replica.submit(alice, [call], online=set())
 
@@ -534,3 +534,25 @@ def test_sqlite_keeps_large_payloads_and_results_in_files(tmp_path):
     assert store.purge(older_than=time.time() + 1) >= 3
     assert files() == 0
     engine.dispose()
+
+
+def test_tasks_a_lost_endpoint_had_are_resent_before_its_backlog(store: Store):
+    """An endpoint killed with tasks running comes back to a backlog: what it had
+    (running, then dispatched) goes first, each in the order submitted; the rest after."""
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    batches = [store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
+                                     "payload": bytes([b, i])} for i in range(100)],
+                            online=set())[0] for b in range(6)]
+    backlog = [t for ids in batches for t in ids]
+    assert len(store.resend(eid, held=())) == 600  # it came online: all dispatched
+    running = batches[5][:3] + batches[4][:2]  # it started these, then was killed
+    store.mark_running(eid, [(t, 1.0) for t in running])
+    more = store.submit(alice, [{"function_id": fid, "endpoint_id": eid, "payload": b"w"}],
+                        online=set())[0]
+    order = [s.task_id for s in store.resend(eid, held=())]
+    by_submission = {t: i for i, t in enumerate(backlog + more)}
+    assert order[:5] == sorted(running, key=by_submission.__getitem__)
+    assert order[5:-1] == [t for t in backlog if t not in running]
+    assert order[-1] == more[0]  # the task that waited for the endpoint comes last

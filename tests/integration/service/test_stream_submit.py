@@ -3,11 +3,13 @@ same errors as REST, and a clean fallback (None) whenever the stream cannot."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 
 import pytest
 from test_api import register_endpoint, register_function, task
+from waiting import wait_until
 from websockets.sync.client import connect
 
 from funcx_flows.errors import AuthenticationError, InvalidRequest, NotFound
@@ -54,15 +56,24 @@ def test_tasks_submitted_on_the_stream_are_durable_and_errors_match_rest(api):
         s.close()
 
 
-def test_a_revoked_token_stops_submitting_on_an_open_stream(api):
+def test_a_revoked_token_stops_submitting_on_an_open_stream(api, cli):
+    """Revoked by the CLI (another process): each submit op checks the token, and the
+    service closes the stream; either way nothing more is accepted, and the client's
+    stream ends with an AuthenticationError when it tries to reconnect."""
     made = api.alice.post("/tokens", json={"name": "short-lived"}).json()
-    s = open_stream(api, made["token"])
+    errors: list[Exception] = []
+    s = ResultStream(api.url.replace("http", "ws", 1), made["token"], lambda records: None,
+                     on_error=errors.append)
+    s.start()
+    assert s.wait_connected(30)
     try:
         fid, eid = register_function(api.alice), register_endpoint(api.alice, "ws-revoke")
         assert s.try_submit([task(fid, eid)]) is not None
-        assert api.alice.delete(f"/tokens/{made['token_id']}").status_code == 200
-        with pytest.raises(AuthenticationError):
-            s.try_submit([task(fid, eid)])
+        assert cli("token", "revoke", made["token_id"]).returncode == 0
+        with contextlib.suppress(AuthenticationError):  # the op came first
+            assert s.try_submit([task(fid, eid)]) is None  # the stream closed first
+        wait_until(lambda: errors, 10, "the stream to report the revoked token")
+        assert isinstance(errors[0], AuthenticationError)
     finally:
         s.close()
 
