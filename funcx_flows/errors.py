@@ -29,6 +29,9 @@ what went wrong without sharing anything but this module::
      |         +-- WorkerLost         the worker process died mid-task
      |         +-- ManagerLost        the node's manager stopped heartbeating
      |         +-- PilotEnded         the pilot job (block) ended under the task
+     +-- TransferFailed               a Globus transfer failed or was refused
+     +-- TransferStatusUnknown        a Globus transfer was submitted; whether it runs is unknown
+     +-- TimedOut                     a wait passed its deadline (also a TimeoutError)
      +-- EndpointError                endpoint life-cycle problems (CLI)
           +-- EndpointNotConfigured
           +-- EndpointAlreadyRunning
@@ -256,6 +259,27 @@ class TransferFailed(FuncxFlowsError):
     """A Globus transfer ended in failure (or could not be submitted); the message is Globus's."""
 
     code = "transfer_failed"
+
+
+class TransferStatusUnknown(FuncxFlowsError):
+    """A Globus transfer was submitted but Globus never said whether it accepted it.
+
+    Not a ``TransferFailed``: the transfer may be running. Its submission id is
+    kept, so running the step again with the same key finds out (Globus answers a
+    repeated submission id with the task it made) instead of starting another."""
+
+    code = "transfer_status_unknown"
+    http_status = 502
+
+
+class TimedOut(FuncxFlowsError, TimeoutError):
+    """A wait passed its deadline; what it waited for was cancelled where that was possible.
+
+    Also a ``TimeoutError``, so ``except TimeoutError`` keeps working and Prefect
+    records the task run as ``TimedOut`` (and retries it if it has retries left)."""
+
+    code = "timed_out"
+    http_status = 504
 
 
 class EndpointError(FuncxFlowsError):
