@@ -4,9 +4,11 @@ errors and retries that can help."""
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import os
 import re
+import threading
 import time
 from typing import Any
 
@@ -25,7 +27,7 @@ from transfer_standin import (
 )
 
 from funcx_flows.errors import ConfigError, TimedOut, TransferFailed, TransferStatusUnknown
-from funcx_flows.prefect.transfer import transfer
+from funcx_flows.prefect.transfer import run_transfer, transfer
 from funcx_flows.prefect.transfer_keys import KeyStore
 from funcx_flows.retry import RetryPolicy
 
@@ -271,3 +273,23 @@ def test_keys_expire_and_their_state_is_swept(prefect_server, standin, home):
     changed, _, _ = run(standin.url, items=ITEMS[:1], key="short-lived")
     assert changed["task_id"] != first["task_id"]  # expired: free for another transfer
     assert sorted(p.name for p in home.iterdir()) == ["transfer_keys.sqlite"]
+
+
+def test_an_interrupted_step_cancels_its_transfer_and_the_next_run_starts_afresh(standin, home):
+    standin.plan(active())
+    standin.plan(active(), succeeded())
+
+    def interrupt_when_polled() -> None:
+        standin.wait_for(lambda: any(t.polls >= 2 for t in standin.tasks.values()))
+        _thread.interrupt_main()  # as Ctrl-C (or Prefect's alarm) does to a waiting step
+
+    threading.Thread(target=interrupt_when_polled, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_transfer("src", "dst", [("/a", "/b")], client=standin.client(), key="k",
+                     poll_interval_s=0.02, home=home)
+    [first] = standin.created()
+    assert first.cancelled
+    again = run_transfer("src", "dst", [("/a", "/b")], client=standin.client(), key="k",
+                         poll_interval_s=0.02, home=home)
+    first, second = standin.created()
+    assert again["task_id"] == second.task_id != first.task_id
