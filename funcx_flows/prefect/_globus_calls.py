@@ -121,10 +121,12 @@ class GlobusCalls:
         self.client.transport.http_timeout = None if math.isinf(longest) else longest
 
     def call(self, what: str, fn: Callable[[globus_sdk.TransferClient], T], deadline: Deadline,
-             *, attempts: int | None = None, busy: list[str] | None = None) -> T:
-        """``fn(client)``, asked again while Globus is busy or unreachable. Raises
-        ``DeadlinePassed`` at the deadline, the last error after ``attempts`` tries,
-        and other errors at once. The busy answers seen are appended to ``busy``."""
+             *, attempts: int | None = None, busy: list[str] | None = None,
+             pace: float = 0.0) -> T:
+        """``fn(client)``, asked again while Globus is busy or unreachable, at least
+        ``pace`` seconds apart. Raises ``DeadlinePassed`` at the deadline, the last error
+        after ``attempts`` tries, and other errors at once. The busy answers seen are
+        appended to ``busy``."""
         backoff = Backoff(self.policy)
         seen: list[str] = [] if busy is None else busy
         tries = 0
@@ -141,7 +143,7 @@ class GlobusCalls:
                 seen.append(describe(exc))
                 if attempts is not None and tries >= attempts:
                     raise
-                delay = _retry_after(exc) or backoff.failed()
+                delay = max(pace, _retry_after(exc) or backoff.failed())
                 remaining = deadline.remaining()
                 if remaining is not None:
                     if remaining <= 0:

@@ -199,7 +199,7 @@ def watch(calls: GlobusCalls, task_id: str, *, poll_interval_s: float, deadline:
     while True:
         try:
             doc = dict(calls.call(f"read transfer {task_id}", lambda c: c.get_task(task_id),
-                                  deadline).data)
+                                  deadline, pace=poll_interval_s).data)
         except (globus_sdk.GlobusAPIError, globus_sdk.NetworkError) as exc:
             raise TransferFailed(f"cannot read Globus transfer {task_id}: {describe(exc)}",
                                  task_id=task_id) from exc
