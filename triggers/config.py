@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -81,10 +82,18 @@ class GlobusTriggerConfig(Model):
     destination_endpoint: str = ""
     path_prefix: str = ""
     label_pattern: str = ""
-    endpoint_manager: bool = False  # everyone's tasks on destination_endpoint
+    endpoint_manager: bool = False  # everyone's transfers into destination_endpoint
     poll_interval_s: float = Field(30.0, gt=0)
+    # each poll re-reads this much before the newest completion time seen: a task that
+    # Transfer lists later than that after newer ones were listed is not seen
     overlap_s: float = Field(300.0, ge=0)
+    # the start point on the first start (ISO 8601, UTC if no zone): earlier transfers
+    # fire too. Unset: only transfers that complete after the first start
+    since: datetime | None = None
     list_files: bool = True
+    file_list_concurrency: int = Field(4, ge=1, le=64)  # file lists fetched at once
+    # no complete listing for this long: logged and shown by `trigger status` as stalled
+    stall_after_s: float = Field(300.0, gt=0)
     max_in_flight: int = Field(4, ge=1)
     auth: GlobusAuthConfig = Field(default_factory=GlobusAuthConfig)
     transfer_url: str = ""  # blank: Globus's; another Transfer-compatible API (tests)
@@ -92,6 +101,8 @@ class GlobusTriggerConfig(Model):
 
     @model_validator(mode="after")
     def _manager_needs_endpoint(self) -> GlobusTriggerConfig:
+        if self.since is not None and self.since.tzinfo is None:
+            self.since = self.since.replace(tzinfo=UTC)  # Transfer's times are UTC
         if self.endpoint_manager and not self.destination_endpoint:
             raise ValueError("endpoint_manager needs destination_endpoint")
         if self.path_prefix and not self.list_files:

@@ -12,6 +12,10 @@ visible, and ``replay`` can queue them again)::
       |                  \--process died (found on restart)--> interrupted | queued
       +---------------- replay (failed, interrupted, done) -------+
 
+A Globus transfer task is decided once, durably: fired (``seen_tasks``, in the
+transaction that queues its run) or rejected (``rejected_tasks``, with the rules
+it was judged by, so that changed rules judge it again).
+
 A run found ``running`` on restart was cut off by a crash: idempotent targets
 (deployments, events) are started again; an in-process flow may already have
 done its work, so it becomes ``interrupted`` (visible, replayable) instead of
@@ -53,6 +57,12 @@ CREATE TABLE IF NOT EXISTS marks (
 CREATE TABLE IF NOT EXISTS seen_tasks (
     trigger TEXT NOT NULL, task_id TEXT NOT NULL, run_id TEXT NOT NULL,
     PRIMARY KEY (trigger, task_id));
+CREATE TABLE IF NOT EXISTS rejected_tasks (
+    trigger TEXT NOT NULL, task_id TEXT NOT NULL, rules TEXT NOT NULL, reason TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (trigger, task_id));
+CREATE TABLE IF NOT EXISTS listing_gaps (
+    trigger TEXT NOT NULL, what TEXT NOT NULL, detail TEXT NOT NULL, noted_at REAL NOT NULL,
+    PRIMARY KEY (trigger, what));
 """
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -179,6 +189,8 @@ class StateStore:
                                  (trigger, seen_task, run_id))
                 if not cur.rowcount:
                     return None
+                db.execute("DELETE FROM rejected_tasks WHERE trigger=? AND task_id=?",
+                           (trigger, seen_task))
             db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, 0, ?, NULL, NULL, ?, ?)",
                        (run_id, trigger, json.dumps(context), QUEUED, now, now, now))
         return run_id
@@ -187,6 +199,61 @@ class StateStore:
         with self._lock:
             return self._db.execute("SELECT 1 FROM seen_tasks WHERE trigger=? AND task_id=?",
                                     (trigger, task_id)).fetchone() is not None
+
+    def decided_tasks(self, trigger: str, task_ids: Sequence[str], rules: str) -> set[str]:
+        """Those of ``task_ids`` already fired, or rejected under these ``rules``."""
+        found: set[str] = set()
+        for i in range(0, len(task_ids), 500):
+            chunk = list(task_ids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT task_id FROM seen_tasks WHERE trigger=? AND task_id IN ({marks}) "
+                    f"UNION SELECT task_id FROM rejected_tasks WHERE trigger=? AND rules=? "
+                    f"AND task_id IN ({marks})", (trigger, *chunk, trigger, rules, *chunk))
+                found.update(str(r[0]) for r in rows)
+        return found
+
+    def reject_tasks(self, trigger: str, rejected: Sequence[tuple[str, str]],
+                     rules: str) -> None:
+        """Remember (task id, reason) pairs, so these tasks are never looked at again."""
+        now = time.time()
+        with self._txn() as db:
+            db.executemany("INSERT OR REPLACE INTO rejected_tasks VALUES (?, ?, ?, ?, ?)",
+                           [(trigger, t, rules, reason[:500], now) for t, reason in rejected])
+
+    def transfer_counts(self) -> dict[str, dict[str, int]]:
+        """Per trigger: transfer tasks fired and rejected."""
+        out: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for table, key in (("seen_tasks", "fired"), ("rejected_tasks", "rejected")):
+                for trig, n in self._db.execute(
+                        f"SELECT trigger, count(*) FROM {table} GROUP BY trigger"):
+                    out.setdefault(str(trig), {})[key] = int(n)
+        return out
+
+    def note_gaps(self, trigger: str, gaps: Sequence[tuple[str, str]]) -> list[str]:
+        """Record ranges a listing could not read whole; returns those new to the store."""
+        new = []
+        now = time.time()
+        with self._txn() as db:
+            for what, detail in gaps:
+                cur = db.execute("UPDATE listing_gaps SET detail=? WHERE trigger=? AND what=?",
+                                 (detail, trigger, what))
+                if not cur.rowcount:
+                    db.execute("INSERT INTO listing_gaps VALUES (?, ?, ?, ?)",
+                               (trigger, what, detail, now))
+                    new.append(what)
+        return new
+
+    def gaps(self) -> dict[str, list[tuple[str, str]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT trigger, what, detail FROM listing_gaps "
+                                    "ORDER BY trigger, what").fetchall()
+        out: dict[str, list[tuple[str, str]]] = {}
+        for trig, what, detail in rows:
+            out.setdefault(str(trig), []).append((str(what), str(detail)))
+        return out
 
     def due(self, trigger: str, limit: int) -> list[Run]:
         if limit <= 0:
@@ -341,5 +408,10 @@ class StateStore:
         return None if row is None else str(row[0])
 
     def set_mark(self, trigger: str, key: str, value: str) -> None:
+        self.set_marks(trigger, {key: value})
+
+    def set_marks(self, trigger: str, values: dict[str, str]) -> None:
+        """Several marks in one transaction (a watermark and when it was reached)."""
         with self._txn() as db:
-            db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?, ?)", (trigger, key, value))
+            db.executemany("INSERT OR REPLACE INTO marks VALUES (?, ?, ?)",
+                           [(trigger, k, v) for k, v in values.items()])

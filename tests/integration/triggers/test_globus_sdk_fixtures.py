@@ -15,6 +15,7 @@ from globus_sdk.transport import RetryConfig
 
 from funcx_flows.triggers.config import GlobusTriggerConfig, TargetConfig
 from funcx_flows.triggers.globus import GlobusTransferTrigger
+from funcx_flows.triggers.serve import wait_until
 from funcx_flows.triggers.state import StateStore
 
 FILES_URL = ("https://transfer.api.globus.org/v0.10/endpoint_manager/task/{}/"
@@ -35,8 +36,10 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def trigger(store: StateStore, dest: str, calls: list) -> GlobusTransferTrigger:
+    # the registered task completed in 2024: history, which `since` asks for
     config = GlobusTriggerConfig(name="managed", endpoint_manager=True, destination_endpoint=dest,
-                                 path_prefix="/path/to/", target=TargetConfig(flow="unused:f"))
+                                 path_prefix="/path/to/", since="2024-01-01T00:00:00Z",
+                                 target=TargetConfig(flow="unused:f"))
     client = globus_sdk.TransferClient(retry_config=RetryConfig(max_retries=0))
     return GlobusTransferTrigger(config, store, client,
                                  call=lambda task_id, files: calls.append((task_id, files)))
@@ -71,6 +74,7 @@ def test_managed_endpoint_tasks_with_paged_file_lists_fire_once(mocked, tmp_path
     listing = [c.request for c in responses.calls if "task_list" in c.request.url][-1]
     query = parse_qs(urlparse(listing.url).query)
     assert query["filter_endpoint"] == [dest] and query["filter_status"] == ["SUCCEEDED"]
+    assert query["filter_endpoint_use"] == ["destination"]  # not transfers leaving it
     assert query["filter_completion_time"][0].endswith(",")
     assert sum("successful_transfers" in c.request.url for c in responses.calls) == 2
     store.close()
@@ -84,8 +88,9 @@ def test_a_globus_error_is_reported_and_the_watermark_kept(mocked, tmp_path):
     store = StateStore(tmp_path / "state.db")
     trig = trigger(store, "85e757b3-0d0d-42e0-91f1-f5f67594bc54", [])
     trig.start()
-    try:
-        trig.tick()
+    try:  # the poll runs on the trigger's own thread; ticks collect its outcome
+        assert wait_until(lambda: trig.tick() or bool(store.get_mark("managed", "problem")),
+                          20)
     finally:
         trig.stop()
     assert store.get_mark("managed", "completion_time") is None
