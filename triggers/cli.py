@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -92,6 +93,7 @@ def _print_status(store: StateStore, limit: int) -> None:
     names = sorted(set(counts) | set(waiting) | set(problems))
     if not names:
         click.echo(f"nothing has fired yet (state {store.path})")
+        _print_transfers(store, console)
         return
     table = Table("trigger", "done", "running", "queued", "failed", "interrupted",
                   "waiting files", "problem", title=f"triggers ({store.path})")
@@ -113,6 +115,45 @@ def _print_status(store: StateStore, limit: int) -> None:
             t.add_row(r.run_id, r.trigger, r.state, str(r.attempts), about,
                       (r.error or "").splitlines()[0][:80] if r.error else "")
         console.print(t)
+    _print_transfers(store, console)
+
+
+def _ago(epoch: str) -> str:
+    if not epoch:
+        return "none yet"
+    when = float(epoch)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    return f"{stamp} ({max(0.0, time.time() - when):.0f}s ago)"
+
+
+def _print_transfers(store: StateStore, console: Console) -> None:
+    """Globus triggers: where each stands, what it decided, what it could not list."""
+    marks = {key: store.marks(key) for key in (
+        "floor", "completion_time", "last_complete_poll", "poll_started", "listing_from",
+        "problem", "stalled")}
+    if not marks["floor"]:
+        return
+    decided, gaps = store.transfer_counts(), store.gaps()
+    table = Table("trigger", "start point", "watermark", "last complete poll", "seen",
+                  "fired", "rejected", title="Globus transfer triggers")
+    notes = []
+    for trig in sorted(marks["floor"]):
+        m = {key: values.get(trig, "") for key, values in marks.items()}
+        fired, rejected = (decided.get(trig, {}).get(k, 0) for k in ("fired", "rejected"))
+        table.add_row(trig, m["floor"] + "Z", m["completion_time"] or "none yet",
+                      _ago(m["last_complete_poll"]), f"{fired + rejected:,}", f"{fired:,}",
+                      f"{rejected:,}")
+        if m["stalled"]:
+            notes.append(f"{trig}: STALLED: {m['stalled']}")
+        if float(m["poll_started"] or 0) > float(m["last_complete_poll"] or 0) and (
+                m["problem"] or m["stalled"]):
+            notes.append(f"{trig}: not yet listed completely: completed from "
+                         f"{m['listing_from']}Z on ({m['problem'] or 'poll in progress'})")
+        notes.extend(f"{trig}: not listed completely: {what}: {detail}"
+                     for what, detail in gaps.get(trig, []))
+    console.print(table)
+    for line in notes:
+        click.echo(line)
 
 
 @trigger_group.command()

@@ -101,6 +101,7 @@ class GlobusTransferTrigger:
         self._poll_started = 0.0
         self._next_poll = 0.0
         self._last_complete = 0.0
+        self._up_since = 0.0
         self._stalled = ""
         self._stall_logged = 0.0
         self._held: IO[bytes] | None = None
@@ -114,9 +115,8 @@ class GlobusTransferTrigger:
         self._held = self.store.claim_trigger(self.name)
         self.starter.recover()
         self._floor()
-        # a stall is counted from this process's start at the earliest
-        self._last_complete = max(float(self.store.get_mark(self.name, "last_complete_poll")
-                                        or 0.0), self.clock())
+        self._last_complete = float(self.store.get_mark(self.name, "last_complete_poll") or 0)
+        self._up_since = self.clock()  # a stall is counted from this process's start
 
     def stop(self, wait: bool = True) -> None:
         self._stopping.set()
@@ -167,7 +167,7 @@ class GlobusTransferTrigger:
 
     def _watch_for_stall(self, now: float) -> None:
         """No complete listing for ``stall_after_s``: say so (again every stall_after_s)."""
-        quiet = now - self._last_complete
+        quiet = now - max(self._last_complete, self._up_since)
         if quiet <= self.config.stall_after_s:
             if self._stalled:
                 log.warning("trigger %s: listing transfers completely again; no longer "
@@ -180,8 +180,9 @@ class GlobusTransferTrigger:
         why = self.problems[-1] if self.problems else (
             f"a poll has been running since {_when(self._poll_started)}"
             if self._poll is not None else "no poll has ended")
-        self._stalled = (f"no complete listing since {_when(self._last_complete)} "
-                         f"({quiet:.0f}s): {why}")
+        last = (f"since {_when(self._last_complete)}" if self._last_complete
+                else "yet")
+        self._stalled = f"no complete listing {last} ({quiet:.0f}s in this run): {why}"
         self._stall_logged = now
         log.warning("trigger %s: stalled: %s; watermark %s", self.name, self._stalled,
                     self.store.get_mark(self.name, "completion_time") or "none yet")
