@@ -26,8 +26,10 @@ stores a task that no listing shows until ``reveal``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -153,6 +155,7 @@ class TransferStandIn:
         self._release = threading.Event()
         self.holding = threading.Event()  # set while an answer is held back
         self._seq = 0
+        self._connections: set[socket.socket] = set()  # kept alive, closed on exit
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
@@ -167,6 +170,10 @@ class TransferStandIn:
         self.release()
         self._server.shutdown()
         self._server.server_close()
+        with self.lock:
+            for conn in self._connections:  # ends the threads of kept-alive connections
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
         self._thread.join(10)
 
     # ------------------------------------------------------------ the data --
@@ -348,8 +355,21 @@ class TransferStandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Transfer and the SDK's session
+
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()  # headers and body leave in two writes: no Nagle delay
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with standin.lock:
+                    standin._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with standin.lock:
+                    standin._connections.discard(self.connection)
+                super().finish()
 
             def _send(self, code: int, body: dict[str, Any] | str) -> None:
                 html = isinstance(body, str)

@@ -102,6 +102,8 @@ class GlobusTransferTrigger:
         self._next_poll = 0.0
         self._last_complete = 0.0
         self._up_since = 0.0
+        self._start_point: datetime | None = None
+        self._problem = ""  # why the last poll failed ("" once one succeeds)
         self._stalled = ""
         self._stall_logged = 0.0
         self._held: IO[bytes] | None = None
@@ -156,9 +158,11 @@ class GlobusTransferTrigger:
             else:
                 log.error("trigger %s: %s", self.name, msg, exc_info=exc)
             self.problems = [*self.problems[-9:], msg]
+            self._problem = msg
             self.store.set_mark(self.name, "problem", msg)
             return
-        if self._backoff.attempt:
+        if self._problem:
+            self._problem = ""
             self.store.set_mark(self.name, "problem", "")
         self._backoff.succeeded()
         self._next_poll = self._poll_started + self.config.poll_interval_s
@@ -177,7 +181,7 @@ class GlobusTransferTrigger:
             return
         if self._stalled and now - self._stall_logged < self.config.stall_after_s:
             return
-        why = self.problems[-1] if self.problems else (
+        why = self._problem or (
             f"a poll has been running since {_when(self._poll_started)}"
             if self._poll is not None else "no poll has ended")
         last = (f"since {_when(self._last_complete)}" if self._last_complete
@@ -193,13 +197,14 @@ class GlobusTransferTrigger:
     def _floor(self) -> datetime:
         """The start point, fixed durably on the first start: nothing that completed
         before it fires (``since`` moves it back to ask for history)."""
-        mark = self.store.get_mark(self.name, "floor")
-        if mark is None:
-            start = self.config.since or datetime.fromtimestamp(self.clock(), tz=UTC)
-            mark = fmt(start)
-            self.store.set_mark(self.name, "floor", mark)
-        floor: datetime = parse_time(mark)
-        return floor
+        if self._start_point is None:
+            mark = self.store.get_mark(self.name, "floor")
+            if mark is None:
+                start = self.config.since or datetime.fromtimestamp(self.clock(), tz=UTC)
+                mark = fmt(start)
+                self.store.set_mark(self.name, "floor", mark)
+            self._start_point = parse_time(mark)
+        return self._start_point
 
     def _since(self) -> datetime:
         floor = self._floor()
@@ -246,6 +251,8 @@ class GlobusTransferTrigger:
                             g.what, g.detail)
 
     def _decide(self, tasks: list[Task], round_: _Round) -> None:
+        if self._stopping.is_set():
+            raise PollStopped("the trigger is stopping")
         fresh = []
         for task in tasks:
             task_id = str(task["task_id"])

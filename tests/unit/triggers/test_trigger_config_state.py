@@ -129,3 +129,33 @@ def test_one_process_serves_a_trigger_per_state_database(tmp_path):
     with pytest.raises(TriggerAlreadyRunning), store.claim_trigger("x"):
         store.claim_trigger("x")
     store.close()
+
+
+GLOBUS = {"type": "globus", "name": "landed", "target": {"flow": "m:f"}}
+
+
+def test_globus_since_is_utc_and_bad_globus_keys_are_named():
+    t = cfg.parse({"triggers": [{**GLOBUS, "since": "2026-11-01T08:00:00"}]}).triggers[0]
+    assert t.since is not None and t.since.isoformat() == "2026-11-01T08:00:00+00:00"
+    zoned = cfg.parse({"triggers": [{**GLOBUS, "since": "2026-11-01T10:00:00+02:00"}]})
+    assert zoned.triggers[0].since.timestamp() == t.since.timestamp()
+    assert cfg.parse({"triggers": [GLOBUS]}).triggers[0].since is None
+    for change, key in [({"since": "last tuesday"}, "triggers.0.since"),
+                        ({"file_list_concurrency": 0}, "triggers.0.file_list_concurrency"),
+                        ({"stall_after_s": 0}, "triggers.0.stall_after_s")]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            cfg.parse({"triggers": [{**GLOBUS, **change}]})
+
+
+def test_rejections_are_kept_with_their_rules_and_a_fired_task_leaves_them(tmp_path):
+    store = StateStore(tmp_path / "state.db")
+    store.reject_tasks("t", [("a", "no file under /data/"), ("b", "label")], rules="r1")
+    assert store.decided_tasks("t", ["a", "b", "c"], "r1") == {"a", "b"}
+    assert store.decided_tasks("t", ["a", "b", "c"], "r2") == set()  # other rules: judge again
+    assert store.add_run("t", {"task_id": "a"}, seen_task="a") is not None
+    assert store.decided_tasks("t", ["a", "b"], "r2") == {"a"}
+    assert store.transfer_counts() == {"t": {"fired": 1, "rejected": 1}}
+    assert store.note_gaps("t", [("cell", "10 of 20")]) == ["cell"]
+    assert store.note_gaps("t", [("cell", "11 of 20")]) == []
+    assert store.gaps() == {"t": [("cell", "11 of 20")]}
+    store.close()
