@@ -62,3 +62,24 @@ def test_a_stall_is_logged_and_shown_until_listings_are_whole_again(standin, sto
     assert "stalled: no complete listing yet" in caplog.text
     assert "no longer stalled" in caplog.text
     assert "STALLED" not in status(store, home)
+
+
+def test_a_listing_answer_held_back_is_a_stall_that_holds_up_nothing_else(
+        standin, store, make_trigger):
+    t0 = time.time() - 30
+    store.set_mark("landed", "floor", iso(t0 - 10)[:19])
+    first = standin.add(completed=t0, files=["/data/a.h5"])
+    calls: list = []
+    trig = make_trigger(store, calls, stall_after_s=0.3)
+    with Running(trig):
+        assert wait_until(lambda: calls, 30)
+        standin.hold("task_list")  # the next poll's listing gets no answer
+        assert wait_until(lambda: "a poll has been running since" in (
+            store.get_mark("landed", "stalled") or ""), 30)
+        store.add_run("landed", {"task_id": "replayed", "files": []})  # still started
+        assert wait_until(lambda: len(calls) == 2, 30)
+        later = standin.add(files=["/data/b.h5"])
+        standin.release()
+        assert wait_until(lambda: later in [c[0] for c in calls], 30)
+        assert wait_until(lambda: store.get_mark("landed", "stalled") == "", 30)
+    assert [c[0] for c in calls] == [first, "replayed", later]
