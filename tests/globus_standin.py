@@ -22,6 +22,10 @@ Faults on demand: ``fail(status, count, kind)`` answers the next requests of a
 kind with 429 (JSON, as Transfer) or 502 (an HTML page, as a proxy); ``hold``
 keeps answers back until ``release``. Late indexing: ``add(..., visible=False)``
 stores a task that no listing shows until ``reveal``.
+
+It plays the side of Transfer that the trigger reads (listings and file lists);
+``tests/transfer_standin.py`` plays the side the transfer step drives (submissions,
+task documents, events, cancels).
 """
 
 from __future__ import annotations
