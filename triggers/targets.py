@@ -85,7 +85,8 @@ class Starter:
     def __init__(self, trigger: str, target: TargetConfig, store: StateStore, max_in_flight: int,
                  call: Callable[..., Any] | None = None,
                  default_parameters: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 wake: threading.Event | None = None) -> None:
+                 wake: threading.Event | None = None,
+                 api_retry: RetryPolicy | None = None) -> None:
         self.trigger = trigger
         self.target = target
         self.store = store
@@ -98,6 +99,9 @@ class Starter:
         self._closing = threading.Event()
         self._policy = RetryPolicy(initial=max(target.retry_initial_s, 0.001),
                                    max_delay=target.retry_max_s)
+        self._api_retry = api_retry  # None: funcx_flows.prefect.api_retry.API_RETRY
+        self._marked: Any = None  # the target as a Prefect flow; False: not one
+        self._marking = threading.Lock()
 
     @property
     def idempotent(self) -> bool:
@@ -119,6 +123,21 @@ class Starter:
         if self._call is None:
             self._call = load_callable(self.target.flow)
         return self._call
+
+    def _prefect_flow(self) -> Any | None:
+        """The target if it is a Prefect flow, else None (a plain callable, a deployment,
+        an event)."""
+        with self._marking:  # slots ask at once; none may start the unmarked flow
+            if self._marked is None:
+                marked: Any = False
+                if self.target.kind == "flow" and "prefect" in sys.modules:
+                    from prefect import Flow
+
+                    target = self._callable()
+                    if isinstance(target, Flow):
+                        marked = target
+                self._marked = marked
+        return self._marked or None
 
     def parameters(self, run: Run) -> dict[str, Any]:
         context = {**run.context, "run_id": run.run_id, "batch_id": run.run_id}
@@ -157,7 +176,7 @@ class Starter:
 
     def _work(self, run: Run | None) -> None:
         try:
-            with self._api_client():
+            with self._flow_runs():
                 while run is not None:
                     if self._closing.is_set():  # claimed but never started: back in the queue
                         self.store.release(run.run_id)
@@ -168,23 +187,19 @@ class Starter:
             self.wake.set()
 
     @contextlib.contextmanager
-    def _api_client(self) -> Iterator[None]:
-        """One Prefect API client for the in-process flow runs a slot starts in a row:
-        without it each flow run builds its own (an SSL context each, ~75 ms here)."""
-        if self.target.kind != "flow" or "prefect" not in sys.modules:
-            yield
-            return
-        from prefect import Flow
-        from prefect.context import SyncClientContext
-
+    def _flow_runs(self) -> Iterator[None]:
+        """For the in-process Prefect flow runs a slot starts in a row: one API client
+        that retries transient answers, and no heartbeat wait (``prefect.flowruns``)."""
         try:
-            target = self._callable()
+            flow = self._prefect_flow()
         except Exception:  # not loadable: each attempt reports why
-            target = None
-        if not isinstance(target, Flow):
+            flow = None
+        if flow is None:
             yield
             return
-        with SyncClientContext.get_or_create():
+        from funcx_flows.prefect.flowruns import in_process_runs
+
+        with in_process_runs(self._api_retry, heartbeats=self.target.prefect_heartbeats):
             yield
 
     def _attempt(self, run: Run) -> None:
