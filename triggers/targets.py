@@ -18,14 +18,16 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from funcx_flows.errors import ConfigError
 from funcx_flows.retry import RetryPolicy
+from funcx_flows.triggers import recovery
 from funcx_flows.triggers.config import TargetConfig
-from funcx_flows.triggers.state import Run, StateStore
+from funcx_flows.triggers.state import RUNNING, Run, StateStore
 
 log = logging.getLogger(__name__)
 _WHOLE = re.compile(r"^\{(\w+)\}$")
@@ -100,7 +102,7 @@ class Starter:
         self._policy = RetryPolicy(initial=max(target.retry_initial_s, 0.001),
                                    max_delay=target.retry_max_s)
         self._api_retry = api_retry  # None: funcx_flows.prefect.api_retry.API_RETRY
-        self._marked: Any = None  # the target as a Prefect flow; False: not one
+        self._marked: Any = None  # the target as a Prefect flow with marks; False: not one
         self._marking = threading.Lock()
 
     @property
@@ -111,12 +113,26 @@ class Starter:
         return bool(self.target.kind != "flow")
 
     def recover(self) -> int:
-        """Deal with runs a previous process left 'running' (see ``state``)."""
+        """Deal with runs a previous process left 'running' (see ``state``); for a
+        Prefect flow, find out which of them had in fact finished (``recovery``)."""
+        cut_off = [r.run_id for r in self.store.runs(self.trigger, states=(RUNNING,),
+                                                     limit=1_000_000)]
         n = int(self.store.recover(self.trigger, rerun=self.idempotent))
-        if n:
-            what = "starting them again" if self.idempotent else "marked interrupted"
-            log.warning("trigger %s: %d run(s) were in progress when it last stopped; %s",
-                        self.trigger, n, what)
+        if not n:
+            return n
+        if self.idempotent:
+            log.warning("trigger %s: %d run(s) were in progress when it last stopped; "
+                        "starting them again", self.trigger, n)
+        elif self._prefect_flow() is not None:
+            verdicts = Counter(recovery.check(self.store, cut_off, self._api_retry).values())
+            log.warning("trigger %s: %d run(s) were cut off when it last stopped: %d had "
+                        "finished (marked done), %d never finished (safe to replay: "
+                        "`funcx-flows trigger replay --interrupted`), %d unknown", self.trigger,
+                        n, verdicts[recovery.FINISHED],
+                        sum(verdicts[v] for v in recovery.SAFE), verdicts[recovery.UNKNOWN])
+        else:
+            log.warning("trigger %s: %d run(s) were in progress when it last stopped; "
+                        "marked interrupted", self.trigger, n)
         return n
 
     def _callable(self) -> Callable[..., Any]:
@@ -125,8 +141,8 @@ class Starter:
         return self._call
 
     def _prefect_flow(self) -> Any | None:
-        """The target if it is a Prefect flow, else None (a plain callable, a deployment,
-        an event)."""
+        """The target as a Prefect flow that writes its marks (``recovery``), or None
+        when it is no Prefect flow (a plain callable, a deployment, an event)."""
         with self._marking:  # slots ask at once; none may start the unmarked flow
             if self._marked is None:
                 marked: Any = False
@@ -135,7 +151,7 @@ class Starter:
 
                     target = self._callable()
                     if isinstance(target, Flow):
-                        marked = target
+                        marked = recovery.with_marks(target, self.store)
                 self._marked = marked
         return self._marked or None
 
@@ -151,7 +167,13 @@ class Starter:
         params = self.parameters(run)
         t = self.target
         if t.kind == "flow":
-            return self._callable()(**params)
+            marked = self._prefect_flow()
+            if marked is None:
+                return self._callable()(**params)
+            from prefect import tags
+
+            with tags(recovery.run_tag(run.run_id)):
+                return marked(**params)
         if t.kind == "deployment":
             from prefect.deployments import run_deployment
 
@@ -212,6 +234,7 @@ class Starter:
                 log.error("trigger %s: run %s failed for good after %d attempts: %s",
                           self.trigger, run.run_id, attempt, err)
                 self.store.mark_failed(run.run_id, err + "\n" + traceback.format_exc(limit=5))
+                self._forget_marks(run)
             else:
                 delay = self._policy.delay(attempt - 1)
                 log.warning("trigger %s: run %s failed (attempt %d/%d): %s; retrying in %.1fs",
@@ -220,6 +243,12 @@ class Starter:
                 self.store.mark_retry(run.run_id, err, time.time() + delay)
             return
         self.store.mark_done(run.run_id, repr(result)[:2000])
+        self._forget_marks(run)
+
+    def _forget_marks(self, run: Run) -> None:
+        """A run that ended in this process needs no marks to judge it later."""
+        if self._marked:
+            self.store.forget_flow_run(run.run_id)
 
     @property
     def busy(self) -> int:

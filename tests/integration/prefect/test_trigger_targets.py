@@ -1,6 +1,6 @@
 """Trigger targets against a real Prefect server: a deployment started with an
-idempotency key (a repeated start never makes a second flow run), an event, and
-503s from the API retried on the project's policy."""
+idempotency key (a repeated start never makes a second flow run), an event, runs
+cut off by a crash judged by Prefect's record, and 503s retried on our policy."""
 
 from __future__ import annotations
 
@@ -74,6 +74,36 @@ def test_event_target_emits_an_event(prefect_server, tmp_path):
         time.sleep(0.3)
     assert events[0]["payload"] == {"paths": ["/a"], "n": 1}
     assert events[0]["resource"]["prefect.resource.id"] == "funcx-flows.trigger.det"
+    starter.close()
+    store.close()
+
+
+def test_interrupted_flow_runs_are_checked_against_the_prefect_api(prefect_server, tmp_path):
+    """Runs a crashed trigger had started, without their marks: Prefect's record decides."""
+    from prefect import tags
+    from prefect.states import Running
+
+    from funcx_flows.prefect.flowruns import without_heartbeats
+    from funcx_flows.triggers.recovery import run_tag
+
+    store = StateStore(tmp_path / "s.db")
+    finished, cut, never = (store.add_run("det", {"paths": [f"/{n}"]}) for n in "abc")
+    while store.claim("det") is not None:  # the process that died had started all three
+        pass
+    with tags(run_tag(finished)), without_heartbeats():
+        landed(["/a"])  # ran to Completed; its process died before anything else was written
+    with get_client(sync_client=True) as client:
+        stuck = client.create_flow_run(landed, tags=[run_tag(cut)], state=Running())
+    starter = Starter("det", TargetConfig(flow="tests:landed"), store, 1, call=landed)
+
+    assert starter.recover() == 3
+
+    states = {r.run_id: r.state for r in store.runs("det")}
+    assert states == {finished: "done", cut: "interrupted", never: "interrupted"}
+    verdicts = {m.run_id: m.verdict for m in store.flow_run_marks()}
+    assert verdicts == {finished: "finished", cut: "cut off", never: "not started"}
+    with get_client(sync_client=True) as client:  # nothing runs it any more
+        assert client.read_flow_run(stuck.id).state.is_crashed()
     starter.close()
     store.close()
 
