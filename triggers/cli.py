@@ -50,6 +50,7 @@ def run(config_file: Path) -> None:
     """Watch and start pipelines as CONFIG_FILE says, until interrupted."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Prefect API request
     config = cfg.load(config_file)
     store = StateStore(default_state_path(config.state_db))
     triggers = build(config, store)
@@ -59,9 +60,15 @@ def run(config_file: Path) -> None:
         if _prefect_flows(config):
             from funcx_flows.prefect.server import prefect_api
 
-            stack.enter_context(prefect_api())
+            stack.enter_context(prefect_api(records=_api_records(store)))
         serve(*triggers, handle_signals=True)
     store.close()
+
+
+def _api_records(store: StateStore) -> Path:
+    """Where the temporary Prefect API servers of this state database are written down,
+    so that a restart stops one whose trigger process died (``prefect.server``)."""
+    return Path(store.path).parent / f"{store.path.name}.prefect-api"
 
 
 def _prefect_flows(config: cfg.TriggersFile) -> bool:
