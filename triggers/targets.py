@@ -123,7 +123,7 @@ class Starter:
         if self.idempotent:
             log.warning("trigger %s: %d run(s) were in progress when it last stopped; "
                         "starting them again", self.trigger, n)
-        elif self._prefect_flow() is not None:
+        elif self._loadable_prefect_flow() is not None:
             verdicts = Counter(recovery.check(self.store, cut_off, self._api_retry).values())
             log.warning("trigger %s: %d run(s) were cut off when it last stopped: %d had "
                         "finished (marked done), %d never finished (safe to replay: "
@@ -154,6 +154,12 @@ class Starter:
                         marked = recovery.with_marks(target, self.store)
                 self._marked = marked
         return self._marked or None
+
+    def _loadable_prefect_flow(self) -> Any | None:
+        try:
+            return self._prefect_flow()
+        except Exception:  # not loadable: each attempt reports why
+            return None
 
     def parameters(self, run: Run) -> dict[str, Any]:
         context = {**run.context, "run_id": run.run_id, "batch_id": run.run_id}
@@ -212,11 +218,7 @@ class Starter:
     def _flow_runs(self) -> Iterator[None]:
         """For the in-process Prefect flow runs a slot starts in a row: one API client
         that retries transient answers, and no heartbeat wait (``prefect.flowruns``)."""
-        try:
-            flow = self._prefect_flow()
-        except Exception:  # not loadable: each attempt reports why
-            flow = None
-        if flow is None:
+        if self._loadable_prefect_flow() is None:
             yield
             return
         from funcx_flows.prefect.flowruns import in_process_runs
