@@ -8,13 +8,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Column, Table
 
-from funcx_flows.errors import NotFound
+from funcx_flows.errors import InvalidRequest, NotFound
 from funcx_flows.triggers import config as cfg
+from funcx_flows.triggers import recovery
 from funcx_flows.triggers.serve import build, default_state_path, serve
 from funcx_flows.triggers.state import (
     DONE,
@@ -49,6 +51,7 @@ def run(config_file: Path) -> None:
     """Watch and start pipelines as CONFIG_FILE says, until interrupted."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Prefect API request
     config = cfg.load(config_file)
     store = StateStore(default_state_path(config.state_db))
     triggers = build(config, store)
@@ -58,9 +61,15 @@ def run(config_file: Path) -> None:
         if _prefect_flows(config):
             from funcx_flows.prefect.server import prefect_api
 
-            stack.enter_context(prefect_api())
+            stack.enter_context(prefect_api(records=_api_records(store)))
         serve(*triggers, handle_signals=True)
     store.close()
+
+
+def _api_records(store: StateStore) -> Path:
+    """Where the temporary Prefect API servers of this state database are written down,
+    so that a restart stops one whose trigger process died (``prefect.server``)."""
+    return Path(store.path).parent / f"{store.path.name}.prefect-api"
 
 
 def _prefect_flows(config: cfg.TriggersFile) -> bool:
@@ -105,15 +114,23 @@ def _print_status(store: StateStore, limit: int) -> None:
     console.print(table)
     recent = store.runs(states=(FAILED, INTERRUPTED, QUEUED, RUNNING), limit=limit)
     if recent:
+        checked = {m.run_id: m for m in store.flow_run_marks([r.run_id for r in recent],
+                                                            limit=len(recent))}
         t = Table(Column("run", no_wrap=True), "trigger", "state", "attempts", "about", "error",
                   title="not done (replay a run with `funcx-flows trigger replay RUN_ID`)")
         for r in recent:
-            paths = r.context.get("paths", [])
-            about = r.context.get("task_id") or (
-                paths[0] + (f" (+{len(paths) - 1})" if len(paths) > 1 else "") if paths else "")
-            about = about if len(about) <= 60 else "…" + about[-59:]
-            t.add_row(r.run_id, r.trigger, r.state, str(r.attempts), about,
-                      (r.error or "").splitlines()[0][:80] if r.error else "")
+            mark = checked.get(r.run_id)
+            error = (r.error or "").splitlines()[0][:80] if r.error else ""
+            if r.state == INTERRUPTED and mark is not None and mark.verdict:
+                error = _verdict_text(mark.verdict, mark.detail)
+            t.add_row(r.run_id, r.trigger, r.state, str(r.attempts), _about(r.context), error)
+        console.print(t)
+    finished = store.flow_run_marks(verdict=recovery.FINISHED, limit=limit)
+    if finished:
+        t = Table(Column("run", no_wrap=True), "how we know",
+                  title="cut off by a stop but had finished: marked done, not to be replayed")
+        for m in finished:
+            t.add_row(m.run_id, m.detail or "")
         console.print(t)
     _print_transfers(store, console)
 
@@ -156,26 +173,65 @@ def _print_transfers(store: StateStore, console: Console) -> None:
         click.echo(line)
 
 
+def _about(context: dict[str, Any]) -> str:
+    paths = context.get("paths", [])
+    about = context.get("task_id") or (
+        paths[0] + (f" (+{len(paths) - 1})" if len(paths) > 1 else "") if paths else "")
+    return str(about) if len(about) <= 60 else "…" + about[-59:]
+
+
+def _verdict_text(verdict: str, detail: str | None) -> str:
+    if verdict in recovery.SAFE:
+        return f"never finished, safe to replay: {detail}"
+    return f"{verdict}: {detail}"
+
+
 @trigger_group.command()
-@click.argument("what")
+@click.argument("what", required=False)
+@click.option("--interrupted", is_flag=True,
+              help="Every interrupted run that never finished (see `trigger status`).")
+@click.option("--force", is_flag=True,
+              help="Also runs that had finished before a stop, or whose end is unknown.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None)
 @click.option("--state-db", default=None)
-def replay(what: str, config_file: Path | None, state_db: str | None) -> None:
+def replay(what: str | None, interrupted: bool, force: bool, config_file: Path | None,
+           state_db: str | None) -> None:
     """Start again the run(s) of a file path, a transfer task id, or a run id.
 
-    The runs go back to the queue; a running `funcx-flows trigger run` starts them."""
+    The runs go back to the queue; a running `funcx-flows trigger run` starts them.
+    A run cut off by a stop that had in fact finished is not started again (nor, with
+    --interrupted, one whose end is unknown) unless --force says so."""
+    if (what is None) == (not interrupted):
+        raise InvalidRequest("name a file path, transfer task id or run id, or give "
+                             "--interrupted (not both)")
     store = _store(config_file, state_db)
     try:
-        runs = store.find_runs(what)
-        if not runs and os.path.exists(what):
-            runs = store.find_runs(os.path.abspath(what))
-        if not runs:
-            raise NotFound(f"no run of a file, transfer task or run id {what!r} "
-                           "(see `funcx-flows trigger status`)")
+        if interrupted:
+            runs = store.runs(states=(INTERRUPTED,), limit=1_000_000)
+            if not runs:
+                click.echo("no interrupted runs")
+        else:
+            assert what is not None
+            runs = store.find_runs(what)
+            if not runs and os.path.exists(what):
+                runs = store.find_runs(os.path.abspath(what))
+            if not runs:
+                raise NotFound(f"no run of a file, transfer task or run id {what!r} "
+                               "(see `funcx-flows trigger status`)")
+        verdicts = {m.run_id: m for m in store.flow_run_marks([r.run_id for r in runs],
+                                                             limit=len(runs))}
         for r in runs:
             if r.state == RUNNING:
                 click.echo(f"run {r.run_id} of trigger {r.trigger} is being started now; "
                            "not queued again")
+                continue
+            mark = verdicts.get(r.run_id)
+            verdict = mark.verdict if mark is not None else None
+            if not force and (verdict == recovery.FINISHED or (
+                    interrupted and verdict not in recovery.SAFE)):
+                why = mark.detail if mark is not None and mark.detail else "its end is unknown"
+                click.echo(f"run {r.run_id} of trigger {r.trigger} not queued: "
+                           f"{verdict or 'unknown'} ({why}); --force queues it anyway")
                 continue
             store.requeue(r.run_id)
             click.echo(f"queued run {r.run_id} of trigger {r.trigger} again (was {r.state})")

@@ -32,6 +32,10 @@ class TargetConfig(Model):
     # a run cut off by a crash: start it again? (default: yes for deployment and event,
     # whose starts are idempotent; no for in-process flows, which become "interrupted")
     rerun_interrupted: bool | None = None
+    # Prefect flow-run heartbeats for in-process flows: off, because each one costs a
+    # ~1 s wait at the end of every flow run (Prefect 3.8-3.9); the trigger itself finds
+    # runs cut off by a crash and marks them Crashed in Prefect (see docs/triggers.md)
+    prefect_heartbeats: bool = False
 
     @model_validator(mode="after")
     def _named(self) -> TargetConfig:

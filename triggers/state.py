@@ -19,7 +19,9 @@ it was judged by, so that changed rules judge it again).
 A run found ``running`` on restart was cut off by a crash: idempotent targets
 (deployments, events) are started again; an in-process flow may already have
 done its work, so it becomes ``interrupted`` (visible, replayable) instead of
-silently running twice.
+silently running twice. A Prefect flow's marks (``flow_runs``) and the Prefect
+API then tell whether it had finished (it is marked done) or not (safe to
+replay); see ``recovery``.
 
 One process at a time serves a trigger on a state database: ``claim_trigger``
 takes an exclusive lock that the OS drops when the process dies (even kill -9).
@@ -63,6 +65,9 @@ CREATE TABLE IF NOT EXISTS rejected_tasks (
 CREATE TABLE IF NOT EXISTS listing_gaps (
     trigger TEXT NOT NULL, what TEXT NOT NULL, detail TEXT NOT NULL, noted_at REAL NOT NULL,
     PRIMARY KEY (trigger, what));
+CREATE TABLE IF NOT EXISTS flow_runs (
+    run_id TEXT PRIMARY KEY, flow_run_id TEXT, began_at REAL, finished_at REAL,
+    verdict TEXT, detail TEXT, checked_at REAL);
 """
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -82,6 +87,19 @@ class FileVersion:
     path: str
     size: int
     mtime_ns: int
+
+
+@dataclass(frozen=True)
+class FlowRunMark:
+    """What an in-process Prefect flow run wrote about itself (``began_at``,
+    ``finished_at``) and, for a run cut off by a crash, what the check found."""
+
+    run_id: str
+    flow_run_id: str | None
+    began_at: float | None
+    finished_at: float | None
+    verdict: str | None
+    detail: str | None
 
 
 @dataclass
@@ -415,3 +433,49 @@ class StateStore:
         with self._txn() as db:
             db.executemany("INSERT OR REPLACE INTO marks VALUES (?, ?, ?)",
                            [(trigger, k, v) for k, v in values.items()])
+
+    # ----------------------------------------------------------- flow runs --
+    # Marks written by in-process Prefect flow runs (see triggers/recovery.py), so that
+    # a run cut off by a crash can be told finished or not.
+
+    def flow_run_began(self, run_id: str, flow_run_id: str) -> None:
+        with self._txn() as db:
+            db.execute("INSERT INTO flow_runs (run_id, flow_run_id, began_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT (run_id) DO UPDATE SET flow_run_id=excluded.flow_run_id, "
+                       "began_at=excluded.began_at, finished_at=NULL, verdict=NULL, detail=NULL",
+                       (run_id, flow_run_id, time.time()))
+
+    def flow_run_finished(self, run_id: str, flow_run_id: str) -> None:
+        with self._txn() as db:
+            db.execute("INSERT INTO flow_runs (run_id, flow_run_id, finished_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT (run_id) DO UPDATE SET flow_run_id=excluded.flow_run_id, "
+                       "finished_at=excluded.finished_at", (run_id, flow_run_id, time.time()))
+
+    def set_verdict(self, run_id: str, verdict: str, detail: str) -> None:
+        with self._txn() as db:
+            db.execute("INSERT INTO flow_runs (run_id, verdict, detail, checked_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                       "verdict=excluded.verdict, detail=excluded.detail, "
+                       "checked_at=excluded.checked_at", (run_id, verdict, detail, time.time()))
+
+    def forget_flow_run(self, run_id: str) -> None:
+        with self._txn() as db:
+            db.execute("DELETE FROM flow_runs WHERE run_id=?", (run_id,))
+
+    def flow_run_marks(self, run_ids: Sequence[str] = (), verdict: str | None = None,
+                       limit: int = 100) -> list[FlowRunMark]:
+        """Marks of these runs (all if none given), with this verdict if one is given;
+        the most recently checked first."""
+        q, args = "SELECT run_id, flow_run_id, began_at, finished_at, verdict, detail " \
+                  "FROM flow_runs WHERE 1=1", list[Any]()
+        if run_ids:
+            q += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+            args.extend(run_ids)
+        if verdict is not None:
+            q += " AND verdict=?"
+            args.append(verdict)
+        q += " ORDER BY checked_at DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        return [FlowRunMark(*r) for r in rows]

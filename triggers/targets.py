@@ -18,14 +18,16 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from funcx_flows.errors import ConfigError
 from funcx_flows.retry import RetryPolicy
+from funcx_flows.triggers import recovery
 from funcx_flows.triggers.config import TargetConfig
-from funcx_flows.triggers.state import Run, StateStore
+from funcx_flows.triggers.state import RUNNING, Run, StateStore
 
 log = logging.getLogger(__name__)
 _WHOLE = re.compile(r"^\{(\w+)\}$")
@@ -85,7 +87,8 @@ class Starter:
     def __init__(self, trigger: str, target: TargetConfig, store: StateStore, max_in_flight: int,
                  call: Callable[..., Any] | None = None,
                  default_parameters: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 wake: threading.Event | None = None) -> None:
+                 wake: threading.Event | None = None,
+                 api_retry: RetryPolicy | None = None) -> None:
         self.trigger = trigger
         self.target = target
         self.store = store
@@ -98,6 +101,9 @@ class Starter:
         self._closing = threading.Event()
         self._policy = RetryPolicy(initial=max(target.retry_initial_s, 0.001),
                                    max_delay=target.retry_max_s)
+        self._api_retry = api_retry  # None: funcx_flows.prefect.api_retry.API_RETRY
+        self._marked: Any = None  # the target as a Prefect flow with marks; False: not one
+        self._marking = threading.Lock()
 
     @property
     def idempotent(self) -> bool:
@@ -107,18 +113,53 @@ class Starter:
         return bool(self.target.kind != "flow")
 
     def recover(self) -> int:
-        """Deal with runs a previous process left 'running' (see ``state``)."""
+        """Deal with runs a previous process left 'running' (see ``state``); for a
+        Prefect flow, find out which of them had in fact finished (``recovery``)."""
+        cut_off = [r.run_id for r in self.store.runs(self.trigger, states=(RUNNING,),
+                                                     limit=1_000_000)]
         n = int(self.store.recover(self.trigger, rerun=self.idempotent))
-        if n:
-            what = "starting them again" if self.idempotent else "marked interrupted"
-            log.warning("trigger %s: %d run(s) were in progress when it last stopped; %s",
-                        self.trigger, n, what)
+        if not n:
+            return n
+        if self.idempotent:
+            log.warning("trigger %s: %d run(s) were in progress when it last stopped; "
+                        "starting them again", self.trigger, n)
+        elif self._loadable_prefect_flow() is not None:
+            verdicts = Counter(recovery.check(self.store, cut_off, self._api_retry).values())
+            log.warning("trigger %s: %d run(s) were cut off when it last stopped: %d had "
+                        "finished (marked done), %d never finished (safe to replay: "
+                        "`funcx-flows trigger replay --interrupted`), %d unknown", self.trigger,
+                        n, verdicts[recovery.FINISHED],
+                        sum(verdicts[v] for v in recovery.SAFE), verdicts[recovery.UNKNOWN])
+        else:
+            log.warning("trigger %s: %d run(s) were in progress when it last stopped; "
+                        "marked interrupted", self.trigger, n)
         return n
 
     def _callable(self) -> Callable[..., Any]:
         if self._call is None:
             self._call = load_callable(self.target.flow)
         return self._call
+
+    def _prefect_flow(self) -> Any | None:
+        """The target as a Prefect flow that writes its marks (``recovery``), or None
+        when it is no Prefect flow (a plain callable, a deployment, an event)."""
+        with self._marking:  # slots ask at once; none may start the unmarked flow
+            if self._marked is None:
+                marked: Any = False
+                if self.target.kind == "flow" and "prefect" in sys.modules:
+                    from prefect import Flow
+
+                    target = self._callable()
+                    if isinstance(target, Flow):
+                        marked = recovery.with_marks(target, self.store)
+                self._marked = marked
+        return self._marked or None
+
+    def _loadable_prefect_flow(self) -> Any | None:
+        try:
+            return self._prefect_flow()
+        except Exception:  # not loadable: each attempt reports why
+            return None
 
     def parameters(self, run: Run) -> dict[str, Any]:
         context = {**run.context, "run_id": run.run_id, "batch_id": run.run_id}
@@ -132,7 +173,13 @@ class Starter:
         params = self.parameters(run)
         t = self.target
         if t.kind == "flow":
-            return self._callable()(**params)
+            marked = self._prefect_flow()
+            if marked is None:
+                return self._callable()(**params)
+            from prefect import tags
+
+            with tags(recovery.run_tag(run.run_id)):
+                return marked(**params)
         if t.kind == "deployment":
             from prefect.deployments import run_deployment
 
@@ -157,7 +204,7 @@ class Starter:
 
     def _work(self, run: Run | None) -> None:
         try:
-            with self._api_client():
+            with self._flow_runs():
                 while run is not None:
                     if self._closing.is_set():  # claimed but never started: back in the queue
                         self.store.release(run.run_id)
@@ -168,23 +215,15 @@ class Starter:
             self.wake.set()
 
     @contextlib.contextmanager
-    def _api_client(self) -> Iterator[None]:
-        """One Prefect API client for the in-process flow runs a slot starts in a row:
-        without it each flow run builds its own (an SSL context each, ~75 ms here)."""
-        if self.target.kind != "flow" or "prefect" not in sys.modules:
+    def _flow_runs(self) -> Iterator[None]:
+        """For the in-process Prefect flow runs a slot starts in a row: one API client
+        that retries transient answers, and no heartbeat wait (``prefect.flowruns``)."""
+        if self._loadable_prefect_flow() is None:
             yield
             return
-        from prefect import Flow
-        from prefect.context import SyncClientContext
+        from funcx_flows.prefect.flowruns import in_process_runs
 
-        try:
-            target = self._callable()
-        except Exception:  # not loadable: each attempt reports why
-            target = None
-        if not isinstance(target, Flow):
-            yield
-            return
-        with SyncClientContext.get_or_create():
+        with in_process_runs(self._api_retry, heartbeats=self.target.prefect_heartbeats):
             yield
 
     def _attempt(self, run: Run) -> None:
@@ -197,6 +236,7 @@ class Starter:
                 log.error("trigger %s: run %s failed for good after %d attempts: %s",
                           self.trigger, run.run_id, attempt, err)
                 self.store.mark_failed(run.run_id, err + "\n" + traceback.format_exc(limit=5))
+                self._forget_marks(run)
             else:
                 delay = self._policy.delay(attempt - 1)
                 log.warning("trigger %s: run %s failed (attempt %d/%d): %s; retrying in %.1fs",
@@ -205,6 +245,12 @@ class Starter:
                 self.store.mark_retry(run.run_id, err, time.time() + delay)
             return
         self.store.mark_done(run.run_id, repr(result)[:2000])
+        self._forget_marks(run)
+
+    def _forget_marks(self, run: Run) -> None:
+        """A run that ended in this process needs no marks to judge it later."""
+        if self._marked:
+            self.store.forget_flow_run(run.run_id)
 
     @property
     def busy(self) -> int:
