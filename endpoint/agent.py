@@ -33,6 +33,15 @@ import zmq
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
 from funcx_flows.endpoint.interchange import Interchange
+from funcx_flows.endpoint.link import (
+    LinkDown,
+    ServiceLink,
+    WsServiceLink,
+    WsTarget,
+    ZmqServiceLink,
+    ZmqTarget,
+    link_url,
+)
 from funcx_flows.endpoint.linkauth import Gate, Mechanism
 from funcx_flows.endpoint.manager import ManagerOptions
 from funcx_flows.endpoint.providers.base import (
@@ -73,6 +82,16 @@ class Registration:
     service_public_key: str
     public_key: str
     secret_key: str
+    service_url: str = ""  # the HTTP(S) origin it registered with
+    link_token: str = ""  # its secret for the WebSocket link
+
+
+def link_transport(config: EndpointConfig, reg: Registration) -> str:
+    """``zmq`` or ``websocket``: ``auto`` takes the WebSocket when the service is
+    reached over https:// (one port, through any proxy that passes HTTPS)."""
+    if config.link != "auto":
+        return str(config.link)
+    return "websocket" if reg.service_url.startswith("https://") else "zmq"
 
 
 def load_or_create_keys(folder: Path) -> tuple[str, str]:
@@ -109,7 +128,8 @@ class Agent:
         self.last_trim = time.monotonic()
         self.stopping = False
         self.link_up = False
-        self.service: zmq.Socket[bytes] | None = None
+        self.link: ServiceLink | None = None
+        self.transport = link_transport(config, reg)
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
         self.reconnect_at = 0.0
@@ -147,18 +167,15 @@ class Agent:
     # ------------------------------------------------------------- service --
 
     def _connect(self) -> None:
-        if self.service is not None:
-            self.service.close(linger=0)
-        s = self.ctx.socket(zmq.DEALER)
-        s.curve_publickey = self.reg.public_key.encode()
-        s.curve_secretkey = self.reg.secret_key.encode()
-        s.curve_serverkey = self.reg.service_public_key.encode()
-        s.routing_id = self.reg.endpoint_id.encode()
-        s.linger = 0
-        s.sndhwm = 0
-        s.rcvhwm = 0
-        s.connect(self.reg.zmq_url)
-        self.service = s
+        if self.link is not None:
+            self.link.close()
+        r = self.reg
+        if self.transport == "websocket":
+            self.link = WsServiceLink(self.ctx, WsTarget(link_url(r.service_url, r.endpoint_id),
+                                                         r.link_token))
+        else:
+            self.link = ZmqServiceLink(self.ctx, ZmqTarget(
+                r.zmq_url, r.endpoint_id, r.public_key, r.secret_key, r.service_public_key))
         self.link_up = False
         self.last_heard = time.monotonic()
         held = sorted(self.held | self.spool.task_ids)
@@ -167,18 +184,18 @@ class Agent:
                            hostname=socket.gethostname(), held_task_ids=held))
 
     def _send(self, msg: m.Message) -> None:
-        if self.service is None:
+        if self.link is None:
             return
-        self.service.send(m.encode(msg), copy=False)
+        self.link.send(m.encode(msg))
         self.last_sent = time.monotonic()
 
     def _link_lost(self, why: str) -> None:
         delay = self.backoff.failed()
         log.warning("link to the service lost (%s); reconnecting in %.1fs", why, delay)
         self.link_up = False
-        if self.service is not None:
-            self.service.close(linger=0)
-            self.service = None
+        if self.link is not None:
+            self.link.close()
+            self.link = None
         self.reconnect_at = time.monotonic() + delay
 
     def _on_service(self, frame: bytes) -> None:
@@ -462,9 +479,10 @@ class Agent:
         timeout = min(200, ix.poll_ms)
         try:
             while not self.stopping:
-                if self.service is None and time.monotonic() >= self.reconnect_at:
+                if self.link is None and time.monotonic() >= self.reconnect_at:
                     self._connect()
-                sock = self.service
+                link = self.link
+                sock = None if link is None else link.sock
                 if sock is not None:
                     poller.register(sock, zmq.POLLIN)
                 if inline is not None:
@@ -474,8 +492,8 @@ class Agent:
                 events = dict(poller.poll(wait if inline is None else inline.poll_ms(wait)))
                 if sock is not None:
                     poller.unregister(sock)
-                if sock is not None and sock in events:
-                    self._drain(sock, self._on_service, SERVICE_FRAMES_PER_TURN)
+                if link is not None and sock in events:
+                    self._drain(link)
                 if zap in events:
                     self.gate.answer()
                 if ix.sock in events:
@@ -491,17 +509,20 @@ class Agent:
         finally:
             self._shutdown()
 
-    def _drain(self, sock: zmq.Socket[bytes], handler: Callable[[bytes], None],
-               most: int) -> None:
-        for _ in range(most):
-            if sock.closed:  # a handler dropped the link
+    def _drain(self, link: ServiceLink) -> None:
+        """Handle what the service sent, at most SERVICE_FRAMES_PER_TURN frames."""
+        for _ in range(SERVICE_FRAMES_PER_TURN):
+            if self.link is None or self.link is not link:  # a handler dropped the link
                 return
             try:
-                frame = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
+                frame = link.recv()
+            except LinkDown as exc:
+                self._link_lost(str(exc))
+                return
+            if frame is None:
                 return
             try:
-                handler(frame)
+                self._on_service(frame)
             except ProtocolError as exc:
                 log.warning("dropped a bad message: %s", exc)
             except (zmq.ZMQError, sqlite3.Error):
@@ -511,7 +532,7 @@ class Agent:
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        if self.service is not None:
+        if self.link is not None:
             if now - self.last_heard > self.heartbeat_threshold_s:
                 self._link_lost(f"no word from the service for {now - self.last_heard:.0f}s")
             elif now - self.last_sent >= self.heartbeat_period_s:
@@ -540,8 +561,8 @@ class Agent:
                 self._scaler.join(60)  # a scheduler command may be under way
         finally:
             self.provider.close()
-            if self.service is not None:
-                self.service.close(linger=500)
+            if self.link is not None:
+                self.link.close(linger=500)
             self.spool.close()
             self.ctx.term()
             self.credentials_path.unlink(missing_ok=True)

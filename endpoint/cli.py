@@ -25,6 +25,7 @@ from funcx_flows.clirun import run
 from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
 from funcx_flows.endpoint.config import EndpointConfig, default_config_text, load_config
 from funcx_flows.endpoint.daemon import (
+    LINK_TOKEN_FILE,
     PidLock,
     registration_from_folder,
     run_endpoint,
@@ -39,7 +40,7 @@ from funcx_flows.errors import (
     EndpointNotRunning,
     FuncxFlowsError,
 )
-from funcx_flows.home import home_dir, without_secrets
+from funcx_flows.home import home_dir, without_secrets, write_secret
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 console = Console()
@@ -101,8 +102,10 @@ def _register(name: str, folder: Path, config: EndpointConfig) -> Registration:
             "zmq_url": answer["zmq_url"], "service_public_key": answer["service_public_key"],
             "service_url": client.service_url}
     (folder / "endpoint.json").write_text(json.dumps(info, indent=2))
+    write_secret(folder / LINK_TOKEN_FILE, answer["link_token"])
     return Registration(answer["endpoint_id"], answer["zmq_url"],
-                        answer["service_public_key"], public, secret)
+                        answer["service_public_key"], public, secret,
+                        service_url=client.service_url, link_token=answer["link_token"])
 
 
 @cli.command()

@@ -34,6 +34,10 @@ class EndpointConfig(BaseModel):
     display_name: str = ""
     # Where the service is; empty means the local service recorded in the home folder.
     service_url: str = ""
+    # How the endpoint reaches the service: auto = a WebSocket on the service's own
+    # port when service_url is https:// (through proxies and firewalls that pass only
+    # HTTPS), else ZeroMQ (a second port, CurveZMQ).
+    link: Literal["auto", "zmq", "websocket"] = "auto"
 
     # --- pilots (blocks) ---
     provider: Literal["local", "inline", "slurm", "pbs", "lsf", "flux", "cobalt"] = "local"
@@ -170,6 +174,8 @@ DEFAULT_CONFIG = """\
 
 # display_name: ""
 # service_url: ""            # blank: the local service in FUNCX_FLOWS_HOME
+# link: auto                 # auto | zmq | websocket (auto: websocket for https:// URLs,
+                             # one port through proxies and firewalls; else ZeroMQ)
 
 # Where workers run: local | inline | slurm | pbs | lsf | flux | cobalt
 # (local: a manager process per block; inline: workers forked by the endpoint

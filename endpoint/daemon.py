@@ -23,6 +23,7 @@ from funcx_flows.home import drop_secrets_from_environ, home_dir
 from funcx_flows.memory import steady_heap
 
 log = logging.getLogger(__name__)
+LINK_TOKEN_FILE = "link-token"  # the endpoint's secret for its WebSocket link (0600)
 
 
 class PidLock:
@@ -126,9 +127,14 @@ def registration_from_folder(folder: Path) -> Registration:
 
     data = json.loads((folder / "endpoint.json").read_text())
     public, secret = load_or_create_keys(folder)
+    try:
+        link_token = (folder / LINK_TOKEN_FILE).read_text().strip()
+    except FileNotFoundError:
+        link_token = ""  # registered by an older version: ZeroMQ only
     return Registration(endpoint_id=data["endpoint_id"], zmq_url=data["zmq_url"],
                         service_public_key=data["service_public_key"], public_key=public,
-                        secret_key=secret)
+                        secret_key=secret, service_url=data.get("service_url", ""),
+                        link_token=link_token)
 
 
 def setup_logging(log_file: Path | None) -> None:

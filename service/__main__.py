@@ -40,9 +40,13 @@ def serve(settings: ServiceSettings) -> None:
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
-    app = create_app(settings, public_url=f"http://{host}:{port}")
+    scheme = "https" if settings.tls_certfile else "http"
+    app = create_app(settings, public_url=f"{scheme}://{host}:{port}")
     config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", access_log=False,
-                            ws_max_size=64 * 1024 * 1024, timeout_graceful_shutdown=5)
+                            ws_max_size=64 * 1024 * 1024, timeout_graceful_shutdown=5,
+                            proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+                            ssl_certfile=settings.tls_certfile or None,
+                            ssl_keyfile=settings.tls_keyfile or None)
     server = uvicorn.Server(config)
     server.run(sockets=[sock])  # on uvloop where uvicorn finds it (its loop="auto")
 
@@ -53,12 +57,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--zmq-port", type=int)
     parser.add_argument("--database-url")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="and this private key (PEM)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(host=args.host, port=args.port, zmq_port=args.zmq_port,
-                                 database_url=args.database_url)
+                                 database_url=args.database_url, tls_certfile=args.tls_cert,
+                                 tls_keyfile=args.tls_key)
         serve(settings)
     except FuncxFlowsError as exc:
         print(f"error: {exc}", file=sys.stderr)

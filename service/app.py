@@ -21,14 +21,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from funcx_flows.errors import FuncxFlowsError
 from funcx_flows.home import write_secret
 from funcx_flows.memory import release_free_memory
-from funcx_flows.service.api import endpoints, functions, stream, tasks, tokens
+from funcx_flows.service.api import (
+    endpoints,
+    functions,
+    health,
+    link,
+    stream,
+    tasks,
+    tokens,
+)
 from funcx_flows.service.api.deps import Parts, RateLimiter
 from funcx_flows.service.api.models import ErrorBody
 from funcx_flows.service.db import make_engine, storage_unavailable
-from funcx_flows.service.dispatcher import Dispatcher, ServiceKeys
+from funcx_flows.service.dispatcher import Dispatcher
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store
+from funcx_flows.service.zmqlink import ServiceKeys
 
 log = logging.getLogger(__name__)
 # How often the service hands freed heap back to the OS: a trim takes 0.6-4 ms in a
@@ -144,7 +153,7 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
         code = _STATUS_CODES.get(status, "service_error")
         return _error(status, code, str(exc.detail))
 
-    for module in (tokens, functions, endpoints, tasks, stream):
+    for module in (health, tokens, functions, endpoints, tasks, stream, link):
         app.include_router(module.router, prefix="/v1")
     return app
 

@@ -43,19 +43,24 @@ def service_group() -> None:
 @click.option("--zmq-port", type=int, default=None, help="Port endpoints dial (0 picks one).")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (default SQLite in home).")
+@click.option("--tls-cert", default=None, help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", default=None, help="The certificate's private key (PEM).")
 @click.option("--foreground", is_flag=True, help="Stay attached.")
 def start(port: int | None, zmq_port: int | None, host: str | None,
-          database_url: str | None, foreground: bool) -> None:
+          database_url: str | None, tls_cert: str | None, tls_key: str | None,
+          foreground: bool) -> None:
     """Start the service (detached unless --foreground)."""
     settings = load_settings(port=port, zmq_port=zmq_port, host=host,
-                             database_url=database_url)
+                             database_url=database_url, tls_certfile=tls_cert,
+                             tls_keyfile=tls_key)
     running = _info(settings)
     if running is not None:
         raise click.ClickException(
             f"the service is already running (pid {running['pid']}) at {running['url']}")
     args = [sys.executable, "-m", "funcx_flows.service"]
     for flag, value in (("--port", port), ("--zmq-port", zmq_port), ("--host", host),
-                        ("--database-url", database_url)):
+                        ("--database-url", database_url), ("--tls-cert", tls_cert),
+                        ("--tls-key", tls_key)):
         if value is not None:
             args += [flag, str(value)]
     if foreground:

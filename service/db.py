@@ -78,6 +78,9 @@ endpoints = Table(
     Column("metadata", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("last_seen", Float),
+    # sha256 of the secret an endpoint presents on its WebSocket link (issued anew at
+    # each registration; good for nothing else)
+    Column("link_token_hash", String(64)),
     UniqueConstraint("owner_id", "name", name="uq_endpoint_owner_name"),
 )
 
@@ -208,13 +211,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 _ADDED_COLUMNS = {("functions", "memoize"): "BOOLEAN NOT NULL DEFAULT FALSE",
                   ("tasks", "memo_key"): "VARCHAR(64)",
                   ("tasks", "blobs"): "INTEGER NOT NULL DEFAULT 0",
-                  ("tasks", "batch_pos"): "INTEGER NOT NULL DEFAULT 0"}
+                  ("tasks", "batch_pos"): "INTEGER NOT NULL DEFAULT 0",
+                  ("endpoints", "link_token_hash"): "VARCHAR(64)"}
 
 
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
     insp = inspect(engine)
-    present = {t: {c["name"] for c in insp.get_columns(t)} for t in ("functions", "tasks")}
+    present = {t: {c["name"] for c in insp.get_columns(t)}
+               for t in ("functions", "tasks", "endpoints")}
     with engine.begin() as conn:
         for (table, column), ddl in _ADDED_COLUMNS.items():
             if column not in present[table]:

@@ -1,60 +1,51 @@
-"""The service's side of the endpoint link: a CurveZMQ ROUTER that endpoints dial.
+r"""The service's side of the endpoint links, whatever carries them.
 
-Runs on the service's event loop. Routes (in worker threads) hand it work with
-the ``*_threadsafe`` methods. Each inbound frame is checked against the CURVE
-key of the endpoint it claims to come from (ZAP sets the frame's ``User-Id`` to
-the client's public key), decoded as a typed message, and handled; a bad frame
-is logged and dropped, never fatal.
+Runs on the service's event loop. Two transports deliver endpoints' messages to
+``receive``, each with the channel that answers that endpoint: the CurveZMQ
+ROUTER (``zmqlink.py``) and the WebSocket on the HTTPS origin
+(``api/link.py``). Routes (in worker threads) hand it work with the
+``*_threadsafe`` methods. A bad message is logged and dropped, never fatal.
+
+    ZmqLinks (ROUTER) --\                      /--> store (results, running states)
+                         >-- receive(channel, msg) --> hub (via the store's outbox)
+    WS /endpoints/{id}/link /                    \--> channel.send (Welcome, Tasks,
+                                                      Cancel, ResultsAck, Heartbeat)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import zmq
-import zmq.asyncio
 from sqlalchemy.exc import DBAPIError
-from zmq.auth.asyncio import AsyncioAuthenticator
 
 from funcx_flows import messages as m
 from funcx_flows.errors import ProtocolError, StorageUnavailable
-from funcx_flows.home import write_secret
 from funcx_flows.service.hub import Hub, Outbox
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store, task_record
+from funcx_flows.service.zmqlink import ServiceKeys, ZmqLinks
 
 log = logging.getLogger(__name__)
 
 TASKS_PER_MESSAGE = 512
-MAX_MESSAGES_PER_TURN = 2000
 INLINE_RESULTS = 8
 
 
-@dataclass
-class ServiceKeys:
-    public: str
-    secret: str
+class Channel(Protocol):
+    """How the dispatcher answers one endpoint: a transport's connection to it."""
 
-    @classmethod
-    def load_or_create(cls, folder: Path) -> ServiceKeys:
-        path = folder / "curve.json"
-        try:
-            data = json.loads(path.read_text())
-            return cls(data["public"], data["secret"])
-        except (OSError, ValueError, KeyError):
-            public, secret = zmq.curve_keypair()
-            keys = cls(public.decode(), secret.decode())
-            write_secret(path, json.dumps({"public": keys.public, "secret": keys.secret}))
-            return keys
+    endpoint_id: str
+
+    def send(self, frame: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 RUNNING_FLUSH_S = 0.1
@@ -78,6 +69,7 @@ class Link:
     python_version: str = ""
     agent_version: str = ""
     status: m.EndpointStatus | None = None
+    channel: Channel | None = None  # where its last message came from
 
 
 def publishable(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -93,20 +85,14 @@ class Dispatcher:
         self._outbox = Outbox(hub, publishable)
         self.keys = keys
         self.links: dict[str, Link] = {}
-        self._endpoint_keys: dict[str, str] = {}
-        self._known_keys: set[str] = set()
-        self._ctx = zmq.asyncio.Context()
-        self._auth: AsyncioAuthenticator | None = None
-        self._sock: zmq.asyncio.Socket | None = None
+        self.zmq = ZmqLinks(settings, keys, self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._decoder = m.Decoder(m.AGENT_TO_SERVICE)
         # "running" states, written to the database in one transaction every
         # RUNNING_FLUSH_S; a task whose result comes first needs no such write
         self._running: dict[str, tuple[str, float]] = {}  # task id -> (endpoint, at)
         self._acks: dict[str, list[str]] = {}  # endpoint id -> task ids to acknowledge
-        self.url = ""
 
     # ---------------------------------------------------------- life cycle --
 
@@ -117,71 +103,51 @@ class Dispatcher:
         # every finished task's record reaches the result streams through the outbox
         self.store.publish_with(self._outbox.put)
         for eid, key in (await asyncio.to_thread(self.store.endpoint_keys)).items():
-            self.set_endpoint_key(eid, key)
-        self._auth = AsyncioAuthenticator(self._ctx)
-        self._auth.start()
-        self._auth.configure_curve_callback(domain="*", credentials_provider=self)
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.curve_server = True
-        sock.curve_secretkey = self.keys.secret.encode()
-        sock.curve_publickey = self.keys.public.encode()
-        sock.router_handover = True
-        sock.linger = 0
-        sock.sndhwm = 0
-        sock.rcvhwm = 0
-        s = self.settings
-        if s.zmq_port:
-            sock.bind(f"tcp://{s.zmq_host}:{s.zmq_port}")
-            port = s.zmq_port
-        else:
-            port = sock.bind_to_random_port(f"tcp://{s.zmq_host}")
-        self._sock = sock
-        self.url = s.zmq_public_url or f"tcp://{s.zmq_host}:{port}"
-        log.info("ZeroMQ ROUTER bound on tcp://%s:%d; endpoints dial %s", s.zmq_host, port,
-                 self.url)
-        self._tasks = [asyncio.create_task(self._receive_loop(), name="dispatcher-recv"),
-                       asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat"),
+            self.zmq.set_endpoint_key(eid, key)
+        url: str = await self.zmq.start()
+        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat"),
                        asyncio.create_task(self._running_loop(), name="dispatcher-running")]
-        return self.url
+        return url
+
+    @property
+    def url(self) -> str:
+        """Where endpoints that use ZeroMQ dial."""
+        url: str = self.zmq.url
+        return url
 
     async def stop(self) -> None:
         self.store.publish_with(None)
+        await self.zmq.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._sock is not None:
-            for endpoint_id in list(self._acks):
-                self._flush_acks(endpoint_id)  # else resent to the next service, and dropped
-            for link in self.links.values():
-                if link.online:
-                    self._send(link.endpoint_id, m.Bye(reason="service stopping"))
-            self._sock.close(linger=200)
-        if self._auth is not None:
-            self._auth.stop()
-        self._ctx.term()
+        for endpoint_id in list(self._acks):
+            self._flush_acks(endpoint_id)  # else resent to the next service, and dropped
+        for link in self.links.values():
+            if link.online:
+                self._send(link.endpoint_id, m.Bye(reason="service stopping"))
+            if link.channel is not None:
+                link.channel.close()
+        self.zmq.close()
 
     # ---------------------------------------------------------------- keys --
 
-    def callback(self, domain: str, key: bytes) -> bool:
-        """ZAP: only public keys of registered endpoints may connect."""
-        return key.decode("ascii", "replace") in self._known_keys
-
     def set_endpoint_key(self, endpoint_id: str, public_key: str) -> None:
-        old = self._endpoint_keys.get(endpoint_id)
-        if old is not None:
-            self._known_keys.discard(old)
-        self._endpoint_keys[endpoint_id] = public_key
-        self._known_keys.add(public_key)
+        self.zmq.set_endpoint_key(endpoint_id, public_key)
 
     def forget_endpoint(self, endpoint_id: str) -> None:
-        key = self._endpoint_keys.pop(endpoint_id, None)
-        if key is not None:
-            self._known_keys.discard(key)
+        """Deleted: it is told so, and its link ends."""
+        self.zmq.forget_endpoint(endpoint_id)
+        self._call(self._forget_link, endpoint_id)
+
+    def _forget_link(self, endpoint_id: str) -> None:
         link = self.links.pop(endpoint_id, None)
-        if link is not None and link.online:
-            self._call(self._send, endpoint_id, m.Bye(reason="endpoint deleted"))
+        if link is not None and link.channel is not None:
+            if link.online:
+                link.channel.send(m.encode(m.Bye(reason="endpoint deleted")))
+            link.channel.close()
 
     # ------------------------------------------------------- from threads --
 
@@ -232,13 +198,11 @@ class Dispatcher:
     # ------------------------------------------------------------- sending --
 
     def _send(self, endpoint_id: str, msg: m.Message) -> None:
-        if self._sock is None:
-            return
-        try:
-            self._sock.send_multipart([endpoint_id.encode(), m.encode(msg)], copy=False)
-        except zmq.ZMQError as exc:
-            log.warning("could not send %s to endpoint %s: %s", type(msg).__name__,
-                        endpoint_id, exc)
+        """To the endpoint over the channel its last message came by; nowhere when it
+        has none (what it misses it is sent again when it next says Hello)."""
+        link = self.links.get(endpoint_id)
+        if link is not None and link.channel is not None:
+            link.channel.send(m.encode(msg))
 
     def _send_tasks(self, endpoint_id: str, specs: list[m.TaskSpec]) -> None:
         for i in range(0, len(specs), TASKS_PER_MESSAGE):
@@ -246,63 +210,54 @@ class Dispatcher:
 
     # ------------------------------------------------------------ receiving --
 
-    async def _receive_loop(self) -> None:
-        """Take every message that is waiting, then handle them in order, with the
-        results of each endpoint merged into one transaction."""
-        sock = self._sock
-        assert sock is not None
-        while True:
-            batch = [await sock.recv_multipart(copy=False)]
-            while len(batch) < MAX_MESSAGES_PER_TURN:
-                try:
-                    batch.append(await sock.recv_multipart(zmq.NOBLOCK, copy=False))
-                except zmq.Again:
-                    break
-            decoded: list[tuple[str, m.Message]] = []
-            for frames in batch:
-                try:
-                    decoded.append(self._decode(frames))
-                except ProtocolError as exc:
-                    log.warning("dropped a bad message: %s", exc)
-                except Exception:  # never let one frame end the receive loop
-                    log.exception("could not decode a frame; dropped it")
-            merged: dict[str, m.Results] = {}
-            for endpoint_id, msg in decoded:
-                if isinstance(msg, m.Results):
-                    if endpoint_id in merged:
-                        merged[endpoint_id].results.extend(msg.results)
-                        continue
-                    merged[endpoint_id] = msg
-            for endpoint_id, msg in decoded:
-                if isinstance(msg, m.Results) and merged.get(endpoint_id) is not msg:
+    async def receive(self, messages: Sequence[tuple[Channel, m.Message]]) -> None:
+        """Handle what a transport received, in order; the results of each endpoint
+        among them merged into one transaction."""
+        merged: dict[str, m.Results] = {}
+        for channel, msg in messages:
+            if isinstance(msg, m.Results):
+                eid = channel.endpoint_id
+                if eid in merged:
+                    merged[eid].results.extend(msg.results)
                     continue
-                try:
-                    await self._handle(endpoint_id, msg)
-                except ProtocolError as exc:
-                    log.warning("dropped a bad message: %s", exc)
-                except DBAPIError as exc:
-                    # Not acknowledged: the agent keeps the results spooled and resends.
-                    log.error("database error on %s from endpoint %s (%s); will be resent",
-                              type(msg).__name__, endpoint_id, str(exc.orig).strip())
-                except StorageUnavailable as exc:  # a result's file could not be written
-                    log.error("storage error on %s from endpoint %s (%s); will be resent",
-                              type(msg).__name__, endpoint_id, exc.message)
-                except Exception:
-                    log.exception("error while handling an endpoint message")
+                merged[eid] = msg
+        for channel, msg in messages:
+            eid = channel.endpoint_id
+            if isinstance(msg, m.Results) and merged.get(eid) is not msg:
+                continue
+            try:
+                await self._handle(channel, msg)
+            except ProtocolError as exc:
+                log.warning("dropped a bad message: %s", exc)
+            except DBAPIError as exc:
+                # Not acknowledged: the agent keeps the results spooled and resends.
+                log.error("database error on %s from endpoint %s (%s); will be resent",
+                          type(msg).__name__, eid, str(exc.orig).strip())
+            except StorageUnavailable as exc:  # a result's file could not be written
+                log.error("storage error on %s from endpoint %s (%s); will be resent",
+                          type(msg).__name__, eid, exc.message)
+            except Exception:
+                log.exception("error while handling an endpoint message")
 
-    def _decode(self, frames: list[zmq.Frame]) -> tuple[str, m.Message]:
-        if len(frames) != 2:
-            raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-        endpoint_id = frames[0].bytes.decode("ascii", "replace")
-        frame = frames[1]
-        if frame.get("User-Id") != self._endpoint_keys.get(endpoint_id):
-            raise ProtocolError(f"a peer claimed endpoint id {endpoint_id!r} with another key")
-        return endpoint_id, self._decoder.decode(frame.buffer)
+    def detach(self, channel: Channel) -> None:
+        """A channel closed (its WebSocket ended): its endpoint is offline now, unless
+        it came back on another meanwhile."""
+        link = self.links.get(channel.endpoint_id)
+        if link is not None and link.channel is channel:
+            link.channel = None
+            if link.online:
+                link.online = False
+                log.info("endpoint %s disconnected", link.endpoint_id)
 
-    async def _handle(self, endpoint_id: str, msg: m.Message) -> None:
+    async def _handle(self, channel: Channel, msg: m.Message) -> None:
+        endpoint_id = channel.endpoint_id
         link = self.links.get(endpoint_id)
         if link is None:
             link = self.links[endpoint_id] = Link(endpoint_id)
+        if link.channel is not channel:
+            if link.channel is not None:
+                link.channel.close()  # the endpoint came back another way
+            link.channel = channel
         link.last_seen = time.time()
         if isinstance(msg, m.Hello):
             await self._on_hello(link, msg)

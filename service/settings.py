@@ -26,6 +26,13 @@ class ServiceSettings(BaseSettings):
     # The address endpoints are told to dial; blank: tcp://zmq_host:bound port.
     zmq_public_url: str = ""
 
+    # TLS served by the service itself (one host, no proxy); blank: plain HTTP.
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses,
+    # or "*"): the service then sees the client's address, not the proxy's.
+    forwarded_allow_ips: str = "127.0.0.1"
+
     max_payload_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_result_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_batch_tasks: int = Field(10_000, gt=0)
@@ -48,6 +55,11 @@ class ServiceSettings(BaseSettings):
     def _consistent(self) -> ServiceSettings:
         if self.heartbeat_threshold_s <= self.heartbeat_period_s:
             raise ValueError("heartbeat_threshold_s must be larger than heartbeat_period_s")
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        for path in (self.tls_certfile, self.tls_keyfile):
+            if path and not Path(path).is_file():
+                raise ValueError(f"no TLS file at {path}")
         return self
 
     @property

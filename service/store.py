@@ -52,6 +52,7 @@ from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
 from funcx_flows.service import lifecycle as lc
 from funcx_flows.service import rawsql
 from funcx_flows.service.db import (
+    counters,
     create_schema,
     disk_problem,
     endpoints,
@@ -106,6 +107,9 @@ class _Hot:
         self.user_of_token = rawsql.Statement(
             "SELECT u.user_id, u.name FROM tokens t JOIN users u ON u.user_id = t.user_id "
             "WHERE t.token_hash = :h AND t.revoked_at IS NULL", dialect)
+        self.endpoint_of_link_token = rawsql.Statement(
+            "SELECT endpoint_id FROM endpoints WHERE endpoint_id = :e "
+            "AND link_token_hash = :h", dialect)
         self.revoked_since = rawsql.Statement(
             "SELECT token_hash FROM tokens WHERE revoked_at >= :since", dialect)
         self.finish_active_returning = rawsql.Statement(
@@ -275,6 +279,13 @@ class Store:
             if self._tx.rows is not None:
                 self._tx.rows = None
                 self._seq_lock.release()
+
+    def probe_write(self) -> None:
+        """A write transaction that changes nothing: raises DBAPIError when the
+        database cannot be written (readiness)."""
+        with self._begin() as conn:
+            conn.execute(update(counters).where(counters.c.name == "seq")
+                         .values(value=counters.c.value))
 
     def create_schema(self) -> None:
         try:
@@ -507,6 +518,20 @@ class Store:
                 endpoint_id=endpoint_id, owner_id=user.user_id, name=name,
                 public_key=public_key, metadata=dict(meta), created_at=time.time()))
         return endpoint_id, True
+
+    def new_link_token(self, endpoint_id: str) -> str:
+        """A fresh secret for the endpoint's WebSocket link (the last one stops
+        working): it proves nothing but being this endpoint."""
+        token = "fxe_" + secrets.token_urlsafe(32)
+        with self._begin() as conn:
+            conn.execute(update(endpoints).where(endpoints.c.endpoint_id == endpoint_id)
+                         .values(link_token_hash=hash_token(token)))
+        return token
+
+    def link_token_valid(self, endpoint_id: str, token: str) -> bool:
+        with self._reading() as conn:
+            return bool(rawsql.execute(conn, self._hot.endpoint_of_link_token,
+                                       {"e": endpoint_id, "h": hash_token(token)}))
 
     def get_endpoint(self, user: User, endpoint_id: str) -> dict[str, Any]:
         """An endpoint the user owns or that is shared with them (``owned`` says which)."""

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from funcx_flows import serialize
+from funcx_flows import serialize, tls
 from funcx_flows.errors import (
     ConfigError,
     FuncxFlowsError,
@@ -60,6 +60,17 @@ def b64encode(data: bytes) -> str:
 
 def b64decode(text: str) -> bytes:
     return base64.b64decode(text)
+
+
+def unreachable(url: str, exc: BaseException) -> ServiceUnavailable:
+    """A transport failure as one line: a TLS problem named, a plain-HTTP client at a
+    TLS port told so, else the cause."""
+    why = tls.describe(exc, url)
+    if why is None and url.startswith("http://") and isinstance(
+            exc, httpx.RemoteProtocolError | httpx.ReadError):
+        why = (f"{url} closed the connection without an HTTP answer (if it serves TLS, "
+               "use https://)")
+    return ServiceUnavailable(why or f"cannot reach the funcx-flows service at {url}: {exc}")
 
 
 def _service_url_from_home(home: Path) -> str | None:
@@ -167,6 +178,7 @@ class Client:
             headers={"Authorization": f"Bearer {tok}"},
             timeout=timeout,
             transport=transport,
+            verify=tls.client_context(),
         )
         self._function_ids: weakref.WeakKeyDictionary[Callable[..., Any], str] = (
             weakref.WeakKeyDictionary()
@@ -186,9 +198,7 @@ class Client:
             response = self._http.request(method, path, content=content, params=params,
                                           headers=None if content is None else _JSON_HEADERS)
         except httpx.TransportError as exc:
-            raise ServiceUnavailable(
-                f"cannot reach the funcx-flows service at {self.service_url}: {exc}"
-            ) from exc
+            raise unreachable(self.service_url, exc) from exc
         if response.status_code >= 400:
             raise self._error_from_response(response)
         if response.status_code == 204 or not response.content:

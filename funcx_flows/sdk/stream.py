@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from funcx_flows.errors import error_from_code
 from funcx_flows.messages import stream_codec
 from funcx_flows.retry import Backoff, RetryPolicy
-from funcx_flows.sdk.wsconn import WsConnection
+from funcx_flows.wsconn import WsConnection
 
 log = logging.getLogger(__name__)
 

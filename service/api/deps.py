@@ -6,9 +6,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fastapi import Request
+from fastapi import Request, WebSocket
+from fastapi.responses import JSONResponse
 
-from funcx_flows.errors import AuthenticationError, RateLimited
+from funcx_flows.errors import AuthenticationError, FuncxFlowsError, RateLimited
 from funcx_flows.service.dispatcher import Dispatcher
 from funcx_flows.service.globus_auth import GlobusAuthValidator
 from funcx_flows.service.hub import Hub
@@ -84,3 +85,17 @@ async def current_user(request: Request) -> User:
     """Async on purpose: a worker-thread hop per dependency costs more than the
     lookup, which is a cache hit (or one indexed query) almost always."""
     return authenticate(parts(request), request.headers.get("authorization"))
+
+
+CLOSE_POLICY = 1008  # WebSocket close code: a policy violation (a refusal, a revoked token)
+
+
+async def refuse(websocket: WebSocket, err: FuncxFlowsError) -> None:
+    """Refuse a WebSocket at its handshake: an HTTP answer with the error body, as a
+    REST route gives, where the server can send one; else a close naming the error."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(
+            status_code=err.http_status, content={"error": {
+                "code": err.code, "message": err.message, "details": {}}}))
+    else:
+        await websocket.close(code=CLOSE_POLICY, reason=f"{err.code}: {err.message}"[:120])

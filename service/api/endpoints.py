@@ -40,7 +40,8 @@ def register_endpoint(body: EndpointIn, user: UserDep, p: PartsDep) -> EndpointC
                                                      body.metadata)
     p.dispatcher.set_endpoint_key(endpoint_id, body.public_key)
     return EndpointCreated(endpoint_id=endpoint_id, service_public_key=p.dispatcher.keys.public,
-                           zmq_url=p.dispatcher.url, created=created)
+                           zmq_url=p.dispatcher.url, created=created,
+                           link_token=p.store.new_link_token(endpoint_id))
 
 
 @router.get("/endpoints", response_model=EndpointList)

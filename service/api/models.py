@@ -64,6 +64,9 @@ class EndpointCreated(BaseModel):
     service_public_key: str
     zmq_url: str
     created: bool
+    link_token: str = Field(description=(
+        "the endpoint's secret for its WebSocket link (WS /v1/endpoints/{id}/link); "
+        "a new one at each registration"))
 
 
 class EndpointInfo(BaseModel):

@@ -23,12 +23,18 @@ from typing import Annotated, Any
 import msgspec
 import pydantic
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 from funcx_flows.errors import FuncxFlowsError, InvalidRequest
 from funcx_flows.messages import STREAM_ENCODINGS, stream_codec
-from funcx_flows.service.api.deps import Parts, authenticate, bearer, parts
+from funcx_flows.service.api.deps import (
+    CLOSE_POLICY,
+    Parts,
+    authenticate,
+    bearer,
+    parts,
+    refuse,
+)
 from funcx_flows.service.api.fields import Name
 from funcx_flows.service.api.models import TasksIn
 from funcx_flows.service.api.tasks import accept_tasks
@@ -85,7 +91,6 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
             await receiver
 
 
-CLOSE_POLICY = 1008  # WebSocket close code: a policy violation (a revoked token)
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
 
 
@@ -104,17 +109,6 @@ def _group_id(text: str) -> str:
         return GroupId.validate_python(text)
     except pydantic.ValidationError as exc:
         raise InvalidRequest(f"group_id {exc.errors()[0]['msg']}", field="group_id") from exc
-
-
-async def refuse(websocket: WebSocket, err: FuncxFlowsError) -> None:
-    """Refuse a stream at its handshake: an HTTP answer with the error body, as a REST
-    route gives, where the server can send one; else a close that names the error."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse(
-            status_code=err.http_status, content={"error": {
-                "code": err.code, "message": err.message, "details": {}}}))
-    else:
-        await websocket.close(code=CLOSE_POLICY, reason=f"{err.code}: {err.message}"[:120])
 
 
 class _Sender:

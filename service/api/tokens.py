@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
 from funcx_flows.service.api.fields import Id
 from funcx_flows.service.api.models import (
-    Health,
     Revoked,
     TokenCreated,
     TokenIn,
@@ -23,17 +22,6 @@ from funcx_flows.service.store import User
 router = APIRouter(tags=["identity"])
 UserDep = Annotated[User, Depends(current_user)]
 PartsDep = Annotated[Parts, Depends(parts_dep)]
-
-
-@router.get("/health", response_model=Health)
-async def health() -> Health:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v = version("funcx-flows")
-    except PackageNotFoundError:
-        v = "unknown"
-    return Health(status="ok", version=v)
 
 
 @router.get("/whoami", response_model=WhoAmI)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
-from funcx_flows.sdk.wsconn import ConnectionClosed, InvalidStatus, WsConnection
+from funcx_flows.wsconn import ConnectionClosed, InvalidStatus, WsConnection
 
 
 @pytest.fixture

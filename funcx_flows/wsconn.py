@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import threading
 from collections.abc import Mapping
 
@@ -23,6 +22,8 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+from funcx_flows import tls
 
 __all__ = ["ConnectionClosed", "InvalidStatus", "WsConnection"]
 
@@ -49,7 +50,7 @@ class WsConnection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if uri.secure:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=uri.host)
+                sock = tls.client_context().wrap_socket(sock, server_hostname=uri.host)
             protocol = ClientProtocol(uri, max_size=None)
             request = protocol.connect()
             for name, value in headers.items():
