@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from funcx_flows.errors import FuncxFlowsError, ServiceUnavailable
+from funcx_flows.retry import RetryPolicy
 from funcx_flows.sdk.client import Client
 
 _ENDPOINT_CLI = "from funcx_flows.endpoint.cli import main; main()"
@@ -84,7 +85,10 @@ class LocalStack:
 
     # ----------------------------------------------------------- service --
 
-    def start_service(self, *extra_args: str, timeout: float = 60.0) -> str:
+    def start_service(self, *extra_args: str, timeout: float = 60.0,
+                      healthy: bool = True) -> str:
+        """Start the service; wait until it answers /v1/health (unless ``healthy`` is
+        False: a service that clients must not trust, in tests of TLS failures)."""
         info = self.home / "service" / "service.json"
         info.unlink(missing_ok=True)
         log = self.home / "service-stdout.log"
@@ -106,8 +110,9 @@ class LocalStack:
             return str(data["url"])
 
         self.service_url = _wait_for(ready, timeout, "the service to start", self.service_proc, log)
-        _wait_for(self._healthy, timeout, "the service to answer /v1/health",
-                  self.service_proc, log)
+        if healthy:
+            _wait_for(self._healthy, timeout, "the service to answer /v1/health",
+                      self.service_proc, log)
         return self.service_url
 
     def _healthy(self) -> bool:
@@ -136,8 +141,9 @@ class LocalStack:
         ep.proc.kill()
         ep.proc.wait(10)
 
-    def client(self) -> Client:
-        return Client(home=self.home)
+    def client(self, retry: RetryPolicy | None = None) -> Client:
+        return Client(home=self.home, retry=retry,
+                      ca_bundle=self.env.get("FUNCX_FLOWS_CA_BUNDLE"))
 
     # ---------------------------------------------------------- endpoints --
 

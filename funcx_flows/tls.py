@@ -25,6 +25,7 @@ _SELF_SIGNED_IN_CHAIN = 19
 _UNKNOWN_ISSUER = 20
 _UNABLE_TO_VERIFY_LEAF = 21
 _HOSTNAME_MISMATCH = 62
+_IP_ADDRESS_MISMATCH = 64
 
 
 def ca_bundle() -> str | None:
@@ -32,9 +33,10 @@ def ca_bundle() -> str | None:
     return os.environ.get(CA_BUNDLE_ENV) or os.environ.get("SSL_CERT_FILE") or None
 
 
-def client_context() -> ssl.SSLContext:
-    """A verifying client context: the system's CAs and ``ca_bundle()``'s."""
-    return _context(ca_bundle())
+def client_context(bundle: str | None = None) -> ssl.SSLContext:
+    """A verifying client context: the system's CAs and those of ``bundle`` (default
+    ``ca_bundle()``)."""
+    return _context(bundle or ca_bundle())
 
 
 @lru_cache(maxsize=8)
@@ -74,8 +76,8 @@ def _describe_one(exc: BaseException, url: str) -> str | None:
             return f"the certificate of {url} has expired ({why})"
         if code == _NOT_YET_VALID:
             return f"the certificate of {url} is not valid yet ({why})"
-        if code == _HOSTNAME_MISMATCH:
-            return f"the certificate of {url} is for another host name ({why})"
+        if code in (_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH):
+            return f"the certificate of {url} is for another host name or address ({why})"
         if code in (_SELF_SIGNED, _SELF_SIGNED_IN_CHAIN, _UNKNOWN_ISSUER,
                     _UNABLE_TO_VERIFY_LEAF):
             return f"the certificate of {url} is not signed by a CA this machine trusts " \

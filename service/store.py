@@ -281,8 +281,12 @@ class Store:
                 self._seq_lock.release()
 
     def probe_write(self) -> None:
-        """A write transaction that changes nothing: raises DBAPIError when the
-        database cannot be written (readiness)."""
+        """Raise when the database cannot be written (readiness): a write transaction
+        that changes nothing (a DBAPIError when the server is away or refuses), and
+        for SQLite a look at its disk (a full one may still take a no-op write)."""
+        problem = disk_problem(self.engine)
+        if problem:
+            raise StorageUnavailable(f"the service cannot write its database: {problem}")
         with self._begin() as conn:
             conn.execute(update(counters).where(counters.c.name == "seq")
                          .values(value=counters.c.value))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from guards import OUTLIVE_TEST
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -71,13 +72,13 @@ def _new_roots(before: set[int]) -> list[psutil.Process]:
     now = _alive_descendants()
     roots = []
     for pid, p in now.items():
-        if pid in before:
+        if pid in before or pid in OUTLIVE_TEST:
             continue
         try:
             ancestors = {a.pid for a in p.parents()}
         except psutil.Error:
             continue
-        if not ancestors & before:
+        if not ancestors & (before | OUTLIVE_TEST):
             roots.append(p)
     return roots
 

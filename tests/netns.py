@@ -113,7 +113,8 @@ class Network:
         self.tag = f"fx{os.getpid() % 100000}n{next(_runs)}"
         self.subnet = "10.201.7"
         self.hosts: dict[str, Host] = {}
-        self.names: dict[str, str] = dict(names or {})  # host name -> name to resolve
+        self.names: dict[str, str] = dict(names or {})  # alias -> host name
+        self._overrides: dict[tuple[str, str], str] = {}  # (viewer, alias) -> host name
         self._next = 2
         self._switch = f"{self.tag}-sw"
         _run("ip", "netns", "add", self._switch)
@@ -138,20 +139,25 @@ class Network:
         self._write_hosts_files()
         return host
 
-    def resolve(self, alias: str, host: Host) -> None:
-        """``alias`` names ``host`` on every host (a DNS record, as it were)."""
-        self.names[alias] = host.name
+    def resolve(self, alias: str, host: Host, seen_from: Sequence[Host] = ()) -> None:
+        """``alias`` names ``host`` on every host (a DNS record, as it were), or only
+        on ``seen_from`` (a site whose traffic goes another way)."""
+        if seen_from:
+            for viewer in seen_from:
+                self._overrides[(viewer.name, alias)] = host.name
+        else:
+            self.names[alias] = host.name
         self._write_hosts_files()
 
     def _write_hosts_files(self) -> None:
-        lines = ["127.0.0.1 localhost"]
-        for h in self.hosts.values():
-            lines.append(f"{h.ip} {h.name}")
-        for alias, target in self.names.items():
-            if target in self.hosts:
-                lines.append(f"{self.hosts[target].ip} {alias}")
-        for h in self.hosts.values():
-            folder = Path("/etc/netns") / h.ns
+        for viewer in self.hosts.values():
+            lines = ["127.0.0.1 localhost"]
+            lines += [f"{h.ip} {h.name}" for h in self.hosts.values()]
+            for alias, target in self.names.items():
+                target = self._overrides.get((viewer.name, alias), target)
+                if target in self.hosts:
+                    lines.append(f"{self.hosts[target].ip} {alias}")
+            folder = Path("/etc/netns") / viewer.ns
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "hosts").write_text("\n".join(lines) + "\n")
 

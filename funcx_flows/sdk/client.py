@@ -32,8 +32,10 @@ from funcx_flows.errors import (
     error_from_code,
 )
 from funcx_flows.home import home_dir
+from funcx_flows.retry import Backoff, RetryPolicy
 
 TERMINAL_STATES = frozenset({"success", "failed", "cancelled"})
+_TRANSIENT = frozenset({502, 503, 504})  # a proxy without a service, a busy database
 
 _STATUS_CODES = {
     400: "invalid_request",
@@ -157,7 +159,12 @@ class Client:
         home: str | os.PathLike[str] | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
+        """``retry``: for requests that meet a restarting proxy or service (default:
+        8 tries over about 15 s). ``ca_bundle``: a CA file to trust besides the
+        system's (default ``$FUNCX_FLOWS_CA_BUNDLE``, then ``$SSL_CERT_FILE``)."""
         h = home_dir(home)
         url = service_url or os.environ.get("FUNCX_FLOWS_SERVICE_URL") or _service_url_from_home(h)
         if not url:
@@ -173,12 +180,13 @@ class Client:
             )
         self.service_url = url.rstrip("/")
         self.token = tok
+        self.retry = retry or RetryPolicy(initial=0.2, max_delay=4.0, max_attempts=8)
         self._http = httpx.Client(
             base_url=self.service_url + "/v1",
             headers={"Authorization": f"Bearer {tok}"},
             timeout=timeout,
             transport=transport,
-            verify=tls.client_context(),
+            verify=tls.client_context(ca_bundle),
         )
         self._function_ids: weakref.WeakKeyDictionary[Callable[..., Any], str] = (
             weakref.WeakKeyDictionary()
@@ -193,12 +201,32 @@ class Client:
 
     def _request(self, method: str, path: str, *, json_body: Any = None,
                  params: Mapping[str, Any] | None = None) -> Any:
+        """One request; a proxy restarting, a replica going away or a database that
+        cannot be written for a moment (a transport error, 502, 503, 504) is tried
+        again on the client's retry policy. The requests of this API are idempotent
+        (ids are chosen here; registrations are by content and by name) but for a new
+        token and a delete (whose repeat would answer 404): those are tried again only
+        when they cannot have left."""
         content = None if json_body is None else _encode_json(json_body)
-        try:
-            response = self._http.request(method, path, content=content, params=params,
-                                          headers=None if content is None else _JSON_HEADERS)
-        except httpx.TransportError as exc:
-            raise unreachable(self.service_url, exc) from exc
+        headers = None if content is None else _JSON_HEADERS
+        once = method == "DELETE" or (method == "POST" and path == "/tokens")
+        backoff = Backoff(self.retry)
+        while True:
+            try:
+                response = self._http.request(method, path, content=content, params=params,
+                                              headers=headers)
+            except httpx.TransportError as exc:
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if (once and sent) or self.retry.exhausted(backoff.attempt) \
+                        or tls.describe(exc, self.service_url):  # a TLS problem stays
+                    raise unreachable(self.service_url, exc) from exc
+                self.retry.sleep(backoff.failed())
+                continue
+            if response.status_code in _TRANSIENT and not once \
+                    and not self.retry.exhausted(backoff.attempt):
+                self.retry.sleep(backoff.failed())
+                continue
+            break
         if response.status_code >= 400:
             raise self._error_from_response(response)
         if response.status_code == 204 or not response.content:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from funcx_flows.service.globus_auth import GlobusAuthValidator
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store, User
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,8 +86,37 @@ def authenticate(p: Parts, header: str | None) -> User:
 
 async def current_user(request: Request) -> User:
     """Async on purpose: a worker-thread hop per dependency costs more than the
-    lookup, which is a cache hit (or one indexed query) almost always."""
-    return authenticate(parts(request), request.headers.get("authorization"))
+    lookup (one indexed read)."""
+    try:
+        return authenticate(parts(request), request.headers.get("authorization"))
+    except AuthenticationError as exc:
+        _refusals.note(request.client.host if request.client else "?", exc.message)
+        raise
+
+
+@dataclass
+class RefusalLog:
+    """Refused credentials, logged with the client's address (through a proxy, the
+    one X-Forwarded-For names: see forwarded_allow_ips), at most once per address
+    every ``every_s`` seconds, with how many were refused meanwhile."""
+
+    every_s: float = 10.0
+    _last: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def note(self, address: str, why: str) -> None:
+        now = time.monotonic()
+        at, count = self._last.get(address, (-self.every_s, 0))
+        if now - at < self.every_s:
+            self._last[address] = (at, count + 1)
+            return
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[address] = (now, 0)
+        more = f" ({count} more since the last report)" if count else ""
+        log.warning("refused a request from %s: %s%s", address, why, more)
+
+
+_refusals = RefusalLog()
 
 
 CLOSE_POLICY = 1008  # WebSocket close code: a policy violation (a refusal, a revoked token)

@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from funcx_flows.errors import StorageUnavailable, TaskPending
 from funcx_flows.localstack import LocalStack
+from funcx_flows.retry import RetryPolicy
 from funcx_flows.sdk.stream import ResultStream
 
 FAST = {"FUNCX_FLOWS_HEARTBEAT_PERIOD_S": "0.5", "FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "5"}
@@ -132,7 +134,7 @@ def test_full_disk_under_the_service_database(tmp_path: Path, small_disk: SmallD
     try:
         stack.start_service()
         ep = stack.start_endpoint("ep", CONFIG)
-        client = stack.client()
+        client = stack.client(retry=RetryPolicy(max_attempts=0))  # a refusal at once
         fid = client.register_function(big_result)
         slow = client.register_function(time.sleep)
 
@@ -160,6 +162,12 @@ def test_full_disk_under_the_service_database(tmp_path: Path, small_disk: SmallD
                 break
         assert refused is not None, "the database never reported the full disk"
         assert refused.http_status == 503
+        # what a load balancer sees: alive, not ready (and why)
+        health = stack.service_url + "/v1/health"
+        assert httpx.get(health + "/live").status_code == 200
+        ready = httpx.get(health + "/ready")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["error"]["code"] == "storage_unavailable"
         assert "full" in refused.message and "nothing was stored" in refused.message
         # A large argument goes to a file beside the database: refused the same way.
         b = client.create_batch(ep.endpoint_id, group_id="refused")
@@ -175,6 +183,7 @@ def test_full_disk_under_the_service_database(tmp_path: Path, small_disk: SmallD
         assert not delivered.all_in.is_set()
 
         small_disk.free()
+        _wait(lambda: httpx.get(health + "/ready").status_code == 200, 30, "readiness")
         assert delivered.all_in.wait(90), f"{len(set(ids) - set(delivered.counts))} lost"
         stream.close()
         assert delivered.completed_once(ids), "a task was completed twice"

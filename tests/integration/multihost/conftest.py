@@ -20,6 +20,7 @@ from typing import Any
 import netns
 import pytest
 import yaml
+from guards import outlives_test
 from pki import CA, ServerCert
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,6 +45,7 @@ class Facility:
     hpc: netns.Host
     client: netns.Host
     instrument: netns.Host
+    wan: netns.Host
     token: str = ""
     service_proc: Any = None
     proxy_proc: Any = None
@@ -71,6 +73,7 @@ class Facility:
                          FUNCX_PROXY_CERT=str(self.cert.bundle),
                          FUNCX_SERVICE_1="127.0.0.1:8000"),
             log=self.root / "haproxy.log")
+        outlives_test(self.proxy_proc.pid)  # the facility ends it
         answer = self.on(self.client, "health", "60")
         assert answer["ok"], answer
 
@@ -81,9 +84,9 @@ class Facility:
 
     def user_env(self, home: Path, **extra: str) -> dict[str, str]:
         """What a user on another host sets: the URL, a token, the facility's CA."""
-        return base_env(FUNCX_FLOWS_HOME=str(home), FUNCX_FLOWS_SERVICE_URL=SERVICE_URL,
-                        FUNCX_FLOWS_TOKEN=self.token, FUNCX_FLOWS_CA_BUNDLE=str(self.ca.pem),
-                        **extra)
+        return base_env(**{"FUNCX_FLOWS_HOME": str(home), "FUNCX_FLOWS_SERVICE_URL": SERVICE_URL,
+                           "FUNCX_FLOWS_TOKEN": self.token,
+                           "FUNCX_FLOWS_CA_BUNDLE": str(self.ca.pem), **extra})
 
     def on(self, host: netns.Host, *args: str, timeout: float = 600,
            env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -103,6 +106,21 @@ class Facility:
             yield eid
         finally:
             self.hpc.stop(self.endpoints.pop(name))
+
+    def start_on(self, host: netns.Host, *args: str) -> tuple[Any, Path]:
+        """Start a ``hostcmd`` command on ``host`` in the background; ``answer`` reads it."""
+        log = self.root / f"{host.name}-{args[0]}-{time.monotonic_ns()}.log"
+        proc = host.popen([sys.executable, str(HOSTCMD), *args],
+                          env=self.user_env(self.root / f"{host.name}-home"), log=log)
+        return proc, log
+
+    def answer(self, started: tuple[Any, Path], timeout: float = 600) -> dict[str, Any]:
+        proc, log = started
+        proc.wait(timeout)
+        text = log.read_text()
+        assert proc.returncode == 0, text[-4000:]
+        answer: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
+        return answer
 
     def start_endpoint(self, name: str, config: dict[str, Any] | None = None) -> str:
         """``funcx-endpoint start NAME --foreground`` on ``hpc``; its id once online."""
@@ -136,7 +154,8 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 def build(root: Path) -> tuple[netns.Network, Facility]:
     net = netns.Network()
     try:
-        hosts = {name: net.host(name) for name in ("service", "hpc", "client", "instrument")}
+        hosts = {name: net.host(name)
+                 for name in ("service", "hpc", "client", "instrument", "wan")}
         net.resolve("service.test", hosts["service"])
         ca = CA(root / "pki")
         cert = ca.issue("service", ["service.test"])

@@ -34,6 +34,18 @@ def test_the_site_firewalls_hold(facility):
         facility.hpc.stop(server)
 
 
+def test_the_service_sees_the_clients_address_through_the_proxy(facility):
+    """X-Forwarded-For from the proxy is believed: a refused token is logged with the
+    client host's address, not the proxy's."""
+    env = facility.user_env(facility.root / "client-home", FUNCX_FLOWS_TOKEN="fxf_wrong")
+    probe = ("from funcx_flows.sdk.client import Client\n"
+             "from funcx_flows.errors import AuthenticationError\n"
+             "try:\n    Client().whoami()\nexcept AuthenticationError as e:\n    print(e)\n")
+    out = facility.client.run([sys.executable, "-c", probe], env=env)
+    assert "invalid or revoked token" in out.stdout, out
+    assert f"refused a request from {facility.client.ip}" in facility.log("service.log")
+
+
 def test_an_executor_on_client_runs_on_hpc_through_one_tls_port(facility):
     with facility.endpoint("hpc-ep") as eid:
         answer = facility.on(facility.client, "run", eid, "500")
