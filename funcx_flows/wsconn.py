@@ -42,15 +42,18 @@ class WsConnection:
 
     @classmethod
     def open(cls, url: str, headers: Mapping[str, str], *, timeout: float = 10.0,
-             ping_interval: float = 20.0) -> WsConnection:
+             ping_interval: float = 20.0, ca_bundle: str | None = None) -> WsConnection:
         """Connect and finish the opening handshake; raises OSError, TimeoutError,
-        InvalidStatus (the server answered with an HTTP error) or InvalidHandshake."""
+        InvalidStatus (the server answered with an HTTP error) or InvalidHandshake.
+        ``ca_bundle``: a CA file to trust for wss:// besides the system's (default
+        ``tls.ca_bundle()``)."""
         uri = parse_uri(url)
         sock = socket.create_connection((uri.host, uri.port), timeout=timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if uri.secure:
-                sock = tls.client_context().wrap_socket(sock, server_hostname=uri.host)
+                sock = tls.client_context(ca_bundle).wrap_socket(sock,
+                                                                 server_hostname=uri.host)
             protocol = ClientProtocol(uri, max_size=None)
             request = protocol.connect()
             for name, value in headers.items():

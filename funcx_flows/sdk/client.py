@@ -181,6 +181,7 @@ class Client:
         self.service_url = url.rstrip("/")
         self.token = tok
         self.retry = retry or RetryPolicy(initial=0.2, max_delay=4.0, max_attempts=8)
+        self.ca_bundle = ca_bundle  # for the result stream too
         self._http = httpx.Client(
             base_url=self.service_url + "/v1",
             headers={"Authorization": f"Bearer {tok}"},

@@ -90,6 +90,7 @@ class Executor(cf.Executor):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cancel_queue: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._shutdown = False
+        self._broken: Exception | None = None  # the result stream gave up, for this
         self._stream = ResultStream(
             self.client.websocket_url,
             self.client.token,
@@ -97,6 +98,7 @@ class Executor(cf.Executor):
             group_id=self.group_id,
             on_error=self._on_stream_error,
             binary=True,
+            ca_bundle=self.client.ca_bundle,
         )
         self._stream.start()
         self._submitter = threading.Thread(
@@ -120,6 +122,8 @@ class Executor(cf.Executor):
     ) -> TaskFuture:
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
+        if self._broken is not None:  # its results could never come back
+            raise self._broken
         task_id = str(uuid.uuid4())
         task: dict[str, Any] = {
             "task_id": task_id,
@@ -275,6 +279,7 @@ class Executor(cf.Executor):
                 future.set_exception(exc)
 
     def _on_stream_error(self, exc: Exception) -> None:
+        self._broken = exc
         with self._lock:
             futures = list(self._futures.values())
             self._futures.clear()

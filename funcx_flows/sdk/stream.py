@@ -23,7 +23,8 @@ from urllib.parse import urlencode
 import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from funcx_flows.errors import error_from_code
+from funcx_flows import tls
+from funcx_flows.errors import ServiceUnavailable, error_from_code
 from funcx_flows.messages import stream_codec
 from funcx_flows.retry import Backoff, RetryPolicy
 from funcx_flows.wsconn import WsConnection
@@ -55,10 +56,12 @@ class ResultStream:
         retry: RetryPolicy | None = None,
         on_error: Callable[[Exception], None] | None = None,
         binary: bool = False,
+        ca_bundle: str | None = None,
     ) -> None:
         """``binary``: msgpack frames both ways, payloads and results as raw bytes
         (``try_submit`` then takes task payloads as bytes); else JSON and base64."""
         self.binary = binary
+        self._ca_bundle = ca_bundle
         self._encode, self._decode = stream_codec("msgpack" if binary else "json")
         self._base = websocket_url.rstrip("/") + "/v1/results/stream"
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -96,7 +99,8 @@ class ResultStream:
             try:
                 # no per-message deflate: it costs more CPU than it saves on loopback
                 # and LAN links, and the records are mostly pickles (or their base64)
-                ws = WsConnection.open(self._url(), self._headers, timeout=10)
+                ws = WsConnection.open(self._url(), self._headers, timeout=10,
+                                       ca_bundle=self._ca_bundle)
                 with self._lock:
                     self._ws = ws
                 try:
@@ -120,6 +124,12 @@ class ResultStream:
                 log.warning("result stream refused (HTTP %s); retrying", status)
             except (OSError, WebSocketException, TimeoutError) as exc:
                 if self._stop.is_set():
+                    return
+                problem = tls.describe(exc, self._base)
+                if problem is not None:  # trying again would not help: say so, and stop
+                    log.error("result stream: %s", problem)
+                    if self._on_error is not None:
+                        self._on_error(ServiceUnavailable(problem))
                     return
                 log.debug("result stream dropped: %s", exc)
             finally:

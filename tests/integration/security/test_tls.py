@@ -121,3 +121,17 @@ def test_funcx_endpoint_start_says_what_is_wrong_with_the_certificate(good, tmp_
     assert "Traceback" not in out.stderr and "not signed by a CA" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (stack.home / "endpoints" / "ep" / "endpoint.json").exists()
+
+
+def test_an_executor_streams_results_with_the_ca_its_client_was_given(good, monkeypatch):
+    """The CA passed to the Client, not only the environment's, is trusted by the
+    result stream too (it was not: futures waited forever while the stream retried)."""
+    monkeypatch.delenv("FUNCX_FLOWS_CA_BUNDLE", raising=False)
+    ep = good.start_endpoint("ca-param", {"max_workers_per_node": 1})
+    try:
+        with Client(good.service_url, _token(good), ca_bundle=good.env[
+                "FUNCX_FLOWS_CA_BUNDLE"]) as c, Executor(endpoint_id=ep.endpoint_id,
+                                                        client=c) as ex:
+            assert ex.submit(abs, -9).result(timeout=60) == 9
+    finally:
+        good.stop_endpoint("ca-param")
