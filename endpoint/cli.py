@@ -285,6 +285,35 @@ def delete(name: str) -> None:
     click.echo(f"endpoint {name} deleted")
 
 
+@cli.command("enable-on-boot")
+@click.argument("name")
+def enable_on_boot(name: str) -> None:
+    """Keep NAME running with systemd (a user unit): restarted after a crash, started
+    at boot."""
+    from funcx_flows.endpoint import systemd
+
+    folder = _configured(name)
+    path = systemd.enable(name, home_dir(), folder)
+    unit = systemd.unit_name(name)
+    click.echo(f"wrote {path}\nnow run:\n"
+               f"  systemctl --user daemon-reload\n"
+               f"  systemctl --user enable --now {unit}\n"
+               f"  loginctl enable-linger $USER    # start at boot, without a login\n"
+               f"logs: journalctl --user -u {unit} (and {folder / 'endpoint.log'})")
+
+
+@cli.command("disable-on-boot")
+@click.argument("name")
+def disable_on_boot(name: str) -> None:
+    """Remove NAME's systemd user unit (stop it first: systemctl --user disable --now)."""
+    from funcx_flows.endpoint import systemd
+
+    path = systemd.disable(name)
+    if path is None:
+        raise EndpointNotConfigured(f"endpoint {name} has no systemd unit")
+    click.echo(f"removed {path}; run `systemctl --user daemon-reload`")
+
+
 def main(argv: list[str] | None = None) -> None:
     run(cli, argv)
 
