@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -230,6 +231,9 @@ def main() -> None:
         return
     if shutil.which("haproxy") is None:
         sys.exit("bench_links needs HAProxy (apt-get install haproxy)")
+    # a SIGTERM ends the run through its finally blocks: the service, the endpoints,
+    # the proxy and the network namespaces go with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parts = set(args.part.split(","))
     result: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S")}
     if "local" in parts:

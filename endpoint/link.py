@@ -11,9 +11,12 @@ business:
   endpoint's link token. Two threads carry it, so that a slow or stalled network
   never blocks the loop (a ZeroMQ socket never does either):
 
-      agent loop --PUSH inproc--> writer thread --ws.send--> service
+      agent loop --queue--------> writer thread --ws.send--> service
       agent loop <--PULL inproc-- reader thread <--ws.recv-- service
                  <-- b"down" ----  (either thread, when the connection ends)
+
+The agent's sends never block (a queue; a ZeroMQ PUSH with no peer would block
+until one connects: the agent froze when its writer had ended).
 
 A link never reconnects by itself: when it goes down (``LinkDown``), the agent
 closes it and, after its backoff, opens a new one and says Hello again, exactly as
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import queue
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -113,12 +117,8 @@ def link_url(service_url: str, endpoint_id: str) -> str:
 class WsServiceLink:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], target: WsTarget) -> None:
         self.target = target
-        n = next(_ids)
-        up, down = f"inproc://ws-link-up-{n}", f"inproc://ws-link-down-{n}"
-        self._up = ctx.socket(zmq.PUSH)  # agent -> writer
-        self._up.linger = 0
-        self._up.sndhwm = 0
-        self._up.bind(up)
+        down = f"inproc://ws-link-down-{next(_ids)}"
+        self._up: queue.SimpleQueue[bytes] = queue.SimpleQueue()  # agent -> writer
         self.sock = ctx.socket(zmq.PULL)  # reader/writer -> agent
         self.sock.linger = 0
         self.sock.rcvhwm = 0
@@ -126,7 +126,7 @@ class WsServiceLink:
         self._stop = threading.Event()
         self._ws: WsConnection | None = None
         self._lock = threading.Lock()
-        self._writer = threading.Thread(target=self._write, args=(ctx, up, down),
+        self._writer = threading.Thread(target=self._write, args=(ctx, down),
                                         name="ws-link-writer", daemon=True)
         self._reader: threading.Thread | None = None
         self._writer.start()
@@ -134,7 +134,7 @@ class WsServiceLink:
     # ------------------------------------------------------------ agent side --
 
     def send(self, frame: bytes) -> None:
-        self._up.send(frame, copy=False)
+        self._up.put(frame)
 
     def recv(self) -> bytes | None:
         try:
@@ -156,16 +156,12 @@ class WsServiceLink:
         self._writer.join(2)
         if self._reader is not None:
             self._reader.join(2)
-        self._up.close(linger=0)
         self.sock.close(linger=0)
 
     # --------------------------------------------------------------- threads --
 
-    def _write(self, ctx: zmq.Context[zmq.Socket[bytes]], up: str, down: str) -> None:
+    def _write(self, ctx: zmq.Context[zmq.Socket[bytes]], down: str) -> None:
         """Connect, start the reader, then write what the agent sends until the end."""
-        pull = ctx.socket(zmq.PULL)
-        pull.linger = 0
-        pull.connect(up)
         report = ctx.socket(zmq.PUSH)
         report.linger = 0
         report.connect(down)
@@ -179,22 +175,16 @@ class WsServiceLink:
                                             name="ws-link-reader", daemon=True)
             self._reader.start()
             while not self._stop.is_set():
-                if not pull.poll(200):
+                try:
+                    frame = self._up.get(timeout=0.2)
+                except queue.Empty:
                     continue
-                frames = [pull.recv()]
-                while len(frames) < 64:
-                    try:
-                        frames.append(pull.recv(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
-                for frame in frames:
-                    ws.send(frame)
+                ws.send(frame)
         except LinkDown as exc:
             self._down(report, str(exc))
         except (OSError, WebSocketException) as exc:
             self._down(report, f"the WebSocket failed: {exc}")
         finally:
-            pull.close(linger=0)
             report.close(linger=0)
 
     def _open(self) -> WsConnection | None:
@@ -221,7 +211,10 @@ class WsServiceLink:
         push.connect(down)
         try:
             while True:
-                push.send_multipart([_FRAME, ws.recv()], copy=False)
+                # NOBLOCK: once the agent closed its end, nobody is there to block for
+                push.send_multipart([_FRAME, ws.recv()], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return  # the agent closed the link
         except (OSError, WebSocketException) as exc:
             if not self._stop.is_set():
                 self._down(push, f"the WebSocket ended: {exc.__cause__ or exc}")
@@ -232,4 +225,4 @@ class WsServiceLink:
         if self._stop.is_set():
             return
         with contextlib.suppress(zmq.ZMQError):
-            sock.send_multipart([_DOWN, why.encode()])
+            sock.send_multipart([_DOWN, why.encode()], flags=zmq.NOBLOCK)
