@@ -99,6 +99,7 @@ tasks = Table(
     Column("result", LargeBinary),
     Column("error", JSON),
     Column("stdout", Text),
+    Column("logs", JSON),  # the function's logging records (messages.LogRecord), if any
     Column("attempts", Integer, nullable=False, default=0),
     Column("t_received", Float),
     Column("t_waiting", Float),
@@ -208,7 +209,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 _ADDED_COLUMNS = {("functions", "memoize"): "BOOLEAN NOT NULL DEFAULT FALSE",
                   ("tasks", "memo_key"): "VARCHAR(64)",
                   ("tasks", "blobs"): "INTEGER NOT NULL DEFAULT 0",
-                  ("tasks", "batch_pos"): "INTEGER NOT NULL DEFAULT 0"}
+                  ("tasks", "batch_pos"): "INTEGER NOT NULL DEFAULT 0",
+                  ("tasks", "logs"): "JSON"}
 
 
 def create_schema(engine: Engine) -> None:

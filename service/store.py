@@ -7,6 +7,7 @@ another's functions, endpoints or tasks (they answer ``NotFound``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -48,7 +49,7 @@ from funcx_flows.errors import (
     RateLimited,
     StorageUnavailable,
 )
-from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
+from funcx_flows.messages import ErrorInfo, LogRecord, ResourceSpec, TaskResult, TaskSpec
 from funcx_flows.service import lifecycle as lc
 from funcx_flows.service import rawsql
 from funcx_flows.service.db import (
@@ -101,7 +102,8 @@ class _Hot:
             "UPDATE counters SET value = value + :n WHERE name = 'seq' RETURNING value", dialect)
         self.finish = rawsql.Statement(
             "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
-            "error = :err, stdout = :out, attempts = :att, t_running = :tr, payload = NULL, "
+            "error = :err, stdout = :out, logs = :lg, attempts = :att, t_running = :tr, "
+            "payload = NULL, "
             "blobs = (blobs & 1) | :bl WHERE task_id = :tid", dialect)
         self.user_of_token = rawsql.Statement(
             "SELECT u.user_id, u.name FROM tokens t JOIN users u ON u.user_id = t.user_id "
@@ -110,7 +112,7 @@ class _Hot:
             "SELECT token_hash FROM tokens WHERE revoked_at >= :since", dialect)
         self.finish_active_returning = rawsql.Statement(
             "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
-            "error = :err, stdout = :out, attempts = :att, "
+            "error = :err, stdout = :out, logs = :lg, attempts = :att, "
             "t_running = COALESCE(t_running, :tr), payload = NULL, blobs = (blobs & 1) | :bl "
             f"WHERE task_id = :tid AND endpoint_id = :eid AND {_ACTIVE_SQL} "
             f"RETURNING {', '.join(_FINISH_COLUMNS)}", dialect)
@@ -134,11 +136,23 @@ def _blob_keys(task_id: str, flags: int) -> list[str]:
 
 
 def _error_fields(err: ErrorInfo | None) -> dict[str, Any] | None:
-    """A task's error as stored (a JSON column) and published."""
+    """A task's error as stored (a JSON column) and published. The pickled exception
+    stays opaque: base64 text, which only the client decodes and unpickles."""
     if err is None:
         return None
-    return {"code": err.code, "message": err.message, "remote_type": err.remote_type,
-            "remote_traceback": err.remote_traceback}
+    fields = {"code": err.code, "message": err.message, "remote_type": err.remote_type,
+              "remote_traceback": err.remote_traceback}
+    if err.exception:
+        fields["exception"] = base64.b64encode(err.exception).decode("ascii")
+    return fields
+
+
+def _log_fields(res: TaskResult | None) -> list[dict[str, Any]] | None:
+    """A task's log records as stored (a JSON column, NULL when none) and published."""
+    if res is None or not res.logs:
+        return None
+    return [{"created": r.created, "level": r.level, "name": r.name, "message": r.message,
+             "at": r.at} for r in res.logs]
 
 
 class _Finished(threading.local):
@@ -194,6 +208,7 @@ def task_record(row: Mapping[str, Any]) -> dict[str, Any]:
         "result": _bytes(row.get("result")) if row["state"] == lc.SUCCESS else None,
         "error": row.get("error"),
         "stdout": row.get("stdout") or "",
+        "logs": row.get("logs") or [],
         "attempts": row.get("attempts") or 0,
     }
 
@@ -763,14 +778,14 @@ class Store:
         # the (owner, state) index and read every success the user had kept
         found = [dict(r) for r in conn.execute(
             select(tasks.c.task_id, tasks.c.memo_key, tasks.c.result, tasks.c.stdout,
-                   tasks.c.state, tasks.c.blobs).where(
+                   tasks.c.logs, tasks.c.state, tasks.c.blobs).where(
                 tasks.c.owner_id == user.user_id, tasks.c.memo_key.in_(set(memo.values()))))
             .mappings() if r["state"] == lc.SUCCESS]
         self._load_blobs(found)
-        hits = {str(r["memo_key"]): (bytes(r["result"]), r["stdout"] or "") for r in found
-                if r["result"] is not None}
-        answers = {tid: TaskResult(task_id=tid, ok=True, data=hits[key][0], stdout=hits[key][1],
-                                   attempts=0)
+        hits = {str(r["memo_key"]): r for r in found if r["result"] is not None}
+        answers = {tid: TaskResult(task_id=tid, ok=True, data=bytes(hits[key]["result"]),
+                                   stdout=hits[key]["stdout"] or "", attempts=0,
+                                   logs=[LogRecord(**x) for x in hits[key]["logs"] or ()])
                    for tid, key in memo.items() if key in hits}
         return self._finish(conn, list(answers), lc.SUCCESS, {}, answers, written=written)
 
@@ -900,6 +915,7 @@ class Store:
                 result=res.data if res is not None and res.ok else None,
                 error=_error_fields(err),
                 stdout=res.stdout if res is not None else "",
+                logs=_log_fields(res),
                 attempts=res.attempts if res is not None else r["attempts"],
             )
             if res is not None and res.started_at and not r.get("t_running"):
@@ -913,6 +929,7 @@ class Store:
                            "tc": now, "res": None if in_file else r["result"],
                            "err": None if r["error"] is None else json.dumps(r["error"]),
                            "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running"),
+                           "lg": None if r["logs"] is None else json.dumps(r["logs"]),
                            "bl": RESULT_IN_FILE if in_file else 0})
         rawsql.execute_many(conn, self._hot.finish, params)
         self._finished(rows)
@@ -946,6 +963,7 @@ class Store:
         rows = []
         for i, res in enumerate(results):
             err = _error_fields(res.error)
+            logs = _log_fields(res)
             data = res.data if res.ok else None
             in_file = self._file_it(data)
             found = rawsql.execute(conn, self._hot.finish_active_returning, {
@@ -953,6 +971,7 @@ class Store:
                 "s": lc.SUCCESS if res.ok else lc.FAILED, "q": first + i, "tc": now,
                 "res": None if in_file else data, "err": None if err is None else json.dumps(err),
                 "out": res.stdout, "att": res.attempts, "tr": res.started_at or None,
+                "lg": None if logs is None else json.dumps(logs),
                 "bl": RESULT_IN_FILE if in_file else 0})
             if found and in_file:
                 assert data is not None
@@ -960,7 +979,7 @@ class Store:
             if found:
                 row = dict(zip(_FINISH_COLUMNS, found[0], strict=True))
                 row.update(seq=first + i, t_completed=now, result=data, error=err,
-                           stdout=res.stdout)
+                           stdout=res.stdout, logs=logs)
                 rows.append(row)
         self._finished(rows)
         return rows
