@@ -1,9 +1,12 @@
 """One Executor per (service, token, endpoint) in this process, shared by every
 remote task and task runner, and the one way a Prefect task body calls remotely.
 
-The Prefect task engine stays in the flow's process; only the function and its
-arguments travel. What the function printed remotely is replayed into the task's
-Prefect log; a Prefect timeout or cancellation cancels the remote task.
+The Prefect task engine stays in the flow's process; only the function, its
+arguments and the task run's context (ids, names, tags, log level: what
+``prefect.runtime`` and ``get_run_logger()`` answer in the body) travel. What the
+function printed and logged remotely is replayed, in order, into the task run's
+log; an exception it raised is raised again here, with its own type. A Prefect
+timeout or cancellation cancels the remote task.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from funcx_flows.messages import REMOTE_RUN_LOGGER
 from funcx_flows.sdk.client import Client
 from funcx_flows.sdk.executor import Executor, TaskFuture
 
@@ -97,12 +101,41 @@ def _timeout_s() -> float | None:
     return None if ctx is None else ctx.task.timeout_seconds
 
 
+def call_context() -> dict[str, Any] | None:
+    """What the worker tells the body about the task run it belongs to (see
+    funcx_flows.endpoint.callcontext); None outside a task run."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+    except ImportError:
+        return None
+    task_ctx = TaskRunContext.get()
+    if task_ctx is None:
+        return None
+    run = task_ctx.task_run
+    flow_ctx = FlowRunContext.get()
+    flow_run: dict[str, Any] = {}
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        flow_run = {"id": str(flow_ctx.flow_run.id), "name": flow_ctx.flow_run.name,
+                    "flow_name": flow_ctx.flow.name if flow_ctx.flow else None}
+    elif run.flow_run_id is not None:
+        flow_run = {"id": str(run.flow_run_id)}
+    return {
+        "prefect": {
+            "task_run": {"id": str(run.id), "name": run.name, "task_name": task_ctx.task.name,
+                         "tags": sorted(run.tags or ()), "run_count": run.run_count},
+            "flow_run": flow_run,
+        },
+        "log_level": logging.getLogger("prefect.task_runs").getEffectiveLevel(),
+    }
+
+
 def start(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
           kwargs: dict[str, Any]) -> TaskFuture:
     """Submit one call; logs where it went (and that it waits, if the endpoint is offline)."""
     logger = _run_logger()
     ex = registry.executor(target)
-    future = ex.submit(fn, *args, **kwargs)
+    future = ex.submit_to_registered_function(ex.client.register_function(fn), args, kwargs,
+                                              context=call_context())
     logger.info("running %s on endpoint %s as remote task %s",
                 getattr(fn, "__qualname__", fn), target.endpoint, future.task_id)
     if registry.endpoint_offline(target):
@@ -111,14 +144,38 @@ def start(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
     return future
 
 
+def replay_output(record: dict[str, Any],
+                  logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    """Write what the function printed and logged into ``logger``, interleaved as it
+    happened: a record goes after the lines printed before it. Prints and records
+    of other loggers are marked "(remote ...)"; ``get_run_logger()``'s are as they
+    were, as in a local run. (Parentheses, not brackets: ``prefect ... logs`` reads
+    "[remote]" as Rich markup and drops it.)"""
+    lines = (record.get("stdout") or "").splitlines(keepends=True)
+    printed = line = 0
+
+    def show(text: str) -> None:
+        logger.info("(remote) %s", text.rstrip("\n"))
+
+    for rec in record.get("logs") or ():
+        at = int(rec.get("at") or 0)
+        while line < len(lines) and printed + len(lines[line]) <= at:
+            show(lines[line])
+            printed += len(lines[line])
+            line += 1
+        level, name, message = int(rec["level"]), str(rec["name"]), str(rec["message"])
+        if name == REMOTE_RUN_LOGGER:
+            logger.log(level, "%s", message)
+        else:
+            logger.log(level, "(remote %s) %s", name, message)
+    for rest in lines[line:]:
+        show(rest)
+
+
 def finish(future: TaskFuture) -> Any:
     """The result of a completed future, after replaying its remote output."""
-    record = future.record or {}
-    out = record.get("stdout") or ""
-    if out:
-        logger = _run_logger()
-        for line in out.rstrip("\n").splitlines():
-            logger.info("[remote] %s", line)
+    if future.record:
+        replay_output(future.record, _run_logger())
     return future.result(timeout=0)
 
 

@@ -8,8 +8,10 @@
 Prefect's task engine runs in the flow's process, on one event-loop thread of
 the runner: each submitted task becomes an engine coroutine whose body awaits
 its remote call, so thousands of tasks can be in flight without a thread each.
-Upstream futures are awaited without blocking that loop before a task's engine
-starts. The runner pickles as its configuration, as Prefect's runners must.
+Upstream futures (in parameters and ``wait_for``, inside ``allow_failure`` and
+``unmapped`` too, but not inside ``quote``: as Prefect's engine resolves them) are
+awaited without blocking that loop before a task's engine starts. The runner
+pickles as its configuration, as Prefect's runners must.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextvars
+import functools
+import inspect
 import threading
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.task_runners import TaskRunner
+from prefect.utilities.annotations import quote
 from prefect.utilities.collections import visit_collection
 
 from funcx_flows.prefect._remote import Target
@@ -116,7 +121,7 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             await self._client_ctx.client.__aexit__(None, None, None)
             self._client_ctx = None
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
         with self._lock:
             outstanding = list(self._outstanding)
         cf.wait(outstanding)
@@ -130,7 +135,7 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             thread.join(10)
             loop.close()
         self._loop = self._thread = None
-        super().__exit__(*exc)
+        super().__exit__(exc_type, *exc)
 
     # ------------------------------------------------------------ submit --
 
@@ -143,6 +148,13 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         remote = task.with_options()
         remote.fn = remote_proxy(fn, target, force_async=True)
         remote.isasync = True
+        if not task.isasync:
+            condition = task.retry_condition_fn
+            if condition is not None and _plain(condition):
+                remote.retry_condition_fn = _as_for_sync_task(condition, task)
+            for hooks in ("on_completion_hooks", "on_failure_hooks", "on_running_hooks"):
+                setattr(remote, hooks, [_as_for_sync_task(h, task) if _plain(h) else h
+                                        for h in getattr(task, hooks)])
         self._remote[id(task)] = (task, remote)
         return remote
 
@@ -194,21 +206,47 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
         if self._client_ctx is not None:  # this task's context only
             AsyncClientContext.__var__.set(self._client_ctx)
-        await _settle(_futures_in(parameters) + wait_for)
+        await _settle(_upstream(parameters, wait_for))
         return await run_task_async(
             task=task, task_run_id=task_run_id, parameters=parameters,
             wait_for=wait_for or None, return_type="state", dependencies=dependencies)
 
 
-def _futures_in(parameters: dict[str, Any]) -> list[PrefectFuture[Any]]:
+def _plain(fn: Any) -> bool:
+    return callable(fn) and not inspect.iscoroutinefunction(fn)
+
+
+def _as_for_sync_task(fn: Callable[..., Any], task: Task[Any, Any]) -> Callable[..., Any]:
+    """A retry condition or state hook of a sync task, called as Prefect calls it for
+    that task. The runner runs every engine asynchronously, and in an async task's
+    context Prefect's dual APIs (``state.result()``...) answer coroutines: so it runs
+    in a thread, seeing the task itself (not its async stand-in) in its context."""
+
+    @functools.wraps(fn)
+    async def called(_stand_in: Any, task_run: Any, state: Any) -> Any:
+        from prefect.context import TaskRunContext
+
+        context = contextvars.copy_context()
+        run = TaskRunContext.get()
+        if run is not None:
+            context.run(TaskRunContext.__var__.set, run.model_copy(update={"task": task}))
+        return await asyncio.to_thread(context.run, fn, task, task_run, state)
+
+    return called
+
+
+def _upstream(*exprs: Any) -> list[PrefectFuture[Any]]:
+    """The futures Prefect's engine would wait for: in collections and annotations
+    (``allow_failure``, ``unmapped``), not under ``quote`` (passed as they are)."""
     found: list[PrefectFuture[Any]] = []
 
-    def visit(expr: Any) -> Any:
-        if isinstance(expr, PrefectFuture):
+    def visit(expr: Any, context: dict[str, Any]) -> Any:
+        if isinstance(expr, PrefectFuture) and not isinstance(context.get("annotation"), quote):
             found.append(expr)
         return expr
 
-    visit_collection(parameters, visit_fn=visit, return_data=False)
+    for expr in exprs:
+        visit_collection(expr, visit_fn=visit, return_data=False, context={})
     return found
 
 
