@@ -6,7 +6,8 @@ arguments and the task run's context (ids, names, tags, log level: what
 ``prefect.runtime`` and ``get_run_logger()`` answer in the body) travel. What the
 function printed and logged remotely is replayed, in order, into the task run's
 log; an exception it raised is raised again here, with its own type. A Prefect
-timeout or cancellation cancels the remote task.
+timeout or cancellation cancels the remote task, and so does the task runner
+cancelling its tasks while the flow run is being interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -185,18 +186,54 @@ def _cancel(future: TaskFuture, why: str) -> None:
         _run_logger().warning("cancelled remote task %s: %s", future.task_id, why)
 
 
+class _RunnerCancel:
+    """Whether the flow's task runner (Prefect's ThreadPoolTaskRunner) cancelled this
+    task run while the flow run was being interrupted.
+
+    The runner sets a cancel event per task run when it shuts down, for every end of
+    the flow; the flow run's state tells an interruption (still Running: Ctrl-C,
+    SIGTERM) from its end (Completed or Failed: a local task would be let finish,
+    and so is the remote one). Prefect offers no public way to this event; where
+    it is missing, nothing is watched."""
+
+    def __init__(self) -> None:
+        self.event: threading.Event | None = None
+        self.flow_run: Any = None
+        try:
+            from prefect.context import FlowRunContext, TaskRunContext
+        except ImportError:
+            return
+        task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
+        if task_ctx is None or flow_ctx is None:
+            return
+        events = getattr(flow_ctx.task_runner, "_cancel_events", None)
+        event = events.get(task_ctx.task_run.id) if isinstance(events, dict) else None
+        if isinstance(event, threading.Event):
+            self.event, self.flow_run = event, flow_ctx.flow_run
+
+    def interrupted(self) -> bool:
+        if self.event is None or not self.event.is_set():
+            return False
+        state = getattr(self.flow_run, "state", None)
+        return state is None or not state.is_final()
+
+
 def call(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
          kwargs: dict[str, Any]) -> Any:
     """Run remotely and wait; interruptions (timeouts, cancellation) cancel remotely."""
     future = start(target, fn, args, kwargs)
     timeout = _timeout_s()
     deadline = None if timeout is None else time.monotonic() + timeout
+    runner = _RunnerCancel()
     try:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"remote task {future.task_id} did not finish within "
                                    f"{timeout}s")
+            if runner.interrupted():
+                # what Prefect's own engine raises for a task run its runner cancelled
+                raise asyncio.CancelledError("Task run cancelled by the task runner")
             try:
                 future.result(timeout=_WAIT_SLICE_S if remaining is None
                               else min(_WAIT_SLICE_S, remaining))

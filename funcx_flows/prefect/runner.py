@@ -12,6 +12,11 @@ Upstream futures (in parameters and ``wait_for``, inside ``allow_failure`` and
 ``unmapped`` too, but not inside ``quote``: as Prefect's engine resolves them) are
 awaited without blocking that loop before a task's engine starts. The runner
 pickles as its configuration, as Prefect's runners must.
+
+When the flow run is interrupted (Ctrl-C, SIGTERM: the runner is left with an
+exception that is not an ``Exception``), the task runs still in flight are
+cancelled, and with them their remote tasks; Prefect records them Crashed. A flow
+that ends otherwise waits for them, as with Prefect's own runners.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import RunInput
 
 
+CANCEL_WAIT_S = 10.0  # how long an interrupted flow waits for its task runs to record it
+
+
 def _uuid7() -> uuid.UUID:
     try:
         from prefect.types._datetime import uuid7  # type: ignore[attr-defined]
@@ -62,6 +70,7 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._thread: threading.Thread | None = None
         self._remote: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
         self._outstanding: set[cf.Future[Any]] = set()
+        self._engines: set[asyncio.Task[Any]] = set()  # touched on the loop only
         self._lock = threading.Lock()
         self._client_ctx: Any = None
 
@@ -121,10 +130,24 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             await self._client_ctx.client.__aexit__(None, None, None)
             self._client_ctx = None
 
+    def cancel_all(self) -> None:
+        """Cancel the task runs in flight (their remote tasks too); Prefect calls
+        this when a flow run is terminated."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._cancel_engines)
+
+    def _cancel_engines(self) -> None:
+        for engine in list(self._engines):
+            engine.cancel()
+
     def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
         with self._lock:
             outstanding = list(self._outstanding)
-        cf.wait(outstanding)
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.cancel_all()  # interrupted: do not wait for the work
+            cf.wait(outstanding, timeout=CANCEL_WAIT_S)
+        else:
+            cf.wait(outstanding)
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None:
             closed: cf.Future[Any] = cf.Future()
@@ -187,8 +210,10 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                future: cf.Future[Any]) -> None:
         assert self._loop is not None
         t = self._loop.create_task(coro, context=context)
+        self._engines.add(t)
 
         def copy(done: asyncio.Task[Any]) -> None:
+            self._engines.discard(done)
             if done.cancelled():
                 future.cancel()
             elif done.exception() is not None:

@@ -164,6 +164,13 @@ class Executor(cf.Executor):
 
         return results()
 
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        """An interruption (Ctrl-C, SystemExit...) cancels the outstanding tasks and
+        leaves at once; otherwise the block's end waits for them, as any Executor's."""
+        interrupted = exc_type is not None and not issubclass(exc_type, Exception)
+        self.shutdown(wait=not interrupted, cancel_futures=interrupted)
+
     @property
     def pending(self) -> int:
         with self._lock:
