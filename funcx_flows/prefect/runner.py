@@ -145,7 +145,10 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             outstanding = list(self._outstanding)
         if exc_type is not None and not issubclass(exc_type, Exception):
             self.cancel_all()  # interrupted: do not wait for the work
-            cf.wait(outstanding, timeout=CANCEL_WAIT_S)
+            left = cf.wait(outstanding, timeout=CANCEL_WAIT_S).not_done
+            if left:
+                self.logger.warning("%d task runs did not record their cancellation within "
+                                    "%.0f s", len(left), CANCEL_WAIT_S)
         else:
             cf.wait(outstanding)
         loop, thread = self._loop, self._thread
@@ -216,6 +219,7 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             self._engines.discard(done)
             if done.cancelled():
                 future.cancel()
+                future.set_running_or_notify_cancel()  # else cf.wait never sees it done
             elif done.exception() is not None:
                 future.set_exception(done.exception())
             else:

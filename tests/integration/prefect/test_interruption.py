@@ -105,6 +105,7 @@ def test_an_interrupted_flow_process_cancels_its_remote_tasks(stack, tmp_path, m
         except subprocess.TimeoutExpired:
             pytest.fail(f"the child did not end after signal {signum}:\n{out.read_text()}")
         text = out.read_text()
+        assert "did not record their cancellation" not in text, text
         task_ids = [t for m in TASK_ID.finditer(text) for t in (m[1] or m[2] or "").split()]
         assert len(task_ids) == 2, text
         client = stack.client()
