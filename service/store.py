@@ -986,11 +986,19 @@ class Store:
 
     def cancel(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         ids = [t for t in task_ids if _valid_uuid(t)]
-        err = ErrorInfo(code="cancelled", message="cancelled by the user")
+        return self._cancel(tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id,
+                            why="cancelled by the user")
+
+    def cancel_group(self, user: User, group_id: str, why: str) -> list[dict[str, Any]]:
+        """Cancel the user's unfinished tasks of a group (an Executor's)."""
+        return self._cancel(tasks.c.owner_id == user.user_id, tasks.c.group_id == group_id,
+                            tasks.c.state.in_(sorted(lc.ACTIVE)), why=why)
+
+    def _cancel(self, *where: Any, why: str) -> list[dict[str, Any]]:
+        err = ErrorInfo(code="cancelled", message=why)
         with self._begin() as conn:
-            mine = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(
-                tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id))]
-            rows = self._finish(conn, mine, lc.CANCELLED, {t: err for t in mine})
+            found = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(*where))]
+            rows = self._finish(conn, found, lc.CANCELLED, {t: err for t in found})
         self._drop_payload_files(rows)
         return rows
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 OFFLINE_CHECK_S = 10.0
 _WAIT_SLICE_S = 0.25
+# A flow process killed outright (kill -9, out of memory) cannot cancel its remote
+# tasks: the service does, once its result stream has been gone this long.
+ORPHAN_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class _Registry:
             ex = self._executors.get(target)
             if ex is None:
                 client = Client(service_url=target.service_url, token=target.token)
-                ex = Executor(endpoint=target.endpoint, client=client)
+                ex = Executor(endpoint=target.endpoint, client=client,
+                              cancel_on_close_s=ORPHAN_GRACE_S)
                 self._executors[target] = ex
             return ex
 

@@ -71,10 +71,16 @@ class Executor(cf.Executor):
         retry: RetryPolicy | None = None,
         memoize: bool = False,
         original_exceptions: bool = True,
+        cancel_on_close_s: float | None = None,
     ) -> None:
         """``original_exceptions``: a future of a call that raised raises the
         function's own exception, as ``ProcessPoolExecutor`` does (its remote
-        traceback as ``__cause__``); False: ``RemoteExecutionError`` always."""
+        traceback as ``__cause__``); False: ``RemoteExecutionError`` always.
+
+        ``cancel_on_close_s``: tie the tasks to this process. When its result stream
+        has been gone that long (the process was killed; or, too long, a network
+        outage), the service cancels the tasks still unfinished. None: they run
+        on, and their results wait for anyone to fetch them."""
         if endpoint_id and endpoint:
             raise ValueError("give endpoint_id or endpoint (a name), not both")
         target = endpoint_id or endpoint
@@ -101,6 +107,7 @@ class Executor(cf.Executor):
             group_id=self.group_id,
             on_error=self._on_stream_error,
             binary=True,
+            cancel_on_close_s=cancel_on_close_s,
         )
         self._stream.start()
         self._submitter = threading.Thread(
