@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The Prefect tests again, on the oldest Prefect that pyproject.toml allows (the main
+# run has the newest). A venv over the main environment (--system-site-packages: the
+# project and every other dependency as installed) with only Prefect pinned down.
+# Left out to keep it short (~3.5 min here, on 2 busy cores): the two throughput tests
+# and the examples, which exercise funcx-flows more than Prefect's API.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+oldest=$(python - <<'PY'
+import tomllib
+from packaging.requirements import Requirement
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+prefect = next(Requirement(d) for d in deps if Requirement(d).name == "prefect")
+print(next(s.version for s in prefect.specifier if s.operator == ">="))
+PY
+)
+venv=$(mktemp -d)/prefect-oldest
+trap 'rm -rf "$(dirname "$venv")"' EXIT
+python -m venv --system-site-packages "$venv"
+"$venv/bin/python" -m pip install -q "prefect==$oldest"
+"$venv/bin/python" -c "import prefect; print('prefect', prefect.__version__)"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/integration/prefect tests/unit/prefect \
+    tests/unit/endpoint/test_callcontext.py \
+    --deselect tests/integration/prefect/test_examples.py \
+    -k "not remote_map_returns_in_order and not holds_many_without_a_thread"
