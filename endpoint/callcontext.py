@@ -89,6 +89,7 @@ class _Capture(logging.Handler):
 
 
 _CAPTURE = _Capture()
+_ROOT = logging.getLogger()
 
 
 class _Naming(logging.Filter):
@@ -148,33 +149,34 @@ class Call:
         return dict(bound.arguments)
 
     def __enter__(self) -> Call:
-        root = logging.getLogger()
+        root = _ROOT
         if _CAPTURE not in root.handlers:
             root.addHandler(_CAPTURE)
-        self.block_log_level = root.level
-        wanted = self.context.get("log_level")
-        level = wanted if isinstance(wanted, int) else root.getEffectiveLevel()
-        if level < root.getEffectiveLevel():
-            root.setLevel(level)  # records below the block log's level: only captured
+        self.block_log_level = level = root.level  # the root's own: its effective level
+        wanted = self.context.get("log_level") if self.context else None
+        if isinstance(wanted, int):
+            if wanted < level:
+                root.setLevel(wanted)  # records below the block log's level: only captured
+            level = wanted
         _CAPTURE.begin(level, self.out)
-        for (section, key), var in _RUNTIME_ENV.items():
-            value = (self.prefect.get(section) or {}).get(key)
-            if value is not None:
-                self._saved_env[var] = os.environ.get(var)
-                os.environ[var] = str(value)
         Call.current = self
         if self.prefect:
+            for (section, key), var in _RUNTIME_ENV.items():
+                value = (self.prefect.get(section) or {}).get(key)
+                if value is not None:
+                    self._saved_env[var] = os.environ.get(var)
+                    os.environ[var] = str(value)
             prefect_runtime.arm(lambda: Call.current, getattr(self.fn, "__globals__", None))
         return self
 
     def __exit__(self, *exc: object) -> None:
         Call.current = None
         self.logs = _CAPTURE.end()
-        root = logging.getLogger()
-        if root.level != self.block_log_level:
-            root.setLevel(self.block_log_level)
-        for var, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+        if _ROOT.level != self.block_log_level:
+            _ROOT.setLevel(self.block_log_level)
+        if self._saved_env:
+            for var, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value

@@ -114,13 +114,19 @@ def pack_call(args: tuple[Any, ...], kwargs: dict[str, Any],
 def unpack_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any] | None]:
     """``(args, kwargs, context or None)`` of a call packed by ``pack_call``."""
     call = unpack(data, what="arguments", strict_python=True)
-    with_context = data[3] == CALL_CONTEXT_VERSION
-    if not (isinstance(call, tuple) and len(call) == (3 if with_context else 2)
-            and isinstance(call[0], tuple) and isinstance(call[1], dict)
-            and (not with_context or isinstance(call[2], dict))):
+    context = None
+    try:
+        if data[3] == CALL_CONTEXT_VERSION:
+            args, kwargs, context = call
+        else:
+            args, kwargs = call
+    except (TypeError, ValueError):
+        args = kwargs = None
+    if not (type(args) is tuple and type(kwargs) is dict
+            and (context is None or type(context) is dict)):
         raise SerializationError("the arguments are not a call packed by "
                                  "funcx_flows.serialize.pack_call")
-    return call[0], call[1], call[2] if with_context else None
+    return args, kwargs, context
 
 
 def envelope_info(data: bytes) -> tuple[int, str, tuple[int, int]]:
