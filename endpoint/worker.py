@@ -3,7 +3,9 @@
 It reads encoded ``TaskSpec`` frames from a pipe and writes encoded
 ``TaskResult`` frames back. It unpickles the function and the arguments (the
 only place besides the client that ever does), captures what the function
-prints, and turns every failure into an error that names its cause.
+prints and logs (``callcontext``), and turns every failure into an error that
+names its cause. An exception the function raised also travels pickled, so that
+the client can raise the original type.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from typing import Any
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
+from funcx_flows.endpoint.callcontext import Call, name_block_log
 from funcx_flows.errors import FuncxFlowsError, ResultTooLarge, SerializationError
 from funcx_flows.home import drop_secrets_from_environ
 
 MAX_STDOUT = 64 * 1024
+MAX_EXCEPTION_BYTES = 256 * 1024
 _FUNCTION_CACHE_SIZE = 256
 
 
@@ -48,12 +52,28 @@ def _remote_traceback(exc: BaseException) -> str:
 
 
 def _failure(spec: m.TaskSpec, code: str, message: str, started: float, out: str = "",
-             remote_type: str = "", remote_traceback: str = "") -> m.TaskResult:
+             logs: list[m.LogRecord] | None = None) -> m.TaskResult:
     return m.TaskResult(
-        task_id=spec.task_id, ok=False, stdout=out, started_at=started,
+        task_id=spec.task_id, ok=False, stdout=out, logs=logs or [], started_at=started,
         finished_at=time.time(), attempts=spec.attempt + 1,
-        error=m.ErrorInfo(code=code, message=message, remote_type=remote_type,
-                          remote_traceback=remote_traceback))
+        error=m.ErrorInfo(code=code, message=message))
+
+
+def _raised(exc: BaseException) -> m.ErrorInfo:
+    """What the function raised: described, and pickled when it can be (a class of
+    the user's own code goes by value, as the function came)."""
+    tb = _remote_traceback(exc)
+    try:
+        data = serialize.pack(exc)
+    except SerializationError as err:
+        data, tb = b"", f"{tb}(The exception object was not sent: {err.message}.)\n"
+    if len(data) > MAX_EXCEPTION_BYTES:
+        tb = (f"{tb}(The exception object was not sent: its pickle is {len(data)} bytes, "
+              f"over the limit of {MAX_EXCEPTION_BYTES}.)\n")
+        data = b""
+    return m.ErrorInfo(code="remote_exception", message=f"{type(exc).__name__}: {exc}",
+                       remote_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                       remote_traceback=tb, exception=data)
 
 
 class Runner:
@@ -76,33 +96,32 @@ class Runner:
         started = time.time()
         try:
             fn = self._function(spec)
-            args, kwargs = serialize.unpack(spec.payload, what="arguments", strict_python=True)
+            args, kwargs, context = serialize.unpack_call(spec.payload)
         except FuncxFlowsError as exc:
             return _failure(spec, exc.code, exc.message, started)
-        except Exception as exc:  # a payload that is not an (args, kwargs) pair
-            return _failure(spec, SerializationError.code,
-                            f"cannot deserialize the task: {type(exc).__name__}: {exc}", started)
         buf = io.StringIO()
+        call = Call(spec.task_id, fn, args, kwargs, context, buf)
         try:
-            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            with call, contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
                 value = fn(*args, **kwargs)
                 if inspect.iscoroutine(value):  # an async def function
                     value = asyncio.run(value)
         except BaseException as exc:
-            name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-            return _failure(spec, "remote_exception", f"{type(exc).__name__}: {exc}", started,
-                            _clip(buf.getvalue()), name, _remote_traceback(exc))
-        out = _clip(buf.getvalue())
+            return m.TaskResult(task_id=spec.task_id, ok=False, error=_raised(exc),
+                                stdout=_clip(buf.getvalue()), logs=call.logs,
+                                started_at=started, finished_at=time.time(),
+                                attempts=spec.attempt + 1)
+        out, logs = _clip(buf.getvalue()), call.logs
         try:
             data = serialize.pack(value)
         except SerializationError as exc:
             return _failure(spec, exc.code, f"the result cannot be serialized: {exc.message}",
-                            started, out)
+                            started, out, logs)
         if len(data) > self.max_result_bytes:
             return _failure(spec, ResultTooLarge.code,
                             f"the result is {len(data)} bytes; the limit is "
-                            f"{self.max_result_bytes}", started, out)
-        return m.TaskResult(task_id=spec.task_id, ok=True, data=data, stdout=out,
+                            f"{self.max_result_bytes}", started, out, logs)
+        return m.TaskResult(task_id=spec.task_id, ok=True, data=data, stdout=out, logs=logs,
                             started_at=started, finished_at=time.time(),
                             attempts=spec.attempt + 1)
 
@@ -140,6 +159,7 @@ def worker_main(conn: Connection, max_result_bytes: int) -> None:
     sys.setswitchinterval(0.005)  # Python's default, for the user's threads (the parent's is short)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    name_block_log()
     pipe = _Pipe(conn)
     runner = Runner(max_result_bytes)
     while True:

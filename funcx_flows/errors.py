@@ -177,7 +177,11 @@ class TaskError(FuncxFlowsError):
 
 
 class RemoteExecutionError(TaskError):
-    """The function raised an exception on the worker."""
+    """The function raised an exception on the worker.
+
+    The SDK raises the function's own exception instead (this one is its
+    ``__cause__``, with the remote traceback) unless asked not to, or unless that
+    exception cannot be rebuilt in the client: then ``not_original`` says why."""
 
     code = "remote_exception"
 
@@ -192,11 +196,14 @@ class RemoteExecutionError(TaskError):
         super().__init__(message, **details)
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
+        self.not_original = ""
 
     def __str__(self) -> str:
         head = f"{self.remote_type}: {self.message}" if self.remote_type else self.message
         if self.remote_traceback:
-            return f"{head}\n\nRemote traceback:\n{self.remote_traceback}"
+            head = f"{head}\n\nRemote traceback:\n{self.remote_traceback}"
+        if self.not_original:
+            head = f"{head}\n(Raised instead of the original exception: {self.not_original}.)"
         return head
 
     def to_dict(self) -> dict[str, Any]:

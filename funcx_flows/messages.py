@@ -14,6 +14,12 @@ Hops and the messages they carry::
 
 Task and result records are batched (lists) on every hop; a batch of one is
 the degenerate case, not a separate message kind.
+
+Compatibility: a field added later has a default and is left out when it holds
+it (``omit_defaults``), and decoders ignore fields they do not know, so peers of
+the same protocol version but different releases understand each other (an older
+one simply lacks what the newer field carries). ``v`` changes only when a message
+would mean something else to an older peer.
 """
 
 from __future__ import annotations
@@ -69,6 +75,25 @@ class ErrorInfo(Record, kw_only=True):
     message: str
     remote_type: str = ""
     remote_traceback: str = ""
+    # The exception the function raised, pickled by the worker (a serialize
+    # envelope; empty when it could not be pickled). Opaque to the service: only
+    # the client unpickles it, to raise the original type.
+    exception: bytes = b""
+
+
+# The logger a remote Prefect task body gets from ``get_run_logger()``: the client
+# writes its records into the task run's log as they are, like a local run's.
+REMOTE_RUN_LOGGER = "funcx_flows.remote_run"
+
+
+class LogRecord(Record, kw_only=True):
+    """A ``logging`` record the function emitted, as the worker captured it."""
+
+    created: float  # unix time
+    level: int
+    name: str  # the logger's name
+    message: str  # formatted, with the traceback when it logged one
+    at: int = 0  # how much of the task's stdout had been written then: orders the two
 
 
 class TaskResult(Record, kw_only=True):
@@ -79,6 +104,7 @@ class TaskResult(Record, kw_only=True):
     data: bytes = b""  # serialized result envelope when ok
     error: ErrorInfo | None = None
     stdout: str = ""  # what the function printed (stdout and stderr), truncated
+    logs: list[LogRecord] = []  # the logging records it emitted, in order (limited)
     started_at: float = 0.0  # unix time the worker started the function
     finished_at: float = 0.0
     attempts: int = 1

@@ -11,6 +11,12 @@ payload before unpickling anything::
 A function pickled by Python 3.11 cannot be loaded by 3.12 (code objects differ),
 so a minor-version mismatch on a function is reported as ``PythonVersionMismatch``
 instead of a confusing unpickling failure in the worker.
+
+The arguments of a call are ``(args, kwargs)`` in an envelope of version 1. A
+call that carries a context for the worker (what a Prefect task run tells its
+remote body: ``prefect.runtime`` values, the log level) is ``(args, kwargs,
+context)`` in an envelope of version 2, so that an older worker refuses it by
+its version instead of misreading it.
 """
 
 from __future__ import annotations
@@ -31,28 +37,35 @@ from funcx_flows.errors import PythonVersionMismatch, SerializationError
 
 MAGIC = b"FXF"
 ENVELOPE_VERSION = 1
+CALL_CONTEXT_VERSION = 2  # (args, kwargs, context): see the module's docstring
+_VERSIONS = (ENVELOPE_VERSION, CALL_CONTEXT_VERSION)
 HEADER_SIZE = 8
 SERIALIZER_CLOUDPICKLE = 1
 _SERIALIZER_NAMES = {SERIALIZER_CLOUDPICKLE: "cloudpickle"}
 PY_VERSION = (sys.version_info.major, sys.version_info.minor)
 
 
-def _header(serializer: int = SERIALIZER_CLOUDPICKLE) -> bytes:
-    return MAGIC + bytes((ENVELOPE_VERSION, serializer, PY_VERSION[0], PY_VERSION[1], 0))
+def _header(version: int = ENVELOPE_VERSION, serializer: int = SERIALIZER_CLOUDPICKLE) -> bytes:
+    return MAGIC + bytes((version, serializer, PY_VERSION[0], PY_VERSION[1], 0))
 
 
 _HEADER = _header()
+_CONTEXT_HEADER = _header(CALL_CONTEXT_VERSION)
 
 
 def pack(obj: Any) -> bytes:
     """Serialize any Python object (a function, a tuple of args, a result)."""
+    return _pack(obj, _HEADER)
+
+
+def _pack(obj: Any, header: bytes) -> bytes:
     try:
         data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {type(obj).__name__}: {type(exc).__name__}: {exc}"
         ) from exc
-    return _HEADER + data
+    return header + data
 
 
 def _installed(module: ModuleType) -> bool:
@@ -90,9 +103,30 @@ def pack_function(fn: Any) -> bytes:
 _BY_VALUE_LOCK = threading.Lock()
 
 
-def pack_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Serialize the arguments of one call."""
-    return pack((args, kwargs))
+def pack_call(args: tuple[Any, ...], kwargs: dict[str, Any],
+              context: dict[str, Any] | None = None) -> bytes:
+    """Serialize the arguments of one call, with a context for the worker if any."""
+    if context is None:
+        return pack((args, kwargs))
+    return _pack((args, kwargs, context), _CONTEXT_HEADER)
+
+
+def unpack_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any] | None]:
+    """``(args, kwargs, context or None)`` of a call packed by ``pack_call``."""
+    call = unpack(data, what="arguments", strict_python=True)
+    context = None
+    try:
+        if data[3] == CALL_CONTEXT_VERSION:
+            args, kwargs, context = call
+        else:
+            args, kwargs = call
+    except (TypeError, ValueError):
+        args = kwargs = None
+    if not (type(args) is tuple and type(kwargs) is dict
+            and (context is None or type(context) is dict)):
+        raise SerializationError("the arguments are not a call packed by "
+                                 "funcx_flows.serialize.pack_call")
+    return args, kwargs, context
 
 
 def envelope_info(data: bytes) -> tuple[int, str, tuple[int, int]]:
@@ -103,8 +137,10 @@ def envelope_info(data: bytes) -> tuple[int, str, tuple[int, int]]:
             "serialize it with funcx_flows.serialize.pack"
         )
     version, serializer, major, minor = data[3], data[4], data[5], data[6]
-    if version != ENVELOPE_VERSION:
-        raise SerializationError(f"unsupported envelope version {version}")
+    if version not in _VERSIONS:
+        raise SerializationError(
+            f"unsupported envelope version {version} (this side reads versions "
+            f"{', '.join(map(str, _VERSIONS))}): upgrade funcx-flows here")
     name = _SERIALIZER_NAMES.get(serializer)
     if name is None:
         raise SerializationError(f"unknown serializer id {serializer}")

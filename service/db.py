@@ -102,6 +102,7 @@ tasks = Table(
     Column("result", LargeBinary),
     Column("error", JSON),
     Column("stdout", Text),
+    Column("logs", JSON),  # the function's logging records (messages.LogRecord), if any
     Column("attempts", Integer, nullable=False, default=0),
     Column("t_received", Float),
     Column("t_waiting", Float),
@@ -212,7 +213,8 @@ _ADDED_COLUMNS = {("functions", "memoize"): "BOOLEAN NOT NULL DEFAULT FALSE",
                   ("tasks", "memo_key"): "VARCHAR(64)",
                   ("tasks", "blobs"): "INTEGER NOT NULL DEFAULT 0",
                   ("tasks", "batch_pos"): "INTEGER NOT NULL DEFAULT 0",
-                  ("endpoints", "link_token_hash"): "VARCHAR(64)"}
+                  ("endpoints", "link_token_hash"): "VARCHAR(64)",
+                  ("tasks", "logs"): "JSON"}
 
 
 def create_schema(engine: Engine) -> None:

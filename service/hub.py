@@ -94,6 +94,11 @@ class Hub:
                     closed += 1
         return closed
 
+    def streaming(self, user_id: str, group_id: str) -> bool:
+        """Whether a result stream of this user's group is open."""
+        return any(sub.group_id == group_id and not sub.closed
+                   for sub in self._subs.get(user_id, ()))
+
     @property
     def subscribers(self) -> int:
         return sum(len(s) for s in self._subs.values())

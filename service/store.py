@@ -7,6 +7,7 @@ another's functions, endpoints or tasks (they answer ``NotFound``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -48,7 +49,7 @@ from funcx_flows.errors import (
     RateLimited,
     StorageUnavailable,
 )
-from funcx_flows.messages import ErrorInfo, ResourceSpec, TaskResult, TaskSpec
+from funcx_flows.messages import ErrorInfo, LogRecord, ResourceSpec, TaskResult, TaskSpec
 from funcx_flows.service import lifecycle as lc
 from funcx_flows.service import rawsql
 from funcx_flows.service.db import (
@@ -102,7 +103,8 @@ class _Hot:
             "UPDATE counters SET value = value + :n WHERE name = 'seq' RETURNING value", dialect)
         self.finish = rawsql.Statement(
             "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
-            "error = :err, stdout = :out, attempts = :att, t_running = :tr, payload = NULL, "
+            "error = :err, stdout = :out, logs = :lg, attempts = :att, t_running = :tr, "
+            "payload = NULL, "
             "blobs = (blobs & 1) | :bl WHERE task_id = :tid", dialect)
         self.user_of_token = rawsql.Statement(
             "SELECT u.user_id, u.name FROM tokens t JOIN users u ON u.user_id = t.user_id "
@@ -114,7 +116,7 @@ class _Hot:
             "SELECT token_hash FROM tokens WHERE revoked_at >= :since", dialect)
         self.finish_active_returning = rawsql.Statement(
             "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
-            "error = :err, stdout = :out, attempts = :att, "
+            "error = :err, stdout = :out, logs = :lg, attempts = :att, "
             "t_running = COALESCE(t_running, :tr), payload = NULL, blobs = (blobs & 1) | :bl "
             f"WHERE task_id = :tid AND endpoint_id = :eid AND {_ACTIVE_SQL} "
             f"RETURNING {', '.join(_FINISH_COLUMNS)}", dialect)
@@ -138,11 +140,23 @@ def _blob_keys(task_id: str, flags: int) -> list[str]:
 
 
 def _error_fields(err: ErrorInfo | None) -> dict[str, Any] | None:
-    """A task's error as stored (a JSON column) and published."""
+    """A task's error as stored (a JSON column) and published. The pickled exception
+    stays opaque: base64 text, which only the client decodes and unpickles."""
     if err is None:
         return None
-    return {"code": err.code, "message": err.message, "remote_type": err.remote_type,
-            "remote_traceback": err.remote_traceback}
+    fields = {"code": err.code, "message": err.message, "remote_type": err.remote_type,
+              "remote_traceback": err.remote_traceback}
+    if err.exception:
+        fields["exception"] = base64.b64encode(err.exception).decode("ascii")
+    return fields
+
+
+def _log_fields(res: TaskResult | None) -> list[dict[str, Any]] | None:
+    """A task's log records as stored (a JSON column, NULL when none) and published."""
+    if res is None or not res.logs:
+        return None
+    return [{"created": r.created, "level": r.level, "name": r.name, "message": r.message,
+             "at": r.at} for r in res.logs]
 
 
 class _Finished(threading.local):
@@ -198,6 +212,7 @@ def task_record(row: Mapping[str, Any]) -> dict[str, Any]:
         "result": _bytes(row.get("result")) if row["state"] == lc.SUCCESS else None,
         "error": row.get("error"),
         "stdout": row.get("stdout") or "",
+        "logs": row.get("logs") or [],
         "attempts": row.get("attempts") or 0,
     }
 
@@ -792,14 +807,14 @@ class Store:
         # the (owner, state) index and read every success the user had kept
         found = [dict(r) for r in conn.execute(
             select(tasks.c.task_id, tasks.c.memo_key, tasks.c.result, tasks.c.stdout,
-                   tasks.c.state, tasks.c.blobs).where(
+                   tasks.c.logs, tasks.c.state, tasks.c.blobs).where(
                 tasks.c.owner_id == user.user_id, tasks.c.memo_key.in_(set(memo.values()))))
             .mappings() if r["state"] == lc.SUCCESS]
         self._load_blobs(found)
-        hits = {str(r["memo_key"]): (bytes(r["result"]), r["stdout"] or "") for r in found
-                if r["result"] is not None}
-        answers = {tid: TaskResult(task_id=tid, ok=True, data=hits[key][0], stdout=hits[key][1],
-                                   attempts=0)
+        hits = {str(r["memo_key"]): r for r in found if r["result"] is not None}
+        answers = {tid: TaskResult(task_id=tid, ok=True, data=bytes(hits[key]["result"]),
+                                   stdout=hits[key]["stdout"] or "", attempts=0,
+                                   logs=[LogRecord(**x) for x in hits[key]["logs"] or ()])
                    for tid, key in memo.items() if key in hits}
         return self._finish(conn, list(answers), lc.SUCCESS, {}, answers, written=written)
 
@@ -929,6 +944,7 @@ class Store:
                 result=res.data if res is not None and res.ok else None,
                 error=_error_fields(err),
                 stdout=res.stdout if res is not None else "",
+                logs=_log_fields(res),
                 attempts=res.attempts if res is not None else r["attempts"],
             )
             if res is not None and res.started_at and not r.get("t_running"):
@@ -942,6 +958,7 @@ class Store:
                            "tc": now, "res": None if in_file else r["result"],
                            "err": None if r["error"] is None else json.dumps(r["error"]),
                            "out": r["stdout"], "att": r["attempts"], "tr": r.get("t_running"),
+                           "lg": None if r["logs"] is None else json.dumps(r["logs"]),
                            "bl": RESULT_IN_FILE if in_file else 0})
         rawsql.execute_many(conn, self._hot.finish, params)
         self._finished(rows)
@@ -975,6 +992,7 @@ class Store:
         rows = []
         for i, res in enumerate(results):
             err = _error_fields(res.error)
+            logs = _log_fields(res)
             data = res.data if res.ok else None
             in_file = self._file_it(data)
             found = rawsql.execute(conn, self._hot.finish_active_returning, {
@@ -982,6 +1000,7 @@ class Store:
                 "s": lc.SUCCESS if res.ok else lc.FAILED, "q": first + i, "tc": now,
                 "res": None if in_file else data, "err": None if err is None else json.dumps(err),
                 "out": res.stdout, "att": res.attempts, "tr": res.started_at or None,
+                "lg": None if logs is None else json.dumps(logs),
                 "bl": RESULT_IN_FILE if in_file else 0})
             if found and in_file:
                 assert data is not None
@@ -989,18 +1008,26 @@ class Store:
             if found:
                 row = dict(zip(_FINISH_COLUMNS, found[0], strict=True))
                 row.update(seq=first + i, t_completed=now, result=data, error=err,
-                           stdout=res.stdout)
+                           stdout=res.stdout, logs=logs)
                 rows.append(row)
         self._finished(rows)
         return rows
 
     def cancel(self, user: User, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         ids = [t for t in task_ids if _valid_uuid(t)]
-        err = ErrorInfo(code="cancelled", message="cancelled by the user")
+        return self._cancel(tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id,
+                            why="cancelled by the user")
+
+    def cancel_group(self, user: User, group_id: str, why: str) -> list[dict[str, Any]]:
+        """Cancel the user's unfinished tasks of a group (an Executor's)."""
+        return self._cancel(tasks.c.owner_id == user.user_id, tasks.c.group_id == group_id,
+                            tasks.c.state.in_(sorted(lc.ACTIVE)), why=why)
+
+    def _cancel(self, *where: Any, why: str) -> list[dict[str, Any]]:
+        err = ErrorInfo(code="cancelled", message=why)
         with self._begin() as conn:
-            mine = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(
-                tasks.c.task_id.in_(ids), tasks.c.owner_id == user.user_id))]
-            rows = self._finish(conn, mine, lc.CANCELLED, {t: err for t in mine})
+            found = [str(r[0]) for r in conn.execute(select(tasks.c.task_id).where(*where))]
+            rows = self._finish(conn, found, lc.CANCELLED, {t: err for t in found})
         self._drop_payload_files(rows)
         return rows
 

@@ -1,9 +1,13 @@
 """One Executor per (service, token, endpoint) in this process, shared by every
 remote task and task runner, and the one way a Prefect task body calls remotely.
 
-The Prefect task engine stays in the flow's process; only the function and its
-arguments travel. What the function printed remotely is replayed into the task's
-Prefect log; a Prefect timeout or cancellation cancels the remote task.
+The Prefect task engine stays in the flow's process; only the function, its
+arguments and the task run's context (ids, names, tags, log level: what
+``prefect.runtime`` and ``get_run_logger()`` answer in the body) travel. What the
+function printed and logged remotely is replayed, in order, into the task run's
+log; an exception it raised is raised again here, with its own type. A Prefect
+timeout or cancellation cancels the remote task, and so does the task runner
+cancelling its tasks while the flow run is being interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from funcx_flows.messages import REMOTE_RUN_LOGGER
 from funcx_flows.sdk.client import Client
 from funcx_flows.sdk.executor import Executor, TaskFuture
 
@@ -25,6 +30,9 @@ log = logging.getLogger(__name__)
 
 OFFLINE_CHECK_S = 10.0
 _WAIT_SLICE_S = 0.25
+# A flow process killed outright (kill -9, out of memory) cannot cancel its remote
+# tasks: the service does, once its result stream has been gone this long.
+ORPHAN_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,8 @@ class _Registry:
             ex = self._executors.get(target)
             if ex is None:
                 client = Client(service_url=target.service_url, token=target.token)
-                ex = Executor(endpoint=target.endpoint, client=client)
+                ex = Executor(endpoint=target.endpoint, client=client,
+                              cancel_on_close_s=ORPHAN_GRACE_S)
                 self._executors[target] = ex
             return ex
 
@@ -97,12 +106,41 @@ def _timeout_s() -> float | None:
     return None if ctx is None else ctx.task.timeout_seconds
 
 
+def call_context() -> dict[str, Any] | None:
+    """What the worker tells the body about the task run it belongs to (see
+    funcx_flows.endpoint.callcontext); None outside a task run."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+    except ImportError:
+        return None
+    task_ctx = TaskRunContext.get()
+    if task_ctx is None:
+        return None
+    run = task_ctx.task_run
+    flow_ctx = FlowRunContext.get()
+    flow_run: dict[str, Any] = {}
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        flow_run = {"id": str(flow_ctx.flow_run.id), "name": flow_ctx.flow_run.name,
+                    "flow_name": flow_ctx.flow.name if flow_ctx.flow else None}
+    elif run.flow_run_id is not None:
+        flow_run = {"id": str(run.flow_run_id)}
+    return {
+        "prefect": {
+            "task_run": {"id": str(run.id), "name": run.name, "task_name": task_ctx.task.name,
+                         "tags": sorted(run.tags or ()), "run_count": run.run_count},
+            "flow_run": flow_run,
+        },
+        "log_level": logging.getLogger("prefect.task_runs").getEffectiveLevel(),
+    }
+
+
 def start(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
           kwargs: dict[str, Any]) -> TaskFuture:
     """Submit one call; logs where it went (and that it waits, if the endpoint is offline)."""
     logger = _run_logger()
     ex = registry.executor(target)
-    future = ex.submit(fn, *args, **kwargs)
+    future = ex.submit_to_registered_function(ex.client.register_function(fn), args, kwargs,
+                                              context=call_context())
     logger.info("running %s on endpoint %s as remote task %s",
                 getattr(fn, "__qualname__", fn), target.endpoint, future.task_id)
     if registry.endpoint_offline(target):
@@ -111,14 +149,38 @@ def start(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
     return future
 
 
+def replay_output(record: dict[str, Any],
+                  logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    """Write what the function printed and logged into ``logger``, interleaved as it
+    happened: a record goes after the lines printed before it. Prints and records
+    of other loggers are marked "(remote ...)"; ``get_run_logger()``'s are as they
+    were, as in a local run. (Parentheses, not brackets: ``prefect ... logs`` reads
+    "[remote]" as Rich markup and drops it.)"""
+    lines = (record.get("stdout") or "").splitlines(keepends=True)
+    printed = line = 0
+
+    def show(text: str) -> None:
+        logger.info("(remote) %s", text.rstrip("\n"))
+
+    for rec in record.get("logs") or ():
+        at = int(rec.get("at") or 0)
+        while line < len(lines) and printed + len(lines[line]) <= at:
+            show(lines[line])
+            printed += len(lines[line])
+            line += 1
+        level, name, message = int(rec["level"]), str(rec["name"]), str(rec["message"])
+        if name == REMOTE_RUN_LOGGER:
+            logger.log(level, "%s", message)
+        else:
+            logger.log(level, "(remote %s) %s", name, message)
+    for rest in lines[line:]:
+        show(rest)
+
+
 def finish(future: TaskFuture) -> Any:
     """The result of a completed future, after replaying its remote output."""
-    record = future.record or {}
-    out = record.get("stdout") or ""
-    if out:
-        logger = _run_logger()
-        for line in out.rstrip("\n").splitlines():
-            logger.info("[remote] %s", line)
+    if future.record:
+        replay_output(future.record, _run_logger())
     return future.result(timeout=0)
 
 
@@ -128,18 +190,54 @@ def _cancel(future: TaskFuture, why: str) -> None:
         _run_logger().warning("cancelled remote task %s: %s", future.task_id, why)
 
 
+class _RunnerCancel:
+    """Whether the flow's task runner (Prefect's ThreadPoolTaskRunner) cancelled this
+    task run while the flow run was being interrupted.
+
+    The runner sets a cancel event per task run when it shuts down, for every end of
+    the flow; the flow run's state tells an interruption (still Running: Ctrl-C,
+    SIGTERM) from its end (Completed or Failed: a local task would be let finish,
+    and so is the remote one). Prefect offers no public way to this event; where
+    it is missing, nothing is watched."""
+
+    def __init__(self) -> None:
+        self.event: threading.Event | None = None
+        self.flow_run: Any = None
+        try:
+            from prefect.context import FlowRunContext, TaskRunContext
+        except ImportError:
+            return
+        task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
+        if task_ctx is None or flow_ctx is None:
+            return
+        events = getattr(flow_ctx.task_runner, "_cancel_events", None)
+        event = events.get(task_ctx.task_run.id) if isinstance(events, dict) else None
+        if isinstance(event, threading.Event):
+            self.event, self.flow_run = event, flow_ctx.flow_run
+
+    def interrupted(self) -> bool:
+        if self.event is None or not self.event.is_set():
+            return False
+        state = getattr(self.flow_run, "state", None)
+        return state is None or not state.is_final()
+
+
 def call(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
          kwargs: dict[str, Any]) -> Any:
     """Run remotely and wait; interruptions (timeouts, cancellation) cancel remotely."""
     future = start(target, fn, args, kwargs)
     timeout = _timeout_s()
     deadline = None if timeout is None else time.monotonic() + timeout
+    runner = _RunnerCancel()
     try:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"remote task {future.task_id} did not finish within "
                                    f"{timeout}s")
+            if runner.interrupted():
+                # what Prefect's own engine raises for a task run its runner cancelled
+                raise asyncio.CancelledError("Task run cancelled by the task runner")
             try:
                 future.result(timeout=_WAIT_SLICE_S if remaining is None
                               else min(_WAIT_SLICE_S, remaining))

@@ -8,8 +8,15 @@
 Prefect's task engine runs in the flow's process, on one event-loop thread of
 the runner: each submitted task becomes an engine coroutine whose body awaits
 its remote call, so thousands of tasks can be in flight without a thread each.
-Upstream futures are awaited without blocking that loop before a task's engine
-starts. The runner pickles as its configuration, as Prefect's runners must.
+Upstream futures (in parameters and ``wait_for``, inside ``allow_failure`` and
+``unmapped`` too, but not inside ``quote``: as Prefect's engine resolves them) are
+awaited without blocking that loop before a task's engine starts. The runner
+pickles as its configuration, as Prefect's runners must.
+
+When the flow run is interrupted (Ctrl-C, SIGTERM: the runner is left with an
+exception that is not an ``Exception``), the task runs still in flight are
+cancelled, and with them their remote tasks; Prefect records them Crashed. A flow
+that ends otherwise waits for them, as with Prefect's own runners.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextvars
+import functools
+import inspect
 import threading
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.task_runners import TaskRunner
+from prefect.utilities.annotations import quote
 from prefect.utilities.collections import visit_collection
 
 from funcx_flows.prefect._remote import Target
@@ -32,6 +42,9 @@ from funcx_flows.prefect.task import remote_proxy
 if TYPE_CHECKING:
     from prefect import Task
     from prefect.client.schemas.objects import RunInput
+
+
+CANCEL_WAIT_S = 10.0  # how long an interrupted flow waits for its task runs to record it
 
 
 def _uuid7() -> uuid.UUID:
@@ -57,6 +70,7 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._thread: threading.Thread | None = None
         self._remote: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}
         self._outstanding: set[cf.Future[Any]] = set()
+        self._engines: set[asyncio.Task[Any]] = set()  # touched on the loop only
         self._lock = threading.Lock()
         self._client_ctx: Any = None
 
@@ -116,10 +130,27 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             await self._client_ctx.client.__aexit__(None, None, None)
             self._client_ctx = None
 
-    def __exit__(self, *exc: Any) -> None:
+    def cancel_all(self) -> None:
+        """Cancel the task runs in flight (their remote tasks too); Prefect calls
+        this when a flow run is terminated."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._cancel_engines)
+
+    def _cancel_engines(self) -> None:
+        for engine in list(self._engines):
+            engine.cancel()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
         with self._lock:
             outstanding = list(self._outstanding)
-        cf.wait(outstanding)
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.cancel_all()  # interrupted: do not wait for the work
+            left = cf.wait(outstanding, timeout=CANCEL_WAIT_S).not_done
+            if left:
+                self.logger.warning("%d task runs did not record their cancellation within "
+                                    "%.0f s", len(left), CANCEL_WAIT_S)
+        else:
+            cf.wait(outstanding)
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None:
             closed: cf.Future[Any] = cf.Future()
@@ -130,7 +161,7 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             thread.join(10)
             loop.close()
         self._loop = self._thread = None
-        super().__exit__(*exc)
+        super().__exit__(exc_type, *exc)
 
     # ------------------------------------------------------------ submit --
 
@@ -143,6 +174,13 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         remote = task.with_options()
         remote.fn = remote_proxy(fn, target, force_async=True)
         remote.isasync = True
+        if not task.isasync:
+            condition = task.retry_condition_fn
+            if condition is not None and _plain(condition):
+                remote.retry_condition_fn = _as_for_sync_task(condition, task)
+            for hooks in ("on_completion_hooks", "on_failure_hooks", "on_running_hooks"):
+                setattr(remote, hooks, [_as_for_sync_task(h, task) if _plain(h) else h
+                                        for h in getattr(task, hooks)])
         self._remote[id(task)] = (task, remote)
         return remote
 
@@ -175,10 +213,13 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                future: cf.Future[Any]) -> None:
         assert self._loop is not None
         t = self._loop.create_task(coro, context=context)
+        self._engines.add(t)
 
         def copy(done: asyncio.Task[Any]) -> None:
+            self._engines.discard(done)
             if done.cancelled():
                 future.cancel()
+                future.set_running_or_notify_cancel()  # else cf.wait never sees it done
             elif done.exception() is not None:
                 future.set_exception(done.exception())
             else:
@@ -194,21 +235,47 @@ class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
         if self._client_ctx is not None:  # this task's context only
             AsyncClientContext.__var__.set(self._client_ctx)
-        await _settle(_futures_in(parameters) + wait_for)
+        await _settle(_upstream(parameters, wait_for))
         return await run_task_async(
             task=task, task_run_id=task_run_id, parameters=parameters,
             wait_for=wait_for or None, return_type="state", dependencies=dependencies)
 
 
-def _futures_in(parameters: dict[str, Any]) -> list[PrefectFuture[Any]]:
+def _plain(fn: Any) -> bool:
+    return callable(fn) and not inspect.iscoroutinefunction(fn)
+
+
+def _as_for_sync_task(fn: Callable[..., Any], task: Task[Any, Any]) -> Callable[..., Any]:
+    """A retry condition or state hook of a sync task, called as Prefect calls it for
+    that task. The runner runs every engine asynchronously, and in an async task's
+    context Prefect's dual APIs (``state.result()``...) answer coroutines: so it runs
+    in a thread, seeing the task itself (not its async stand-in) in its context."""
+
+    @functools.wraps(fn)
+    async def called(_stand_in: Any, task_run: Any, state: Any) -> Any:
+        from prefect.context import TaskRunContext
+
+        context = contextvars.copy_context()
+        run = TaskRunContext.get()
+        if run is not None:
+            context.run(TaskRunContext.__var__.set, run.model_copy(update={"task": task}))
+        return await asyncio.to_thread(context.run, fn, task, task_run, state)
+
+    return called
+
+
+def _upstream(*exprs: Any) -> list[PrefectFuture[Any]]:
+    """The futures Prefect's engine would wait for: in collections and annotations
+    (``allow_failure``, ``unmapped``), not under ``quote`` (passed as they are)."""
     found: list[PrefectFuture[Any]] = []
 
-    def visit(expr: Any) -> Any:
-        if isinstance(expr, PrefectFuture):
+    def visit(expr: Any, context: dict[str, Any]) -> Any:
+        if isinstance(expr, PrefectFuture) and not isinstance(context.get("annotation"), quote):
             found.append(expr)
         return expr
 
-    visit_collection(parameters, visit_fn=visit, return_data=False)
+    for expr in exprs:
+        visit_collection(expr, visit_fn=visit, return_data=False, context={})
     return found
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -43,6 +45,32 @@ def remote_proxy(fn: Callable[..., Any], target: Target,
     return remote
 
 
+class _RemoteTimeoutWarning(logging.Filter):
+    """Drops Prefect's warning that a task's timeout cannot interrupt the worker
+    thread it runs in, for remote tasks: their wait is sliced, and the timeout
+    cancels the remote task (``_remote.call``). Other tasks keep the warning."""
+
+    PREFIX = "Timeout of %s seconds configured for this task, but the task is running in"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith(self.PREFIX)):
+            return True
+        from prefect.context import TaskRunContext
+
+        ctx = TaskRunContext.get()
+        return ctx is None or not hasattr(ctx.task.fn, "__funcx_remote__")
+
+
+_filter_lock = threading.Lock()
+
+
+def _quiet_thread_timeout_warning() -> None:
+    logger = logging.getLogger("prefect.task_runs")
+    with _filter_lock:
+        if not any(isinstance(f, _RemoteTimeoutWarning) for f in logger.filters):
+            logger.addFilter(_RemoteTimeoutWarning())
+
+
 @overload
 def remote_task(fn: F, /, *, endpoint: str, service_url: str | None = None,
                 token: str | None = None, **task_options: Any) -> Task[Any, Any]: ...
@@ -67,6 +95,7 @@ def remote_task(fn: Callable[..., Any] | None = None, /, *, endpoint: str,
     if not endpoint:
         raise ValueError("remote_task needs endpoint= (a name or an id)")
     target = Target(endpoint=endpoint, service_url=service_url, token=token)
+    _quiet_thread_timeout_warning()
 
     def decorate(f: Callable[..., Any]) -> Task[Any, Any]:
         if isinstance(f, Task):

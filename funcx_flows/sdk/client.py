@@ -26,6 +26,8 @@ from funcx_flows.errors import (
     ConfigError,
     FuncxFlowsError,
     NotFound,
+    RemoteExecutionError,
+    SerializationError,
     ServiceError,
     ServiceUnavailable,
     TaskPending,
@@ -91,8 +93,36 @@ def _token_from_home(home: Path) -> str | None:
         return None
 
 
-def result_from_record(record: Mapping[str, Any]) -> Any:
-    """Turn a terminal task record into its value, or raise the error it carries."""
+def original_exception(error: Mapping[str, Any], remote: RemoteExecutionError) -> Exception | None:
+    """The exception the function raised, rebuilt from the pickle the worker sent,
+    with ``remote`` (the remote traceback) as its ``__cause__``; or None, having
+    said in ``remote.not_original`` why not."""
+    data = error.get("exception")
+    if not data:
+        remote.not_original = ("the worker did not send it (it could not be pickled there, "
+                               "or the endpoint runs an older funcx-flows)")
+        return None
+    try:
+        exc = serialize.unpack(data if isinstance(data, bytes) else b64decode(data),
+                               what="the exception")
+    except SerializationError as err:
+        remote.not_original = f"it cannot be unpickled here: {err.message}"
+        return None
+    if not isinstance(exc, Exception):
+        remote.not_original = (f"{type(exc).__name__} is not an Exception; raising it here "
+                               "would stop the client")
+        return None
+    exc.__cause__ = remote
+    return exc
+
+
+def result_from_record(record: Mapping[str, Any], *, original_exceptions: bool = True) -> Any:
+    """Turn a terminal task record into its value, or raise the error it carries.
+
+    ``original_exceptions``: when the function raised, raise its own exception
+    (its class, its attributes; the remote traceback in ``__cause__``), as a local
+    call would, instead of ``RemoteExecutionError``. The latter remains when the
+    exception cannot be rebuilt here, saying why (``not_original``)."""
     state = record.get("state")
     if state == "success":
         data = record["result"]  # bytes from a binary (msgpack) result stream
@@ -108,6 +138,10 @@ def result_from_record(record: Mapping[str, Any]) -> Any:
             remote_traceback=err.get("remote_traceback", ""),
         )
         exc.details.setdefault("task_id", record.get("task_id"))
+        if original_exceptions and isinstance(exc, RemoteExecutionError):
+            original = original_exception(err, exc)
+            if original is not None:
+                raise original
         raise exc
     raise TaskPending(f"task {record.get('task_id')} is {state}", task_id=record.get("task_id"))
 
@@ -417,19 +451,23 @@ class Client:
         answer = self._request("POST", "/tasks/fetch", json_body={"task_ids": list(task_ids)})
         return list(answer["tasks"])
 
-    def get_result(self, task_id: str) -> Any:
-        """The value of a finished task; raises its error, or ``TaskPending``."""
-        return result_from_record(self.get_task(task_id))
+    def get_result(self, task_id: str, *, original_exceptions: bool = True) -> Any:
+        """The value of a finished task; raises its error, or ``TaskPending``. When
+        the function raised, its own exception is raised (``result_from_record``)."""
+        return result_from_record(self.get_task(task_id),
+                                  original_exceptions=original_exceptions)
 
-    def get_results(self, task_ids: Iterable[str]) -> dict[str, Any]:
+    def get_results(self, task_ids: Iterable[str], *,
+                    original_exceptions: bool = True) -> dict[str, Any]:
         """Values (or the exceptions) of finished tasks; pending ones are left out."""
         out: dict[str, Any] = {}
         for record in self.fetch_tasks(task_ids):
             if record["state"] not in TERMINAL_STATES:
                 continue
             try:
-                out[record["task_id"]] = result_from_record(record)
-            except FuncxFlowsError as exc:
+                out[record["task_id"]] = result_from_record(
+                    record, original_exceptions=original_exceptions)
+            except Exception as exc:  # the task's own error, whatever its type
                 out[record["task_id"]] = exc
         return out
 

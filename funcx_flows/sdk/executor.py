@@ -26,7 +26,6 @@ from funcx_flows import serialize
 from funcx_flows.errors import (
     FuncxFlowsError,
     ServiceUnavailable,
-    TaskCancelled,
 )
 from funcx_flows.retry import Backoff, RetryPolicy
 from funcx_flows.sdk.client import Client, b64encode, result_from_record
@@ -71,7 +70,17 @@ class Executor(cf.Executor):
         resources: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
         memoize: bool = False,
+        original_exceptions: bool = True,
+        cancel_on_close_s: float | None = None,
     ) -> None:
+        """``original_exceptions``: a future of a call that raised raises the
+        function's own exception, as ``ProcessPoolExecutor`` does (its remote
+        traceback as ``__cause__``); False: ``RemoteExecutionError`` always.
+
+        ``cancel_on_close_s``: tie the tasks to this process. When its result stream
+        has been gone that long (the process was killed; or, too long, a network
+        outage), the service cancels the tasks still unfinished. None: they run
+        on, and their results wait for anyone to fetch them."""
         if endpoint_id and endpoint:
             raise ValueError("give endpoint_id or endpoint (a name), not both")
         target = endpoint_id or endpoint
@@ -83,6 +92,7 @@ class Executor(cf.Executor):
         self.group_id = str(uuid.uuid4())
         self.batch_size = batch_size
         self.memoize = memoize
+        self.original_exceptions = original_exceptions
         self.resources = dict(resources) if resources else None
         self._retry = retry or RetryPolicy(initial=0.1, max_delay=5.0, max_attempts=20)
         self._futures: dict[str, TaskFuture] = {}
@@ -99,6 +109,7 @@ class Executor(cf.Executor):
             on_error=self._on_stream_error,
             binary=True,
             ca_bundle=self.client.ca_bundle,
+            cancel_on_close_s=cancel_on_close_s,
         )
         self._stream.start()
         self._submitter = threading.Thread(
@@ -119,7 +130,10 @@ class Executor(cf.Executor):
         kwargs: Mapping[str, Any] | None = None,
         *,
         resources: Mapping[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> TaskFuture:
+        """``context``: what the worker sets up around the call (see
+        ``serialize.pack_call``; the Prefect integration sends a task run's)."""
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
         if self._broken is not None:  # its results could never come back
@@ -132,7 +146,7 @@ class Executor(cf.Executor):
             "group_id": self.group_id,
             # bytes: the binary result stream carries them as they are; base64 only
             # if the batch falls back to REST (``_send``)
-            "payload": serialize.pack_call(tuple(args), dict(kwargs or {})),
+            "payload": serialize.pack_call(tuple(args), dict(kwargs or {}), context),
         }
         res = resources or self.resources
         if res:
@@ -160,6 +174,13 @@ class Executor(cf.Executor):
                     f.cancel()
 
         return results()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        """An interruption (Ctrl-C, SystemExit...) cancels the outstanding tasks and
+        leaves at once; otherwise the block's end waits for them, as any Executor's."""
+        interrupted = exc_type is not None and not issubclass(exc_type, Exception)
+        self.shutdown(wait=not interrupted, cancel_futures=interrupted)
 
     @property
     def pending(self) -> int:
@@ -272,10 +293,9 @@ class Executor(cf.Executor):
                 continue  # a duplicate, or cancelled here
             future.record = record
             try:
-                future.set_result(result_from_record(record))
-            except TaskCancelled as exc:
-                future.set_exception(exc)
-            except FuncxFlowsError as exc:
+                future.set_result(result_from_record(
+                    record, original_exceptions=self.original_exceptions))
+            except Exception as exc:  # the task's own error, whatever its type
                 future.set_exception(exc)
 
     def _on_stream_error(self, exc: Exception) -> None:

@@ -57,11 +57,15 @@ class ResultStream:
         on_error: Callable[[Exception], None] | None = None,
         binary: bool = False,
         ca_bundle: str | None = None,
+        cancel_on_close_s: float | None = None,
     ) -> None:
         """``binary``: msgpack frames both ways, payloads and results as raw bytes
-        (``try_submit`` then takes task payloads as bytes); else JSON and base64."""
+        (``try_submit`` then takes task payloads as bytes); else JSON and base64.
+        ``cancel_on_close_s``: the service cancels the group's unfinished tasks when
+        this stream stays closed that long (see the service's stream route)."""
         self.binary = binary
         self._ca_bundle = ca_bundle
+        self._cancel_on_close_s = cancel_on_close_s
         self._encode, self._decode = stream_codec("msgpack" if binary else "json")
         self._base = websocket_url.rstrip("/") + "/v1/results/stream"
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -91,6 +95,8 @@ class ResultStream:
             params["encoding"] = "msgpack"
         if self._group_id:
             params["group_id"] = self._group_id
+            if self._cancel_on_close_s:
+                params["cancel_on_close"] = self._cancel_on_close_s
         return f"{self._base}?{urlencode(params)}"
 
     def _run(self) -> None:

@@ -131,6 +131,16 @@ class TaskError(BaseModel):
     message: str
     remote_type: str = ""
     remote_traceback: str = ""
+    exception: str = Field("", description="base64 of the pickled exception (serialize "
+                                           "envelope), for the client to re-raise")
+
+
+class TaskLogRecord(BaseModel):
+    created: float
+    level: int
+    name: str
+    message: str
+    at: int = Field(0, description="characters of stdout written before this record")
 
 
 class TaskRecord(BaseModel):
@@ -144,6 +154,7 @@ class TaskRecord(BaseModel):
     result: str | None = Field(None, description="base64 of the result envelope")
     error: TaskError | None = None
     stdout: str = ""
+    logs: list[TaskLogRecord] = []
     attempts: int = 0
 
     @field_validator("result", mode="before")

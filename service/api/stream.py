@@ -12,12 +12,20 @@ REST call would carry. It saves an HTTP request per batch on the latency path.
 Frames are JSON, or msgpack both ways when the stream is opened with
 ``encoding=msgpack``: payloads and results then travel as raw bytes, not base64
 (a 10 MB argument is ~13 MB of text, encoded and decoded at each end).
+
+A stream of a group opened with ``cancel_on_close=S`` ties the group's tasks to
+its client: once it closes, if no stream of that group is open S seconds later
+(the client did not reconnect: it was killed, or its host went away), the
+group's unfinished tasks are cancelled. Best effort: a service restart forgets
+the pending checks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 from typing import Annotated, Any
 
 import msgspec
@@ -39,24 +47,29 @@ from funcx_flows.service.api.fields import Name
 from funcx_flows.service.api.models import TasksIn
 from funcx_flows.service.api.tasks import accept_tasks
 from funcx_flows.service.db import storage_unavailable
-from funcx_flows.service.store import hash_token, task_record
+from funcx_flows.service.store import User, hash_token, task_record
 
 GroupId: pydantic.TypeAdapter[str] = pydantic.TypeAdapter(
     Annotated[Name, pydantic.Field(max_length=64)])
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["results"])
 PAGE = 1000
+MAX_CANCEL_ON_CLOSE_S = 7 * 24 * 3600.0
+_orphan_checks: set[asyncio.Task[None]] = set()
 
 
 @router.websocket("/results/stream")
 async def results_stream(websocket: WebSocket, group_id: str | None = None,
-                         after: str = "0", encoding: str = "json") -> None:
+                         after: str = "0", encoding: str = "json",
+                         cancel_on_close: str = "0") -> None:
     p = parts(websocket)
     header = websocket.headers.get("authorization")
     try:
         after_seq = _sequence_number(after)
         if group_id is not None:
             group_id = _group_id(group_id)
+        grace_s = _grace(cancel_on_close, group_id)
         if encoding not in STREAM_ENCODINGS:
             raise InvalidRequest(f"unknown encoding {encoding!r}; one of "
                                  f"{', '.join(STREAM_ENCODINGS)}", field="encoding")
@@ -89,6 +102,26 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await receiver
+        if grace_s and group_id:
+            check = asyncio.create_task(_cancel_if_orphaned(p, user, group_id, grace_s))
+            _orphan_checks.add(check)
+            check.add_done_callback(_orphan_checks.discard)
+
+
+async def _cancel_if_orphaned(p: Parts, user: User, group_id: str, grace_s: float) -> None:
+    await asyncio.sleep(grace_s)
+    if p.hub.streaming(user.user_id, group_id):
+        return  # the client came back
+    why = f"cancelled: its client's result stream closed {grace_s:g}s ago and did not return"
+    try:
+        rows = await asyncio.to_thread(p.store.cancel_group, user, group_id, why)
+    except (FuncxFlowsError, DBAPIError) as exc:
+        log.warning("could not cancel the tasks of group %s, whose client went away: %s",
+                    group_id, exc)
+        return
+    p.dispatcher.cancel_threadsafe(rows)
+    if rows:
+        log.info("cancelled %d tasks of group %s: their client went away", len(rows), group_id)
 
 
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
@@ -101,6 +134,21 @@ def _sequence_number(text: str) -> int:
         raise InvalidRequest(f"after={text[:40]!r} is not an integer", field="after") from None
     if not 0 <= value <= MAX_SEQ:
         raise InvalidRequest(f"after must be between 0 and {MAX_SEQ}", field="after")
+    return value
+
+
+def _grace(text: str, group_id: str | None) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidRequest(f"cancel_on_close={text[:40]!r} is not a number of seconds",
+                             field="cancel_on_close") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_CANCEL_ON_CLOSE_S):
+        raise InvalidRequest(f"cancel_on_close must be between 0 and "
+                             f"{MAX_CANCEL_ON_CLOSE_S:g} seconds", field="cancel_on_close")
+    if value and group_id is None:
+        raise InvalidRequest("cancel_on_close needs a group_id: it cancels that group's tasks",
+                             field="cancel_on_close")
     return value
 
 

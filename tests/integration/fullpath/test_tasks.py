@@ -25,8 +25,29 @@ def square(x):
     return x * x
 
 
+class BadValue(ValueError):
+    """A class of this test module: it travels by value, as the function does."""
+
+    def __init__(self, message, code=7):
+        super().__init__(message)
+        self.code = code
+
+
+class NeedsTwo(Exception):
+    def __init__(self, a, b):  # its args hold one string: unpickling calls NeedsTwo(str)
+        super().__init__(f"{a} and {b}")
+
+
 def fails(msg):
-    raise ValueError(f"bad value: {msg}")
+    if msg == "two":
+        raise NeedsTwo(1, 2)
+    if msg == "lock":
+        import threading
+
+        err = RuntimeError("holds a lock")
+        err.lock = threading.Lock()  # cannot be pickled
+        raise err
+    raise BadValue(f"bad value: {msg}", code=42)
 
 
 def chatty(n):
@@ -72,15 +93,46 @@ def test_endpoint_chosen_by_name(endpoint, client):
         assert ex.submit(square, 7).result(timeout=60) == 49
 
 
-def test_remote_exception_raises_with_remote_traceback(endpoint, client):
+def test_remote_exception_raises_the_original_with_the_remote_traceback(endpoint, client):
     with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        fut = ex.submit(fails, "x")
+        with pytest.raises(BadValue, match=r"^bad value: x$") as info:
+            fut.result(timeout=60)
+    assert type(info.value) is BadValue and info.value.code == 42  # the very class, attributes
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteExecutionError)
+    assert cause.remote_type.endswith("BadValue") and "in fails" in cause.remote_traceback
+    with pytest.raises(BadValue):  # the plain client too
+        client.get_result(fut.task_id)
+
+
+def test_remote_exception_as_remote_execution_error_when_asked(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client,
+                  original_exceptions=False) as ex:
         fut = ex.submit(fails, "x")
         with pytest.raises(RemoteExecutionError) as info:
             fut.result(timeout=60)
     err = info.value
-    assert err.remote_type.endswith("ValueError")
-    assert "bad value: x" in str(err)
-    assert "in fails" in err.remote_traceback
+    assert err.remote_type.endswith("BadValue")
+    assert "bad value: x" in str(err) and "in fails" in err.remote_traceback
+    assert not err.not_original
+    with pytest.raises(RemoteExecutionError):
+        client.get_result(fut.task_id, original_exceptions=False)
+
+
+def test_an_exception_that_cannot_be_rebuilt_says_why(endpoint, client):
+    with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
+        two, lock = ex.submit(fails, "two"), ex.submit(fails, "lock")
+        with pytest.raises(RemoteExecutionError) as info:
+            two.result(timeout=60)
+        assert "1 and 2" in str(info.value)
+        assert "cannot be unpickled here" in info.value.not_original
+        assert "NeedsTwo" in info.value.not_original
+        with pytest.raises(RemoteExecutionError) as info:
+            lock.result(timeout=60)
+        assert "did not send it" in info.value.not_original
+        assert "The exception object was not sent" in info.value.remote_traceback
+        assert "holds a lock" in str(info.value)
 
 
 def test_printed_output_comes_back(endpoint, client):
@@ -221,7 +273,7 @@ def test_memoized_functions_answer_repeated_calls_without_running(endpoint, clie
         again = [ex.submit(counted, log, i) for i in range(12)]
         assert [f.result(timeout=60) for f in again] == [i * i for i in range(12)]
         for _ in range(2):  # failures are not remembered: they run again
-            with pytest.raises(RemoteExecutionError):
+            with pytest.raises(ValueError, match="negative"):
                 ex.submit(counted, log, -1).result(timeout=60)
     with open(log) as f:
         assert sorted(int(x) for x in f.read().split()) == [-1, -1, *range(12)]

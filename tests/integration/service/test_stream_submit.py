@@ -144,3 +144,23 @@ def test_a_binary_stream_carries_payloads_as_bytes_and_refuses_garbage(api):
         assert answer["op"] == "error" and "msgpack" in answer["error"]["message"]
     with pytest.raises(InvalidStatus):
         connect(url + "?encoding=xml", additional_headers=headers, compression=None)
+
+
+def test_cancel_on_close_needs_a_group_and_a_sane_grace(api):
+    from websockets.exceptions import InvalidStatus
+
+    url = api.url.replace("http", "ws", 1) + "/v1/results/stream"
+    headers = {"Authorization": api.alice.headers["Authorization"]}
+    for query, why in (("cancel_on_close=5", "needs a group_id"),
+                       ("group_id=g&cancel_on_close=-1", "between 0 and"),
+                       ("group_id=g&cancel_on_close=1e9", "between 0 and"),
+                       ("group_id=g&cancel_on_close=nan", "between 0 and"),
+                       ("group_id=g&cancel_on_close=soon", "not a number of seconds")):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{url}?{query}", additional_headers=headers, compression=None)
+        assert refused.value.response.status_code == 422, query
+        error = json.loads(refused.value.response.body)["error"]
+        assert "cancel_on_close" in error["message"] and why in error["message"], error
+    with connect(f"{url}?group_id=g&cancel_on_close=5", additional_headers=headers,
+                 compression=None) as ws:
+        ws.ping().wait(10)

@@ -72,3 +72,34 @@ def test_valid_frames_with_a_flipped_bit_are_protocol_errors_or_messages(msg, wh
 def test_error_info_of_a_plain_exception_names_its_type():
     info = m.error_info(ValueError("bad"))
     assert info.code == "error" and info.message == "ValueError: bad"
+
+
+class _OldErrorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    code: str
+    message: str
+    remote_type: str = ""
+    remote_traceback: str = ""
+
+
+class _OldTaskResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """TaskResult as a peer from before the pickled exception and the log records."""
+
+    task_id: str
+    ok: bool
+    data: bytes = b""
+    error: _OldErrorInfo | None = None
+    stdout: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    attempts: int = 1
+
+
+def test_results_with_logs_and_exception_stay_readable_both_ways():
+    new = m.TaskResult(task_id="t", ok=False, stdout="hi\n", logs=[
+        m.LogRecord(created=1.0, level=30, name="lib", message="careful", at=3)],
+        error=m.ErrorInfo(code="remote_exception", message="ValueError: x", exception=b"FXF.."))
+    old = msgspec.msgpack.decode(msgspec.msgpack.encode(new), type=_OldTaskResult)
+    assert (old.task_id, old.stdout, old.error.message) == ("t", "hi\n", "ValueError: x")
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=m.TaskResult)
+    assert back.logs == [] and back.error is not None and back.error.exception == b""
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(new), type=m.TaskResult) == new

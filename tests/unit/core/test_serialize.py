@@ -54,3 +54,24 @@ def test_content_hash_is_stable_and_content_based():
 
     assert serialize.content_hash(serialize.pack(f)) == serialize.content_hash(serialize.pack(f))
     assert serialize.content_hash(serialize.pack(1)) != serialize.content_hash(serialize.pack(2))
+
+
+def test_a_call_with_a_context_has_its_own_envelope_version():
+    plain = serialize.pack_call((1,), {"b": 2})
+    with_context = serialize.pack_call((1,), {"b": 2}, {"log_level": 10})
+    assert serialize.envelope_info(plain)[0] == serialize.ENVELOPE_VERSION
+    assert serialize.envelope_info(with_context)[0] == serialize.CALL_CONTEXT_VERSION
+    assert serialize.unpack_call(plain) == ((1,), {"b": 2}, None)
+    assert serialize.unpack_call(with_context) == ((1,), {"b": 2}, {"log_level": 10})
+
+
+def test_a_payload_that_is_not_a_call_is_refused_by_name():
+    with pytest.raises(SerializationError, match="not a call packed by"):
+        serialize.unpack_call(serialize.pack([1, 2]))
+
+
+def test_an_unknown_envelope_version_says_to_upgrade():
+    data = bytearray(serialize.pack_call((), {}))
+    data[3] = 9
+    with pytest.raises(SerializationError, match=r"unsupported envelope version 9.*upgrade"):
+        serialize.unpack_call(bytes(data))
