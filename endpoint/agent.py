@@ -53,6 +53,7 @@ from funcx_flows.endpoint.providers.base import (
     Provider,
 )
 from funcx_flows.endpoint.providers.inline import InlineManagers, InlineProvider
+from funcx_flows.endpoint.providers.registry import is_batch
 from funcx_flows.endpoint.sandbox import SandboxSpec, default_spec
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.strategy import Actions, BlockView, Inputs, decide
@@ -381,7 +382,7 @@ class Agent:
     def manager_options(self, block_id: str) -> ManagerOptions:
         c = self.config
         drain_at = None
-        if c.provider not in ("local", "inline"):
+        if is_batch(c.provider):
             drain_at = float(int(time.time() + walltime_seconds(c.walltime)
                                  - c.walltime_margin_s))
         return ManagerOptions(

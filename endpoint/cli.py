@@ -41,6 +41,7 @@ from funcx_flows.errors import (
     FuncxFlowsError,
 )
 from funcx_flows.home import home_dir, without_secrets, write_secret
+from funcx_flows.retry import poll_until
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 console = Console()
@@ -143,18 +144,18 @@ def _detach(name: str, folder: Path) -> None:
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True, env=without_secrets(os.environ))
     out.close()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def reported() -> bool:
         if proc.poll() is not None:
             tail = (folder / "daemon.out").read_text()[-2000:]
             raise EndpointError(f"endpoint {name} exited at start ({proc.returncode}):\n{tail}")
         try:
-            if json.loads((folder / "status.json").read_text()).get("pid") == proc.pid:
-                return
+            return bool(json.loads((folder / "status.json").read_text()).get("pid") == proc.pid)
         except (OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    raise EndpointError(f"endpoint {name} did not report in 60s; see {folder / 'endpoint.log'}")
+            return False
+
+    if not poll_until(reported, 60):
+        raise EndpointError(
+            f"endpoint {name} did not report in 60s; see {folder / 'endpoint.log'}")
 
 
 def _stop(name: str, folder: Path, timeout: float = 30.0) -> None:
@@ -162,12 +163,8 @@ def _stop(name: str, folder: Path, timeout: float = 30.0) -> None:
     if pid is None:
         raise EndpointNotRunning(f"endpoint {name} is not running")
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while running_pid(folder) is not None:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.1)
+    if not poll_until(lambda: running_pid(folder) is None, timeout):
+        os.kill(pid, signal.SIGKILL)
 
 
 @cli.command()

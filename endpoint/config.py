@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -22,9 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from funcx_flows.endpoint.providers.registry import PROVIDER_NAMES, is_batch
 from funcx_flows.errors import ConfigError
 
-PROVIDERS = ("local", "inline", "slurm", "pbs", "lsf", "flux", "cobalt")
+# the names registry.py declares: mypy sees a str, pydantic checks the names
+if TYPE_CHECKING:
+    ProviderName = str
+else:
+    ProviderName = Literal[PROVIDER_NAMES]
 LAUNCHERS = ("single", "srun", "mpirun", "mpiexec", "aprun", "jsrun")
 
 
@@ -40,7 +45,7 @@ class EndpointConfig(BaseModel):
     link: Literal["auto", "zmq", "websocket"] = "auto"
 
     # --- pilots (blocks) ---
-    provider: Literal["local", "inline", "slurm", "pbs", "lsf", "flux", "cobalt"] = "local"
+    provider: ProviderName = "local"
     queue: str = ""
     account: str = ""
     walltime: str = "00:30:00"
@@ -82,8 +87,9 @@ class EndpointConfig(BaseModel):
     @classmethod
     def _default_min_blocks(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("min_blocks") is None:
-            data = {**data, "min_blocks": 1 if data.get("provider", "local") in ("local", "inline")
-                    else 0}
+            provider = data.get("provider", "local")
+            batch = provider in PROVIDER_NAMES and is_batch(provider)
+            data = {**data, "min_blocks": 0 if batch else 1}
         return data
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from typing import IO
 
 from funcx_flows.endpoint.agent import Agent, Registration, scaling_decision
 from funcx_flows.endpoint.config import EndpointConfig, load_config
-from funcx_flows.endpoint.providers.base import Provider
+from funcx_flows.endpoint.providers.registry import make_provider
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
 from funcx_flows.home import drop_secrets_from_environ, home_dir
 from funcx_flows.memory import steady_heap
@@ -75,20 +75,6 @@ def running_pid(folder: Path) -> int | None:
             return read_pid(path)
         fcntl.flock(fh, fcntl.LOCK_UN)
     return None
-
-
-def make_provider(config: EndpointConfig, folder: Path) -> Provider:
-    if config.provider == "local":
-        from funcx_flows.endpoint.providers.local import LocalProvider
-
-        return LocalProvider(folder / "blocks")
-    if config.provider == "inline":
-        from funcx_flows.endpoint.providers.inline import InlineProvider
-
-        return InlineProvider()
-    from funcx_flows.endpoint.providers.psij import PsijProvider
-
-    return PsijProvider(config, folder / "blocks")
 
 
 def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import yaml
 
 from funcx_flows.errors import FuncxFlowsError, ServiceUnavailable
-from funcx_flows.retry import RetryPolicy
+from funcx_flows.retry import RetryPolicy, poll_until
 from funcx_flows.sdk.client import Client
 
 _ENDPOINT_CLI = "from funcx_flows.endpoint.cli import main; main()"
@@ -29,20 +28,17 @@ _ENDPOINT_CLI = "from funcx_flows.endpoint.cli import main; main()"
 
 def _wait_for(predicate: Callable[[], Any], timeout: float, what: str,
               proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
+    def ready() -> Any:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text()[-3000:] if log and log.exists() else ""
             raise ServiceUnavailable(f"{what}: process exited with {proc.returncode}\n{tail}")
-        if time.monotonic() > deadline:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise ServiceUnavailable(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        return predicate()
+
+    value = poll_until(ready, timeout)
+    if not value:
+        tail = log.read_text()[-3000:] if log and log.exists() else ""
+        raise ServiceUnavailable(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
+    return value
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

@@ -1,6 +1,7 @@
-"""The one retry policy: exponential backoff with full jitter, used by every
-component that reconnects or resubmits (agent link, client streams, triggers,
-pilot submission). Tests replace ``sleep`` instead of waiting."""
+"""The one retry policy: exponential backoff with jitter, used by every component
+that reconnects, resubmits or waits for something to happen (agent link, client
+requests and streams, triggers, the Globus transfer step, pilot submission, the
+CLIs waiting for a process). Tests replace ``sleep`` instead of waiting."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Delays grow ``initial * multiplier**n`` up to ``max_delay``; with full
-    jitter each delay is drawn uniformly from ``[delay * (1 - jitter), delay]``.
+    """Delays grow ``initial * multiplier**n`` up to ``max_delay``; each is drawn
+    uniformly from ``[delay * (1 - jitter), delay]``: with the default 0.5, half
+    fixed and half random ("equal jitter": never a burst of immediate retries, and
+    peers that failed together spread out). ``jitter=0`` waits exactly;
     ``max_attempts=None`` retries forever (links that must come back)."""
 
     initial: float = 0.1
@@ -54,3 +60,26 @@ class Backoff:
 
     def succeeded(self) -> None:
         self.attempt = 0
+
+
+# Waiting for a process to start or stop, a file to appear: quick at first, then
+# every 0.2 s; exact (nothing to spread out).
+POLL = RetryPolicy(initial=0.02, multiplier=1.5, max_delay=0.2, jitter=0.0)
+
+
+def poll_until(predicate: Callable[[], T], timeout: float,
+               policy: RetryPolicy = POLL) -> T | None:
+    """Call ``predicate`` until it returns something true, waiting the policy's delays
+    between calls; that value, or None once ``timeout`` seconds have passed (the
+    predicate is asked a last time at the deadline). What it raises goes through."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        value = predicate()
+        if value:
+            return value
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        policy.sleep(min(policy.delay(attempt), left))
+        attempt += 1

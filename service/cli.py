@@ -16,6 +16,7 @@ from rich.table import Column, Table
 
 from funcx_flows.errors import NotFound, ServiceUnavailable
 from funcx_flows.home import write_secret
+from funcx_flows.retry import poll_until
 from funcx_flows.service.settings import ServiceSettings, load_settings
 
 console = Console()
@@ -70,19 +71,19 @@ def start(port: int | None, zmq_port: int | None, host: str | None,
     with log_path.open("ab") as log:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def started() -> dict[str, Any] | None:
         if proc.poll() is not None:
             raise ServiceUnavailable(f"the service exited at start ({proc.returncode}):\n"
                                      f"{log_path.read_text()[-2000:]}")
         info = _info(settings)
-        if info is not None and info.get("pid") == proc.pid:
-            click.echo(f"service running at {info['url']} (pid {proc.pid}); log {log_path}")
-            click.echo(f"endpoints dial {info['zmq_url']}; your token is in "
-                       f"{settings.home / 'token'}")
-            return
-        time.sleep(0.1)
-    raise ServiceUnavailable(f"the service did not start in 60s; see {log_path}")
+        return info if info is not None and info.get("pid") == proc.pid else None
+
+    info = poll_until(started, 60)
+    if info is None:
+        raise ServiceUnavailable(f"the service did not start in 60s; see {log_path}")
+    click.echo(f"service running at {info['url']} (pid {proc.pid}); log {log_path}")
+    click.echo(f"endpoints dial {info['zmq_url']}; your token is in "
+               f"{settings.home / 'token'}")
 
 
 @service_group.command()
@@ -94,12 +95,8 @@ def stop() -> None:
         raise click.ClickException("the service is not running")
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.1)
+    if not poll_until(lambda: not _alive(pid), 30):
+        os.kill(pid, signal.SIGKILL)
     click.echo(f"service stopped (pid {pid})")
 
 

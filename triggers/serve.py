@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from funcx_flows.home import home_dir
+from funcx_flows.retry import poll_until
 from funcx_flows.triggers.config import FileTriggerConfig, GlobusTriggerConfig, TriggersFile
 from funcx_flows.triggers.state import StateStore
 
@@ -123,9 +123,4 @@ class Running:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return bool(poll_until(predicate, timeout))

@@ -17,10 +17,12 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.manager import Manager, ManagerOptions
 from funcx_flows.endpoint.providers import base
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class InlineProvider:
+    @classmethod
+    def for_endpoint(cls, config: EndpointConfig, log_dir: Path) -> InlineProvider:
+        return cls()
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._blocks: dict[str, Block] = {}

@@ -8,12 +8,17 @@ import signal
 import subprocess
 from pathlib import Path
 
+from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.providers import base
 from funcx_flows.endpoint.providers.base import CANCELLED, ENDED, FAILED, RUNNING, Block
 
 
 class LocalProvider:
     """Each block is one ``sh -c <command>`` process group; ``nodes`` is always 1."""
+
+    @classmethod
+    def for_endpoint(cls, config: EndpointConfig, log_dir: Path) -> LocalProvider:
+        return cls(log_dir)
 
     def __init__(self, log_dir: Path) -> None:
         self._log_dir = log_dir

@@ -1,12 +1,12 @@
-"""Blocks as scheduler jobs through PSI/J: one code path for Slurm, PBS, LSF, Flux,
-Cobalt (and PSI/J's own local executor).
+"""Blocks as scheduler jobs through PSI/J, one small subclass per scheduler.
 
 Each block is one PSI/J job running ``bash -c`` with the endpoint's
 ``worker_init`` lines, then the manager command under the configured launcher
-on ``nodes_per_block`` nodes. The provider's view of its blocks must stay
-true even where PSI/J's is not (see docs/pilots.md): on Slurm it asks
-``squeue`` itself when PSI/J reports a job failed while the controller could
-not be reached, or leaves a job queued for long.
+on ``nodes_per_block`` nodes. ``PsijProvider`` does this for any PSI/J executor;
+a subclass names its executor and may add what its scheduler needs (defaults for
+custom attributes, a view of its own where PSI/J's can be stale: see
+``slurm.py``). Which class serves which config name is declared in
+``registry.py``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
-import shutil
-import subprocess
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
 from funcx_flows.endpoint.providers.base import (
@@ -44,10 +41,6 @@ _LAUNCHERS = {
     "aprun": "aprun -n {nodes} -N 1 {command}",
     "jsrun": "jsrun -n {nodes} -r 1 -a 1 {command}",
 }
-_SLURM_STATES = {"PENDING": PENDING, "CONFIGURING": PENDING, "RUNNING": RUNNING,
-                 "COMPLETING": RUNNING, "COMPLETED": ENDED, "CANCELLED": CANCELLED,
-                 "FAILED": FAILED, "TIMEOUT": ENDED, "NODE_FAIL": FAILED, "PREEMPTED": ENDED,
-                 "OUT_OF_MEMORY": FAILED, "BOOT_FAIL": FAILED, "DEADLINE": ENDED}
 
 
 def scheduler_options_to_attributes(provider: str, text: str) -> dict[str, str]:
@@ -79,31 +72,36 @@ def job_script(config: EndpointConfig, command: str) -> str:
 
 
 class PsijProvider:
+    """A PSI/J executor's jobs as blocks. Subclasses set ``executor_name``."""
+
+    executor_name: ClassVar[str] = ""
+
+    @classmethod
+    def for_endpoint(cls, config: EndpointConfig, log_dir: Path) -> PsijProvider:
+        return cls(config, log_dir)
+
     def __init__(self, config: EndpointConfig, log_dir: Path) -> None:
         from psij import JobExecutor
 
         self.config = config
         self.log_dir = log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        executor_config: Any = None
-        if config.provider != "local":
-            from psij.executors.batch.batch_scheduler_executor import (
-                BatchSchedulerExecutorConfig,
-            )
+        from psij.executors.batch.batch_scheduler_executor import (
+            BatchSchedulerExecutorConfig,
+        )
 
-            executor_config = BatchSchedulerExecutorConfig(
-                work_directory=log_dir / "psij",
-                queue_polling_interval=max(1, int(config.status_poll_interval)),
-                initial_queue_polling_delay=0,
-                # tolerate a controller outage; the provider checks for itself (see poll)
-                queue_polling_error_threshold=1_000_000,
-                keep_files=True)
-        self.executor = JobExecutor.get_instance(config.provider, config=executor_config)
+        executor_config = BatchSchedulerExecutorConfig(
+            work_directory=log_dir / "psij",
+            queue_polling_interval=max(1, int(config.status_poll_interval)),
+            initial_queue_polling_delay=0,
+            # tolerate a controller outage; a subclass may check for itself (refresh)
+            queue_polling_error_threshold=1_000_000,
+            keep_files=True)
+        self.executor = JobExecutor.get_instance(self.executor_name, config=executor_config)
         self._jobs: dict[str, Any] = {}
         self._blocks: dict[str, Block] = {}
         self._ended = EndedBlocks()
         self._lock = threading.Lock()
-        self._last_verify = 0.0
 
     # ------------------------------------------------------------- submit --
 
@@ -112,10 +110,9 @@ class PsijProvider:
 
         c = self.config
         custom: dict[str, object] = {
-            **scheduler_options_to_attributes(c.provider, c.scheduler_options),
+            **self.custom_defaults(block_id),
+            **scheduler_options_to_attributes(self.executor_name, c.scheduler_options),
             **c.custom_attributes}
-        if c.provider == "slurm":
-            custom.setdefault("slurm.job-name", f"funcx-block-{block_id}")
         seconds = walltime_seconds(c.walltime)
         spec = JobSpec(
             executable="/bin/bash", arguments=["-c", job_script(c, command)],
@@ -160,18 +157,26 @@ class PsijProvider:
             elif state == JobState.CANCELED:
                 block.state = CANCELLED
             elif state == JobState.FAILED:
-                if self._controller_trouble(status):
+                if self.controller_trouble(status):
                     log.warning("block %s: PSI/J says failed (%s); checking for ourselves",
                                 block_id, status.message)
                     return
                 block.state = FAILED
                 block.message = self._failure_message(block_id, status)
 
-    @staticmethod
-    def _controller_trouble(status: Any) -> bool:
-        text = f"{status.message or ''} {status.metadata or ''}".lower()
-        return any(w in text for w in ("squeue", "unable to contact", "connection refused",
-                                       "socket timed out", "slurm_load_jobs error"))
+    # ------------------------------------------------ what a scheduler adds --
+
+    def custom_defaults(self, block_id: str) -> dict[str, object]:
+        """PSI/J custom attributes a block gets unless the config sets them."""
+        return {}
+
+    def controller_trouble(self, status: Any) -> bool:
+        """Whether a FAILED status may only mean that the scheduler could not be
+        asked (then the block keeps its state until ``refresh`` knows better)."""
+        return False
+
+    def refresh(self) -> None:
+        """Called by ``poll``: where PSI/J's view can be stale, look for yourself."""
 
     def _failure_message(self, block_id: str, status: Any) -> str:
         parts = [str(status.message or "").strip()]
@@ -188,8 +193,7 @@ class PsijProvider:
     # --------------------------------------------------------------- poll --
 
     def poll(self) -> list[Block]:
-        if self.config.provider == "slurm":
-            self._verify_slurm()
+        self.refresh()
         with self._lock:
             answer = [Block(**vars(b)) for b in self._blocks.values()]
             forgotten = [(block_id, self._jobs.pop(block_id, None))
@@ -211,42 +215,6 @@ class PsijProvider:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _verify_slurm(self) -> None:
-        """Ask squeue directly about jobs whose PSI/J state may be stale."""
-        now = time.monotonic()
-        if now - self._last_verify < max(self.config.status_poll_interval, 1.0):
-            return
-        self._last_verify = now
-        with self._lock:
-            active = {b.job_id: b for b in self._blocks.values() if b.active and b.job_id}
-        if not active or shutil.which("squeue") is None:
-            return
-        try:
-            out = subprocess.run(
-                ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(active)],
-                capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("squeue unavailable (%s); keeping the blocks' last known states", exc)
-            return
-        if out.returncode != 0 and "invalid job id" not in out.stderr.lower():
-            log.warning("squeue failed (%s); keeping the blocks' last known states",
-                        out.stderr.strip()[:200])
-            return
-        seen: dict[str, str] = {}
-        for line in out.stdout.splitlines():
-            job_id, _, word = line.strip().partition(" ")
-            mapped = _SLURM_STATES.get(word.strip())
-            if mapped is not None:
-                seen[job_id] = mapped
-        with self._lock:
-            for job_id, block in active.items():
-                new = seen.get(job_id)
-                if new is None or new == block.state or not block.active:
-                    continue
-                block.state = new
-                if new == FAILED:
-                    block.message = block.message or "slurm reports the job failed"
-
     # ------------------------------------------------------------- cancel --
 
     def cancel(self, block_ids: list[str]) -> None:
@@ -267,3 +235,19 @@ class PsijProvider:
         with self._lock:
             active = [b.block_id for b in self._blocks.values() if b.active]
         self.cancel(active)
+
+
+class PbsProvider(PsijProvider):
+    executor_name = "pbs"
+
+
+class LsfProvider(PsijProvider):
+    executor_name = "lsf"
+
+
+class FluxProvider(PsijProvider):
+    executor_name = "flux"
+
+
+class CobaltProvider(PsijProvider):
+    executor_name = "cobalt"

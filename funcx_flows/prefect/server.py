@@ -31,6 +31,7 @@ import httpx
 import psutil
 
 from funcx_flows.errors import ServiceUnavailable
+from funcx_flows.retry import RetryPolicy, poll_until
 
 MODULE = "funcx_flows.prefect.api_process"
 
@@ -99,12 +100,15 @@ class TemporaryServer:
 
     def _wait_healthy(self, deadline: float) -> bool:
         with httpx.Client(timeout=5) as client:
-            while time.monotonic() < deadline and self.process.poll() is None:
+            def answered_or_exited() -> bool:
+                if self.process.poll() is not None:
+                    return True  # no use waiting (told apart below)
                 with contextlib.suppress(httpx.TransportError):
-                    if client.get(f"{self.api_url}/health").status_code == 200:
-                        return True
-                time.sleep(0.1)
-        return False
+                    return client.get(f"{self.api_url}/health").status_code == 200
+                return False
+
+            done = poll_until(answered_or_exited, deadline - time.monotonic())
+            return bool(done) and self.process.poll() is None
 
     def stop(self) -> None:
         self.process.terminate()
@@ -177,11 +181,8 @@ def _end(proc: psutil.Process) -> None:
             proc.send_signal(sig)
             if sig == signal.SIGTERM:
                 proc.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if _gone(proc):
-                return
-            time.sleep(0.05)
+        if poll_until(lambda: _gone(proc), 10):
+            return
 
 
 def _gone(proc: psutil.Process) -> bool:
@@ -224,10 +225,13 @@ def _warm_up() -> None:
     def warm_up() -> int:
         return 1
 
-    for attempt in range(5):
+    policy = RetryPolicy(initial=1.0, multiplier=1.5, max_delay=5.0, max_attempts=4)
+    for delay in [*policy.delays(), None]:
         try:
             with without_heartbeats():
                 warm_up()
             return
         except RuntimeError:
-            time.sleep(1 + attempt)
+            if delay is None:
+                return  # (flow runs will say what is wrong)
+            policy.sleep(delay)

@@ -1,7 +1,9 @@
 import random
 
+import pytest
+
 from funcx_flows import errors
-from funcx_flows.retry import Backoff, RetryPolicy
+from funcx_flows.retry import Backoff, RetryPolicy, poll_until
 
 
 def test_every_error_has_a_unique_code_and_a_common_root():
@@ -46,3 +48,24 @@ def test_bounded_policy_stops_and_backoff_resets():
     b.failed()
     b.succeeded()
     assert b.attempt == 0 and first <= policy.initial
+
+
+def test_each_delay_is_half_fixed_half_random_as_the_docstring_says():
+    policy = RetryPolicy(initial=1.0, multiplier=2.0, max_delay=8.0, rng=random.Random(3))
+    for attempt, base in enumerate([1.0, 2.0, 4.0, 8.0, 8.0]):
+        drawn = [policy.delay(attempt) for _ in range(200)]
+        assert all(base / 2 <= d <= base for d in drawn)
+        assert max(drawn) - min(drawn) > base / 4  # spread, not a constant
+    assert RetryPolicy(initial=0.3, jitter=0.0).delay(0) == 0.3
+
+
+def test_poll_until_returns_the_value_waits_the_policys_delays_and_gives_up():
+    slept: list[float] = []
+    policy = RetryPolicy(initial=0.01, multiplier=2.0, max_delay=0.04, jitter=0.0,
+                         sleep=slept.append)
+    answers = iter([0, None, "", "ready"])
+    assert poll_until(lambda: next(answers), 10, policy) == "ready"
+    assert slept == [0.01, 0.02, 0.04]
+    assert poll_until(lambda: False, 0.05) is None  # the real clock: gives up at the deadline
+    with pytest.raises(ZeroDivisionError):  # what the predicate raises goes through
+        poll_until(lambda: 1 / 0, 10, policy)

@@ -21,7 +21,7 @@ from funcx_flows.endpoint.providers.base import (
 )
 from funcx_flows.endpoint.providers.inline import InlineProvider
 from funcx_flows.endpoint.providers.local import LocalProvider
-from funcx_flows.endpoint.providers.psij import PsijProvider
+from funcx_flows.endpoint.providers.slurm import SlurmProvider
 
 
 def test_only_ended_blocks_are_forgotten_and_the_newest_kept():
@@ -72,7 +72,7 @@ def test_the_psij_provider_forgets_a_block_with_its_files(tmp_path: Path, monkey
     """A forgotten batch block takes its output and what PSI/J keeps for its job
     (script, launcher log, exit code, submit output) along; other jobs' stay."""
     monkeypatch.setattr(base, "KEEP_ENDED", 0)
-    provider = PsijProvider(EndpointConfig(provider="slurm"), tmp_path / "blocks")
+    provider = SlurmProvider(EndpointConfig(provider="slurm"), tmp_path / "blocks")
     work = Path(provider.executor.work_directory)
     work.mkdir(parents=True, exist_ok=True)
     job = types.SimpleNamespace(id="0b6c", native_id="12")
