@@ -239,11 +239,15 @@ class Executor(cf.Executor):
     def _submit_loop(self) -> None:
         while True:
             batch, stop = self._take_batch()
-            self._flush_cancels()
+            # Calls cancelled before their batch went out are not sent at all; the
+            # cancels of those sent go after them: a cancel that overtook its task
+            # would name a task the service does not know yet, and the task would run.
+            with self._lock:
+                batch = [t for t in batch if t["task_id"] in self._futures]
             if batch:
                 self._send(batch)
+            self._flush_cancels()
             if stop:
-                self._flush_cancels()
                 return
 
     def _flush_cancels(self) -> None:

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import CancelledError, as_completed
 
 import pytest
+from waiting import wait_until
 
 from funcx_flows import serialize
 from funcx_flows.errors import (
@@ -232,6 +233,28 @@ def test_map_and_shutdown_cancel(endpoint, client):
     assert all(f.cancelled() for f in slow)
     with pytest.raises(RuntimeError):
         ex.submit(square, 1)
+
+
+def test_calls_cancelled_at_shutdown_never_run(endpoint, client):
+    """Shutting down with cancel_futures right after submitting: whether or not a
+    call's batch went out before its cancel, no call runs on. (A cancel that
+    overtook its batch once named tasks the service did not know yet: they ran
+    their 30 s and held both workers.)"""
+    ids = []
+    for _ in range(15):
+        ex = Executor(endpoint_id=endpoint.endpoint_id, client=client)
+        futures = [ex.submit(sleeper, 30) for _ in range(3)]
+        ex.shutdown(wait=True, cancel_futures=True)
+        assert all(f.cancelled() for f in futures)
+        ids += [f.task_id for f in futures]
+    states = {}
+    for record in client.fetch_tasks(ids):
+        states[record["task_id"]] = record["state"]
+    assert set(states.values()) <= {"cancelled"}, states
+    # the endpoint's own count (its heartbeat lags the cancels); a sleeper that ran
+    # would hold it above zero for 30 s
+    wait_until(lambda: client.get_endpoint_status(endpoint.endpoint_id)["tasks_unfinished"] == 0,
+               timeout=20, what="the endpoint to hold no task")
 
 
 def test_endpoint_listing_and_status(endpoint, client):
