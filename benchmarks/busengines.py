@@ -268,11 +268,13 @@ while True:
         data = s.recv(65536)
         if not data:
             sel.unregister(s); subs.discard(s); pubs.discard(s); s.close()
-        elif s not in subs and s not in pubs:
-            (subs if data.startswith(b"S") else pubs).add(s)
         else:
-            for c in list(subs):
-                c.sendall(data)
+            if s not in subs and s not in pubs:  # its first byte says which it is
+                (subs if data.startswith(b"S") else pubs).add(s)
+                data = data[1:]
+            if data and s in pubs:
+                for c in list(subs):
+                    c.sendall(data)
 '''
 
 
