@@ -109,6 +109,7 @@ def markdown(result: dict[str, Any]) -> str:
     out = [f"Command: `{result['command']}` ({result['stamp']}; load average "
            f"{result['load_avg_start'][0]:.1f} at start, {result['load_avg_end'][0]:.1f} "
            "at the end). Cells: median over rounds (min-max).", ""]
+    out[0] = out[0].replace("load average", "1-minute load average on 2 cores")
     if "bus" in result:
         rate = result["command"].split("--load-rate")[1].split()[0] \
             if "--load-rate" in result["command"] else "1000"
@@ -138,10 +139,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
             return statistics.median(r[s][k] for r in rounds)
 
         x = range(len(systems))
+        # the floor relay copies an unframed byte stream (many payloads a read): its
+        # throughput is not comparable, only its latency
+        buses = [s for s in systems if s != "floor"]
         for i, (k, label) in enumerate([("tp1_delivered_per_s", "1 subscriber"),
                                         ("tp3_delivered_per_s", "3 subscribers (each)")]):
-            ax[0].bar([j + i * 0.4 for j in x], [med(s, k) for s in systems], 0.4, label=label)
-        ax[0].set_xticks([j + 0.2 for j in x], systems)
+            ax[0].bar([j + i * 0.4 for j in range(len(buses))], [med(s, k) for s in buses],
+                      0.4, label=label)
+        ax[0].set_xticks([j + 0.2 for j in range(len(buses))], buses)
         ax[0].set_ylabel("notifications/s, one publisher")
         ax[0].legend()
         keys = [("low1_lat_median_us", "1 at a time, 1 sub, median"),
@@ -162,7 +167,35 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax[2].set_xticks([j + 0.27 for j in x], systems)
         ax[2].set_ylabel("CPU per notification (us)")
         ax[2].legend()
-    fig.suptitle(f"bench_bus.py {result['stamp']}: medians of rounds")
+    fig.suptitle(f"bench_bus.py {result['stamp']}: medians of {len(rounds)} rounds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs as one: their rounds side by side (ranges over all of them)."""
+    out: dict[str, Any] = {
+        "command": " ; ".join(sorted({r["command"] for r in results})),
+        "stamp": ", ".join(r["stamp"] for r in results),
+        "load_avg_start": min((r["load_avg_start"] for r in results), key=lambda x: x[0]),
+        "load_avg_end": max((r["load_avg_end"] for r in results), key=lambda x: x[0])}
+    for part in ("bus", "restart"):
+        if all(part in r for r in results):
+            out[part] = [x for r in results for x in r[part]]
+    if all("pg" in r for r in results):
+        out["pg"] = {"database": results[0]["pg"]["database"],
+                     "rounds": [x for r in results for x in r["pg"]["rounds"]]}
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if len(sys.argv) < 3:
+        raise SystemExit("usage: python benchmarks/busreport.py OUT.png RUN.json [RUN.json...]"
+                         "  (prints the tables of the runs together, plots them in OUT.png)")
+    merged = merge([json.loads(Path(p).read_text()) for p in sys.argv[2:]])
+    plot(merged, Path(sys.argv[1]))
+    print(markdown(merged))
