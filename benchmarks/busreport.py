@@ -98,8 +98,9 @@ def _restart_table(runs: list[dict[str, Any]]) -> list[str]:
 
 def _pg_table(pg: dict[str, Any]) -> list[str]:
     rounds = pg["rounds"]
+    names = list(dict.fromkeys(n for r in rounds for n in r if n != "fsync_per_s"))
     rows = [[name, *(_cell([r[name][k] for r in rounds if name in r], fmt)
-                     for k, _, fmt in PG_COLUMNS)] for name in rounds[0] if name != "fsync_per_s"]
+                     for k, _, fmt in PG_COLUMNS)] for name in names]
     fsync = _cell([r["fsync_per_s"] for r in rounds], ",.0f")
     return [f"pg_test_fsync, fdatasync of one 8 kB write: {fsync} per second.", "",
             *_table(["case (x processes)", *(h for _, h, _ in PG_COLUMNS)], rows)]
