@@ -306,7 +306,7 @@ def _restart_verdict(marks: dict[str, int], ok: dict[int, int], failed: list[int
 
 def part_bus(root: Path, rounds: int, seconds: float, load_rate: float,
              low_n: int) -> list[dict[str, dict[str, float]]]:
-    engines = {k: cls(root / k) for k, cls in {**ENGINES, **FLOOR}.items()}
+    engines: dict[str, Any] = {k: cls(root / k) for k, cls in {**ENGINES, **FLOOR}.items()}
     out: list[dict[str, dict[str, float]]] = []
     try:
         for e in engines.values():
@@ -336,7 +336,7 @@ def part_bus(root: Path, rounds: int, seconds: float, load_rate: float,
 
 def part_restart(root: Path, rounds: int, rate: float) -> list[dict[str, Any]]:
     out = []
-    engines = {k: cls(root / ("r-" + k)) for k, cls in ENGINES.items()}
+    engines: dict[str, Any] = {k: cls(root / ("r-" + k)) for k, cls in ENGINES.items()}
     try:
         for e in engines.values():
             e.start()

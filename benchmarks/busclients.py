@@ -81,7 +81,7 @@ class RedisBus:
         if role == "sub":
             bus = self
 
-            class CountingPubSub(PubSub):  # type: ignore[misc]
+            class CountingPubSub(PubSub):
                 connects = 0
 
                 def on_connect(self, connection: Any) -> None:

@@ -137,7 +137,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         systems = list(rounds[0])
 
         def med(s: str, k: str) -> float:
-            return statistics.median(r[s][k] for r in rounds)
+            return float(statistics.median(r[s][k] for r in rounds))
 
         x = range(len(systems))
         # the floor relay copies an unframed byte stream (many payloads a read): its

@@ -124,9 +124,9 @@ def _worker(ids: dict[str, str], test: str, seconds: float, notify: bool,
         raw_sql += f"; SELECT pg_notify('funcx_bus', '{NOTIFY_BODY}')"
     if test.startswith("commit") or test == "seq":
         raw = engine.raw_connection()
-        raw.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+        raw.dbapi_connection.autocommit = True
         if test == "commit-async":
-            raw.dbapi_connection.execute("SET synchronous_commit = off")  # type: ignore[union-attr]
+            raw.dbapi_connection.execute("SET synchronous_commit = off")
     with engine.connect():  # a pooled connection, so its backend is counted
         pass
     lat: list[float] = []
@@ -136,7 +136,7 @@ def _worker(ids: dict[str, str], test: str, seconds: float, notify: bool,
     while time.monotonic() < end:
         c0 = time.perf_counter()
         if raw is not None:
-            raw.dbapi_connection.execute(raw_sql)  # type: ignore[union-attr]
+            raw.dbapi_connection.execute(raw_sql)
         elif test == "submit":
             store.submit(alice, [item], online=online)
         else:
@@ -228,7 +228,7 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"database": make_url(URL).render_as_string(hide_password=True),
                            "rounds": []}
     for rnd in range(rounds):
-        row = {"fsync_per_s": fsync_per_s()}
+        row: dict[str, Any] = {"fsync_per_s": fsync_per_s()}
         print(f"pg round {rnd + 1}: pg_test_fsync fdatasync {row['fsync_per_s']:.0f}/s")
         order = CASES[rnd:] + CASES[:rnd] if rnd else CASES
         for test, k, notify in order:
