@@ -5,7 +5,8 @@ and what PostgreSQL itself allows first.
 Each engine is a private server from Debian's packages (busengines.py) on a
 loopback port of its own; one publisher (this process) and N subscriber
 processes, each as a replica would hold it (busclients.py). Rounds interleave
-the engines (rotated order each round). Per engine:
+the engines (rotated order each round), with a bare socket relay as this
+machine's floor for two hops (busengines.FloorRelay, not a candidate). Per engine:
 
     throughput   one publisher as fast as it can, to N = 1 and 3 subscribers:
                  notifications/s delivered, publisher CPU per notification
