@@ -28,7 +28,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    inspect,
     text,
 )
 from sqlalchemy.engine.url import make_url
@@ -128,8 +127,6 @@ tasks = Table(
     _partial("ix_tasks_owner_done_seq", ("owner_id", "seq"), "seq > 0"),
     _partial("ix_tasks_done_at", ("t_completed",), "t_completed IS NOT NULL"),
 )
-# Full indexes the partial ones above replace; dropped when found.
-_REPLACED_INDEXES = ("ix_tasks_memo", "ix_tasks_owner_seq", "ix_tasks_completed")
 
 # Who besides the owner may use a function or an endpoint (see service/sharing.py).
 shares = Table(
@@ -208,30 +205,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-# Columns added after the first release, for databases created before them.
-_ADDED_COLUMNS = {("functions", "memoize"): "BOOLEAN NOT NULL DEFAULT FALSE",
-                  ("tasks", "memo_key"): "VARCHAR(64)",
-                  ("tasks", "blobs"): "INTEGER NOT NULL DEFAULT 0",
-                  ("tasks", "batch_pos"): "INTEGER NOT NULL DEFAULT 0",
-                  ("endpoints", "link_token_hash"): "VARCHAR(64)",
-                  ("tasks", "logs"): "JSON"}
-
-
 def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
-    insp = inspect(engine)
-    present = {t: {c["name"] for c in insp.get_columns(t)}
-               for t in ("functions", "tasks", "endpoints")}
-    with engine.begin() as conn:
-        for (table, column), ddl in _ADDED_COLUMNS.items():
-            if column not in present[table]:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
-    with engine.begin() as conn:
-        for name in _REPLACED_INDEXES:
-            conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
-    for index in tasks.indexes:  # indexes added after the first release
-        index.create(engine, checkfirst=True)
-    with engine.begin() as conn:
-        exists = conn.execute(counters.select().where(counters.c.name == "seq")).first()
-        if exists is None:
-            conn.execute(counters.insert().values(name="seq", value=0))
+    """Migrations up to this version's head (service/migrate.py)."""
+    from funcx_flows.service.migrate import upgrade
+
+    upgrade(engine)
