@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
+import os
 import socket
 import sys
+from pathlib import Path
+from typing import IO
 
 import uvicorn
+from sqlalchemy.engine.url import make_url
 
-from funcx_flows.errors import FuncxFlowsError
+from funcx_flows.errors import ConfigError, FuncxFlowsError
 from funcx_flows.memory import steady_heap
 from funcx_flows.service.app import create_app
 from funcx_flows.service.db import make_engine
@@ -26,8 +31,36 @@ def check_database(settings: ServiceSettings) -> None:
         store.engine.dispose()
 
 
+def hold_sqlite(settings: ServiceSettings) -> IO[str] | None:
+    """SQLite serves one service process: a second one on the same database would
+    publish only what it finished itself, count limits apart and race the first's
+    files. Held (an OS lock, freed even by kill -9) for as long as this one runs."""
+    url = make_url(settings.db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database).with_name(Path(url.database).name + ".service-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise ConfigError(
+            f"another service process (pid {holder}) uses the SQLite database "
+            f"{url.database}; SQLite serves one process: stop it, or give replicas a "
+            "PostgreSQL database (FUNCX_FLOWS_DATABASE_URL)") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
 def serve(settings: ServiceSettings) -> None:
     settings.folder.mkdir(parents=True, exist_ok=True)
+    lock = hold_sqlite(settings)  # noqa: F841 (held until the process ends)
     check_database(settings)
     # The event loop and the DB threads hand the GIL back and forth on every task;
     # the default 5 ms switch interval would put that much latency on each hop.
