@@ -120,3 +120,17 @@ def test_replicas_starting_together_upgrade_once(need):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM counters")).scalar() == 1
     engine.dispose()
+
+
+def test_the_migrations_make_the_schema_the_code_declares(engine):
+    """A column added to service/db.py without a migration (or the reverse) fails
+    here, not on a facility's database."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from funcx_flows.service.db import metadata
+
+    Store(engine).create_schema()
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
