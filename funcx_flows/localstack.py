@@ -138,7 +138,9 @@ class LocalStack:
         ep.proc.wait(10)
 
     def client(self, retry: RetryPolicy | None = None) -> Client:
-        return Client(home=self.home, retry=retry,
+        """A client of this stack's service, or of the one its env names (a proxy)."""
+        return Client(self.env.get("FUNCX_FLOWS_SERVICE_URL") or None,
+                      self.env.get("FUNCX_FLOWS_TOKEN") or None, home=self.home, retry=retry,
                       ca_bundle=self.env.get("FUNCX_FLOWS_CA_BUNDLE"))
 
     # ---------------------------------------------------------- endpoints --

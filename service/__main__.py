@@ -92,13 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="and this private key (PEM)")
+    parser.add_argument("--cluster", action="store_true", default=None,
+                        help="one of several replicas on one PostgreSQL (docs/deploy.md)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(host=args.host, port=args.port, zmq_port=args.zmq_port,
                                  database_url=args.database_url, tls_certfile=args.tls_cert,
-                                 tls_keyfile=args.tls_key)
+                                 tls_keyfile=args.tls_key, cluster=args.cluster)
         serve(settings)
     except FuncxFlowsError as exc:
         print(f"error: {exc}", file=sys.stderr)

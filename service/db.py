@@ -83,6 +83,27 @@ endpoints = Table(
     UniqueConstraint("owner_id", "name", name="uq_endpoint_owner_name"),
 )
 
+# Replicas (settings.cluster): the replica that holds each endpoint's link and the
+# status it last reported, so that any replica answers for it; and the per-user
+# request buckets the replicas share (the rate limit counted once, not per process)
+endpoint_links = Table(
+    "endpoint_links", metadata,
+    Column("endpoint_id", String(36), ForeignKey("endpoints.endpoint_id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("replica", String(200), nullable=False),
+    Column("online", Boolean, nullable=False),
+    Column("info", JSON, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+rate_buckets = Table(
+    "rate_buckets", metadata,
+    Column("user_id", String(36), ForeignKey("users.user_id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
 def _partial(name: str, columns: tuple[str, ...], where: str) -> Index:
     return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 

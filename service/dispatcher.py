@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +29,9 @@ from sqlalchemy.exc import DBAPIError
 
 from funcx_flows import messages as m
 from funcx_flows.errors import ProtocolError, StorageUnavailable
+from funcx_flows.service.cluster import Replicas
 from funcx_flows.service.hub import Hub, Outbox
+from funcx_flows.service.replica_state import ReplicaState
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store, task_record
 from funcx_flows.service.zmqlink import ServiceKeys, ZmqLinks
@@ -93,6 +97,11 @@ class Dispatcher:
         # RUNNING_FLUSH_S; a task whose result comes first needs no such write
         self._running: dict[str, tuple[str, float]] = {}  # task id -> (endpoint, at)
         self._acks: dict[str, list[str]] = {}  # endpoint id -> task ids to acknowledge
+        self.replicas: Replicas | None = None
+        if settings.cluster:
+            state = ReplicaState(store.engine, f"{socket.gethostname()}:{os.getpid()}")
+            self.replicas = Replicas(store, hub, self, state, settings.heartbeat_period_s,
+                                     publishable)
 
     # ---------------------------------------------------------- life cycle --
 
@@ -100,8 +109,11 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._outbox.bind(self._loop)
-        # every finished task's record reaches the result streams through the outbox
-        self.store.publish_with(self._outbox.put)
+        if self.replicas is not None:
+            await self.replicas.start()  # finished records: through the database
+        else:
+            # every finished task's record reaches the result streams through the outbox
+            self.store.publish_with(self._outbox.put)
         for eid, key in (await asyncio.to_thread(self.store.endpoint_keys)).items():
             self.zmq.set_endpoint_key(eid, key)
         url: str = await self.zmq.start()
@@ -117,6 +129,8 @@ class Dispatcher:
 
     async def stop(self) -> None:
         self.store.publish_with(None)
+        if self.replicas is not None:
+            await self.replicas.stop()
         await self.zmq.stop()
         for t in self._tasks:
             t.cancel()
@@ -141,6 +155,8 @@ class Dispatcher:
         """Deleted: it is told so, and its link ends."""
         self.zmq.forget_endpoint(endpoint_id)
         self._call(self._forget_link, endpoint_id)
+        if self.replicas is not None:
+            self.replicas.forgotten(endpoint_id)
 
     def _forget_link(self, endpoint_id: str) -> None:
         link = self.links.pop(endpoint_id, None)
@@ -174,13 +190,47 @@ class Dispatcher:
             by_endpoint.setdefault(str(r["endpoint_id"]), []).append(str(r["task_id"]))
         for eid, ids in by_endpoint.items():
             self._call(self._send, eid, m.Cancel(task_ids=ids))
+        if self.replicas is not None:  # the replica that holds the link tells it
+            here = self.online_endpoints()
+            self.replicas.cancelled(r for r in rows if str(r["endpoint_id"]) not in here)
+
+    def stored_waiting(self, endpoint_ids: Iterable[str]) -> None:
+        """Tasks were stored for these endpoints, whose links are not held here."""
+        if self.replicas is not None:
+            self.replicas.stored_waiting(endpoint_ids)
+
+    # ------------------------------------------------- for the replicas --
+
+    def send_tasks(self, endpoint_id: str, specs: list[m.TaskSpec]) -> None:
+        self._send_tasks(endpoint_id, specs)
+
+    def send_cancel(self, endpoint_id: str, task_ids: list[str]) -> None:
+        self._send(endpoint_id, m.Cancel(task_ids=task_ids))
+
+    def drop_link(self, endpoint_id: str) -> None:
+        self._forget_link(endpoint_id)
+
+    def link_records(self) -> list[tuple[str, bool, dict[str, Any]]]:
+        return [(eid, link.online, self._local_info(link))
+                for eid, link in list(self.links.items())]
 
     def link_info(self, endpoint_id: str) -> dict[str, Any]:
+        """The endpoint's link and status as this replica knows it; with replicas,
+        as the replica that holds it recorded it (from a worker thread: a query)."""
         link = self.links.get(endpoint_id)
+        if self.replicas is not None and (link is None or not link.online):
+            recorded: dict[str, Any] | None = self.replicas.state.link_of(
+                endpoint_id, self.settings.heartbeat_threshold_s)
+            if recorded is not None:
+                return recorded
         if link is None:
             return {"state": "offline", "last_seen": None, "workers_total": 0,
                     "workers_busy": 0, "tasks_queued": 0, "tasks_running": 0,
                     "managers": [], "managers_total": 0, "blocks": [], "recent_errors": []}
+        return self._local_info(link)
+
+    @staticmethod
+    def _local_info(link: Link) -> dict[str, Any]:
         st = link.status or m.EndpointStatus()
         return {
             "state": "online" if link.online else "offline",
@@ -296,6 +346,9 @@ class Dispatcher:
             log.info("re-sending %d tasks to endpoint %s", len(specs), link.endpoint_id)
             self._send_tasks(link.endpoint_id, specs)
         await asyncio.to_thread(self.store.touch_endpoint, link.endpoint_id)
+        if self.replicas is not None:  # any replica answers for it from now on
+            await asyncio.to_thread(self.replicas.state.record_link, link.endpoint_id, True,
+                                    self._local_info(link))
 
     async def _on_results(self, endpoint_id: str, msg: m.Results) -> None:
         if self._running:

@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     rate_limit_per_s: float = Field(0, ge=0)
     # Non-terminal tasks a user may have at once; 0 disables.
     max_tasks_in_flight: int = Field(0, ge=0)
+    # Several replicas of the service on one PostgreSQL (see docs/deploy.md): tasks,
+    # results, cancels and endpoint status reach whichever replica needs them.
+    cluster: bool = False
     log_level: str = "info"
     # Globus Auth as identity provider (blank: service-issued tokens only).
     globus_client_id: str = ""
@@ -57,6 +60,9 @@ class ServiceSettings(BaseSettings):
             raise ValueError("heartbeat_threshold_s must be larger than heartbeat_period_s")
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
             raise ValueError("tls_certfile and tls_keyfile go together")
+        if self.cluster and not self.db_url.startswith("postgresql"):
+            raise ValueError("cluster needs a PostgreSQL database_url (replicas share it; "
+                             "SQLite serves one process)")
         for path in (self.tls_certfile, self.tls_keyfile):
             if path and not Path(path).is_file():
                 raise ValueError(f"no TLS file at {path}")

@@ -56,6 +56,7 @@ from funcx_flows.service.db import (
     counters,
     create_schema,
     disk_problem,
+    endpoint_links,
     endpoints,
     functions,
     tasks,
@@ -568,6 +569,8 @@ class Store:
             ids = [r[0] for r in conn.execute(select(tasks.c.task_id).where(
                 tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(lc.ACTIVE)))]
             records = self._finish(conn, ids, lc.FAILED, {i: err for i in ids})
+            conn.execute(delete(endpoint_links).where(
+                endpoint_links.c.endpoint_id == endpoint_id))
             conn.execute(delete(endpoints).where(endpoints.c.endpoint_id == endpoint_id))
             self.sharing.drop(conn, "endpoint", endpoint_id)
         self._owners.pop(("endpoint", endpoint_id), None)
@@ -681,9 +684,18 @@ class Store:
         for tid in ids:
             if not _valid_uuid(tid):
                 raise InvalidRequest(f"task_id {tid!r} is not a UUID")
-        with self._new_files() as written:
-            ids, rows, finished = self._submit(user, ids, items, online, max_in_flight, now,
-                                               written)
+        for attempt in (1, 2):
+            try:
+                with self._new_files() as written:
+                    ids, rows, finished = self._submit(user, ids, items, online,
+                                                       max_in_flight, now, written)
+                break
+            except IntegrityError:
+                # the same task ids stored at the same moment by another process (an
+                # idempotent resubmission through two replicas): looked up again,
+                # they are found and skipped
+                if attempt == 2:
+                    raise
         self._drop_payload_files(finished)
         done = {r["task_id"] for r in finished}
         bodies = self.function_bodies({r["function_id"] for r in rows})
@@ -699,6 +711,11 @@ class Store:
         fids = {str(t["function_id"]) for t in items}
         eids = {str(t["endpoint_id"]) for t in items}
         with self._begin() as conn:
+            if max_in_flight and conn.dialect.name == "postgresql":
+                # replicas count a user's tasks one submission at a time: two that
+                # counted at once could both pass the limit (SQLite writes one at a time)
+                conn.execute(select(users.c.user_id).where(
+                    users.c.user_id == user.user_id).with_for_update())
             self._check_usable(conn, user, "function", fids)
             self._check_usable(conn, user, "endpoint", eids)
             self._check_allowed(conn, items)
@@ -891,6 +908,43 @@ class Store:
                              [{"tid": r["task_id"]} for r in rows])
         bodies = self.function_bodies({r["function_id"] for r in rows})
         return [self._spec(r, bodies) for r in rows]
+
+    def claim_waiting(self, endpoint_id: str) -> list[TaskSpec]:
+        """The tasks of an endpoint stored while no replica held its link
+        (``waiting_for_endpoint``), marked dispatched here, in the order submitted. One
+        UPDATE claims them: two replicas that both claim get disjoint sets."""
+        now = time.time()
+        with self._begin() as conn:
+            rows = [dict(r) for r in conn.execute(
+                update(tasks).where(tasks.c.endpoint_id == endpoint_id,
+                                    tasks.c.state == lc.WAITING)
+                .values(state=lc.DISPATCHED, t_dispatched=now)
+                .returning(tasks.c.task_id, tasks.c.function_id, tasks.c.payload,
+                           tasks.c.resources, tasks.c.blobs, tasks.c.t_received,
+                           tasks.c.batch_pos)).mappings()]
+            self._load_blobs(rows, "payload")
+        rows = [r for r in rows if r["payload"] is not None]
+        rows.sort(key=lambda r: (r["t_received"], r["batch_pos"]))
+        bodies = self.function_bodies({r["function_id"] for r in rows})
+        return [self._spec(r, bodies) for r in rows]
+
+    def finished_since(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every user's finished tasks with a sequence number over ``after``, in order
+        (a replica's fan-out to the result streams it holds). Finishing transactions
+        take their numbers on the counters row, held to their commit: what is read
+        here is a gap-free prefix."""
+        cols = [c for c in tasks.c if c.name not in ("payload",)]
+        q = (select(*cols).where(tasks.c.seq > after, tasks.c.seq > 0)
+             .order_by(tasks.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        self._load_blobs(rows)
+        return rows
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(counters.c.value).where(
+                counters.c.name == "seq")).scalar_one())
 
     def mark_running(self, endpoint_id: str, states: Sequence[tuple[str, float]]) -> None:
         if not states:

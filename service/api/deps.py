@@ -80,7 +80,12 @@ def authenticate(p: Parts, header: str | None) -> User:
         user = p.globus.user_for(token)  # raises AuthenticationError saying why not
     if user is None:
         raise AuthenticationError("invalid or revoked token")
-    p.limiter.check(user.user_id)
+    replicas = p.dispatcher.replicas
+    if replicas is not None and p.settings.rate_limit_per_s > 0:
+        # counted in the database, once for all replicas
+        replicas.state.take_request(user.user_id, p.settings.rate_limit_per_s)
+    else:
+        p.limiter.check(user.user_id)
     return user
 
 

@@ -65,6 +65,9 @@ async def accept_tasks(p: Parts, user: User, body: TasksIn) -> list[str]:
         ids, to_send, _ = await asyncio.to_thread(p.store.submit, user, items, online,
                                                   s.max_tasks_in_flight)
     p.dispatcher.send_tasks_threadsafe(to_send)  # (memoized answers: published by the store)
+    elsewhere = {it["endpoint_id"] for it in items} - online
+    if elsewhere:  # with replicas: the one that holds the link claims them
+        p.dispatcher.stored_waiting(elsewhere)
     return ids
 
 

@@ -29,3 +29,13 @@ def test_a_second_service_on_the_same_sqlite_database_is_refused(tmp_path):
         again.start_service()
     finally:
         again.stop()
+
+
+def test_cluster_mode_on_sqlite_is_refused_with_a_reason(tmp_path):
+    env = LocalStack(tmp_path / "home").env
+    run = subprocess.run(
+        [sys.executable, "-m", "funcx_flows.service", "--port", "0", "--cluster"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "cluster needs a PostgreSQL database_url" in run.stderr
