@@ -51,6 +51,7 @@ class Cluster:
     proxy_url: str = ""
     token: str = ""
     stack: LocalStack | None = None
+    pg_url: str = PG_URL
 
     def start_replica(self, r: Replica) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCX_FLOWS_")}
@@ -58,7 +59,7 @@ class Cluster:
         log = (r.home / "service.log").open("ab")
         r.proc = subprocess.Popen(
             [sys.executable, "-m", "funcx_flows.service", "--port", str(r.port),
-             "--zmq-port", "0", "--database-url", PG_URL, "--cluster"],
+             "--zmq-port", "0", "--database-url", self.pg_url, "--cluster"],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         wait_until(lambda: self._ready(r), 60, f"replica on port {r.port} to be ready", 0.1)
@@ -82,7 +83,7 @@ class Cluster:
 
     def holder_pid(self, endpoint_id: str) -> int:
         """The pid of the replica that holds the endpoint's link (its record)."""
-        engine = sa.create_engine(PG_URL)
+        engine = sa.create_engine(self.pg_url)
         try:
             with engine.connect() as conn:
                 name = conn.execute(sa.text(
@@ -121,10 +122,10 @@ def answers(c: Cluster) -> bool:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path, replicas: int = 3) -> Iterator[Cluster]:
+def running_cluster(root: Path, replicas: int = 3, pg_url: str = PG_URL) -> Iterator[Cluster]:
     """``replicas`` replicas, the proxy, and endpoint ``ep`` linked through it."""
-    reset(PG_URL)
-    c = Cluster(root, CA(root / "pki"))
+    reset(pg_url)
+    c = Cluster(root, CA(root / "pki"), pg_url=pg_url)
     try:
         for i in range(replicas):
             home = root / f"replica{i + 1}"
