@@ -83,9 +83,16 @@ endpoints = Table(
     UniqueConstraint("owner_id", "name", name="uq_endpoint_owner_name"),
 )
 
-# Replicas (settings.cluster): the replica that holds each endpoint's link and the
-# status it last reported, so that any replica answers for it; and the per-user
-# request buckets the replicas share (the rate limit counted once, not per process)
+# Replicas (settings.cluster): which are alive (each says so every second); the
+# replica that holds each endpoint's link and the status it last reported, so that
+# any replica answers for it; and the per-user request buckets the replicas share
+# (the rate limit counted once, not per process)
+replicas = Table(
+    "replicas", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+)
+
 endpoint_links = Table(
     "endpoint_links", metadata,
     Column("endpoint_id", String(36), ForeignKey("endpoints.endpoint_id", ondelete="CASCADE"),

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from funcx_flows.errors import RateLimited
-from funcx_flows.service.db import endpoint_links, rate_buckets
+from funcx_flows.service.db import endpoint_links, rate_buckets, replicas
 
 BURST_S = 5.0  # a bucket holds this many seconds' worth of requests
 
@@ -22,6 +22,20 @@ class ReplicaState:
     def __init__(self, engine: Engine, replica: str) -> None:
         self.engine = engine
         self.replica = replica
+
+    # ------------------------------------------------------------ replicas --
+
+    def alive(self, within_s: float) -> int:
+        """Say this replica lives; how many others said so within ``within_s``."""
+        now = time.time()
+        stmt = pg_insert(replicas).values(name=self.replica, seen_at=now)
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=[replicas.c.name],
+                                                    set_={"seen_at": now}))
+            conn.execute(delete(replicas).where(replicas.c.seen_at < now - 3600))
+            return int(conn.execute(select(func.count()).select_from(replicas).where(
+                replicas.c.name != self.replica,
+                replicas.c.seen_at > now - within_s)).scalar_one())
 
     # ------------------------------------------------------ endpoint links --
 
@@ -56,10 +70,11 @@ class ReplicaState:
         return out
 
     def forget_links(self) -> None:
-        """At this replica's stop: the links it held are gone."""
+        """At this replica's stop: the links it held are gone, and so is it."""
         with self.engine.begin() as conn:
             conn.execute(delete(endpoint_links).where(
                 endpoint_links.c.replica == self.replica))
+            conn.execute(delete(replicas).where(replicas.c.name == self.replica))
 
     # ------------------------------------------------------- rate limiting --
 

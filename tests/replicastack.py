@@ -52,6 +52,7 @@ class Cluster:
     token: str = ""
     stack: LocalStack | None = None
     pg_url: str = PG_URL
+    cluster: bool = True  # False: plain service processes (one alone, as before replicas)
 
     def start_replica(self, r: Replica) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCX_FLOWS_")}
@@ -59,7 +60,8 @@ class Cluster:
         log = (r.home / "service.log").open("ab")
         r.proc = subprocess.Popen(
             [sys.executable, "-m", "funcx_flows.service", "--port", str(r.port),
-             "--zmq-port", "0", "--database-url", self.pg_url, "--cluster"],
+             "--zmq-port", "0", "--database-url", self.pg_url,
+             *(["--cluster"] if self.cluster else [])],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         wait_until(lambda: self._ready(r), 60, f"replica on port {r.port} to be ready", 0.1)
@@ -122,10 +124,11 @@ def answers(c: Cluster) -> bool:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path, replicas: int = 3, pg_url: str = PG_URL) -> Iterator[Cluster]:
+def running_cluster(root: Path, replicas: int = 3, pg_url: str = PG_URL,
+                    cluster: bool = True, workers: int = 2) -> Iterator[Cluster]:
     """``replicas`` replicas, the proxy, and endpoint ``ep`` linked through it."""
     reset(pg_url)
-    c = Cluster(root, CA(root / "pki"), pg_url=pg_url)
+    c = Cluster(root, CA(root / "pki"), pg_url=pg_url, cluster=cluster)
     try:
         for i in range(replicas):
             home = root / f"replica{i + 1}"
@@ -149,7 +152,7 @@ def running_cluster(root: Path, replicas: int = 3, pg_url: str = PG_URL) -> Iter
         c.stack = LocalStack(root / "user", env={
             "FUNCX_FLOWS_SERVICE_URL": c.proxy_url, "FUNCX_FLOWS_TOKEN": c.token,
             "FUNCX_FLOWS_CA_BUNDLE": str(c.ca.pem)})
-        c.stack.start_endpoint("ep", {"max_workers_per_node": 2, "provider": "local",
+        c.stack.start_endpoint("ep", {"max_workers_per_node": workers, "provider": "local",
                                       "heartbeat_period_s": 0.5, "heartbeat_threshold_s": 5,
                                       "link": "websocket"})
         yield c

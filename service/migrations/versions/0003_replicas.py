@@ -1,5 +1,5 @@
-"""Replicas: where each endpoint is linked and its last status (any replica answers
-for it), and the per-user request buckets they share.
+"""Replicas: which are alive, where each endpoint is linked and its last status (any
+replica answers for it), and the per-user request buckets they share.
 
 Revision ID: 0003
 Revises: 0002
@@ -17,6 +17,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "replicas",
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("seen_at", sa.Float, nullable=False),
+    )
     op.create_table(
         "endpoint_links",
         sa.Column("endpoint_id", sa.String(36), sa.ForeignKey("endpoints.endpoint_id",
@@ -39,3 +44,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rate_buckets")
     op.drop_table("endpoint_links")
+    op.drop_table("replicas")
