@@ -25,10 +25,13 @@ what went wrong without sharing anything but this module::
      |    +-- RemoteExecutionError    the function raised; carries the remote traceback
      |    +-- TaskCancelled           cancelled by its owner (or a timeout)
      |    +-- ResultTooLarge          the result is over the size limit
+     |    +-- PartialFailure          some calls of a batched map failed
+     |    +-- EndpointDeleted         its endpoint was deleted before it finished
      |    +-- SystemFailure           the machinery under the task failed
      |         +-- WorkerLost         the worker process died mid-task
      |         +-- ManagerLost        the node's manager stopped heartbeating
      |         +-- PilotEnded         the pilot job (block) ended under the task
+     |         +-- ArgumentsLost      the service lost the stored arguments
      +-- TransferFailed               a Globus transfer failed or was refused
      +-- TransferStatusUnknown        a Globus transfer was submitted; whether it runs is unknown
      +-- TimedOut                     a wait passed its deadline (also a TimeoutError)
@@ -37,7 +40,13 @@ what went wrong without sharing anything but this module::
           +-- EndpointAlreadyRunning
           +-- EndpointNotRunning
 
-``error_from_code`` rebuilds the right class from a code received on the wire.
+``error_from_code`` rebuilds the right class from a code received on the wire,
+``task_error_from_code`` the error a task ended with; ``code_for_status`` names
+the service error an HTTP status means, for an answer that carries no code (a
+proxy's, or the web framework's own), on both sides of the REST API.
+
+A task's failure is never a refusal of a request (a ``ServiceError``): a task
+on a deleted endpoint ends ``EndpointDeleted``, not ``NotFound``.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ class FuncxFlowsError(Exception):
 
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 500
+    also_statuses: ClassVar[tuple[int, ...]] = ()  # other HTTP statuses that mean it
 
     def __init__(self, message: str = "", **details: Any) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
@@ -105,6 +115,8 @@ class InvalidRequest(ServiceError):
 
     code = "invalid_request"
     http_status = 422
+    # a body that does not parse (400), a method the route does not take (405)
+    also_statuses: ClassVar[tuple[int, ...]] = (400, 405)
 
 
 class AuthenticationError(ServiceError):
@@ -238,6 +250,12 @@ class PartialFailure(TaskError):
         self.results = results or []
 
 
+class EndpointDeleted(TaskError):
+    """The task's endpoint was deleted before the task finished."""
+
+    code = "endpoint_deleted"
+
+
 class SystemFailure(TaskError):
     """The machinery under the task failed (not the function itself)."""
 
@@ -260,6 +278,12 @@ class PilotEnded(SystemFailure):
     """The pilot job (block) running the task ended."""
 
     code = "pilot_ended"
+
+
+class ArgumentsLost(SystemFailure):
+    """The service lost the task's stored arguments (a file beside its database)."""
+
+    code = "arguments_lost"
 
 
 class TransferFailed(FuncxFlowsError):
@@ -326,6 +350,23 @@ ERRORS_BY_CODE: dict[str, type[FuncxFlowsError]] = {
 }
 
 
+def _statuses() -> dict[int, str]:
+    """HTTP status -> the code of the most general service error answered with it."""
+    out: dict[int, str] = {}
+    for cls in _all_subclasses(ServiceError)[1:]:  # parents come before their children
+        for status in (cls.http_status, *cls.also_statuses):
+            out.setdefault(status, cls.code)
+    return out
+
+
+STATUS_CODES: dict[int, str] = _statuses()
+
+
+def code_for_status(status: int) -> str:
+    """The code of an HTTP error answer that carries none."""
+    return STATUS_CODES.get(status, ServiceError.code)
+
+
 def error_from_code(code: str, message: str, **extra: Any) -> FuncxFlowsError:
     """Rebuild an error received on the wire; unknown codes become the nearest root."""
     cls = ERRORS_BY_CODE.get(code, FuncxFlowsError)
@@ -337,3 +378,20 @@ def error_from_code(code: str, message: str, **extra: Any) -> FuncxFlowsError:
         )
     details = extra.get("details")
     return cls(message, **(details if isinstance(details, dict) else {}))
+
+
+# Codes that services and endpoints before these classes wrote for task failures.
+_TASK_CODES_BEFORE = {"not_found": EndpointDeleted.code, "storage_error": ArgumentsLost.code}
+
+
+def task_error_from_code(code: str, message: str, **extra: Any) -> FuncxFlowsError:
+    """The error a task ended with, from its record: never a refusal of a request.
+    A worker's own kinds stay (``SerializationError``, ``PythonVersionMismatch``...);
+    a service code, from an older peer, becomes the plain ``TaskError``, with the
+    code it came with in ``details["code"]``."""
+    exc = error_from_code(_TASK_CODES_BEFORE.get(code, code), message, **extra)
+    if not isinstance(exc, ServiceError):
+        return exc
+    out = TaskError(message, **exc.details)
+    out.details["code"] = code
+    return out

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from funcx_flows.errors import FuncxFlowsError
+from funcx_flows.errors import FuncxFlowsError, code_for_status
 from funcx_flows.home import write_secret
 from funcx_flows.memory import release_free_memory
 from funcx_flows.service.api import (
@@ -47,11 +47,6 @@ CHECKPOINT_PERIOD_S = 0.5  # the SQLite WAL copied into the database (a backgrou
 # How often open result streams are checked against tokens revoked elsewhere (the
 # CLI, another replica); a revoke through this process's API closes them at once.
 REVOCATION_CHECK_S = 1.0
-
-_STATUS_CODES = {400: "invalid_request", 401: "authentication_failed", 403: "permission_denied",
-                 404: "not_found", 405: "invalid_request", 409: "conflict",
-                 413: "payload_too_large", 422: "invalid_request", 429: "rate_limited"}
-
 
 def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None
            ) -> JSONResponse:
@@ -150,7 +145,7 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # A body that does not parse is bad input like any other: 422, as documented.
         status = 422 if exc.status_code == 400 else exc.status_code
-        code = _STATUS_CODES.get(status, "service_error")
+        code = code_for_status(status)
         return _error(status, code, str(exc.detail))
 
     for module in (health, tokens, functions, endpoints, tasks, stream, link):

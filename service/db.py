@@ -156,7 +156,7 @@ tasks = Table(
     _partial("ix_tasks_done_at", ("t_completed",), "t_completed IS NOT NULL"),
 )
 
-# Who besides the owner may use a function or an endpoint (see service/sharing.py).
+# Who besides the owner may use a function or an endpoint (see service/store/sharing.py).
 shares = Table(
     "shares", metadata,
     Column("kind", String(16), primary_key=True),

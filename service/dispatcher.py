@@ -29,11 +29,12 @@ from sqlalchemy.exc import DBAPIError
 
 from funcx_flows import messages as m
 from funcx_flows.errors import ProtocolError, StorageUnavailable
+from funcx_flows.service.api.records import task_record
 from funcx_flows.service.cluster import Replicas
 from funcx_flows.service.hub import Hub, Outbox
 from funcx_flows.service.replica_state import ReplicaState
 from funcx_flows.service.settings import ServiceSettings
-from funcx_flows.service.store import Store, task_record
+from funcx_flows.service.store import Store
 from funcx_flows.service.zmqlink import ServiceKeys, ZmqLinks
 
 log = logging.getLogger(__name__)

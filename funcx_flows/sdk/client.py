@@ -30,8 +30,12 @@ from funcx_flows.errors import (
     SerializationError,
     ServiceError,
     ServiceUnavailable,
+    TaskCancelled,
+    TaskError,
     TaskPending,
+    code_for_status,
     error_from_code,
+    task_error_from_code,
 )
 from funcx_flows.home import home_dir
 from funcx_flows.retry import Backoff, RetryPolicy
@@ -39,17 +43,6 @@ from funcx_flows.retry import Backoff, RetryPolicy
 TERMINAL_STATES = frozenset({"success", "failed", "cancelled"})
 _TRANSIENT = frozenset({502, 503, 504})  # a proxy without a service, a busy database
 
-_STATUS_CODES = {
-    400: "invalid_request",
-    401: "authentication_failed",
-    403: "permission_denied",
-    404: "not_found",
-    409: "conflict",
-    413: "payload_too_large",
-    422: "invalid_request",
-    429: "rate_limited",
-    503: "service_unavailable",
-}
 
 
 # Request bodies are encoded with msgspec: several times faster than the json module
@@ -130,8 +123,9 @@ def result_from_record(record: Mapping[str, Any], *, original_exceptions: bool =
                                 what="result")
     if state in ("failed", "cancelled"):
         err = record.get("error") or {}
-        code = err.get("code") or ("cancelled" if state == "cancelled" else "task_error")
-        exc = error_from_code(
+        code = err.get("code") or (TaskCancelled.code if state == "cancelled"
+                                   else TaskError.code)
+        exc = task_error_from_code(
             code,
             err.get("message") or f"task {record.get('task_id')} {state}",
             remote_type=err.get("remote_type", ""),
@@ -280,13 +274,13 @@ class Client:
             code, message = str(err["code"]), str(err["message"])
             details = err.get("details") or {}
         except (ValueError, KeyError, TypeError):
-            code = _STATUS_CODES.get(response.status_code, "service_error")
+            code = code_for_status(response.status_code)
             message = f"HTTP {response.status_code}: {response.text[:500]}"
             details = {}
         exc = error_from_code(code, message, details=details)
         if not isinstance(exc, ServiceError):
             # A task-level code answered by a route: still a refusal of the request.
-            exc = error_from_code(_STATUS_CODES.get(response.status_code, "service_error"),
+            exc = error_from_code(code_for_status(response.status_code),
                                   message, details=details)
         exc.details.setdefault("http_status", response.status_code)
         return exc

@@ -45,9 +45,10 @@ from funcx_flows.service.api.deps import (
 )
 from funcx_flows.service.api.fields import Name
 from funcx_flows.service.api.models import TasksIn
+from funcx_flows.service.api.records import task_record
 from funcx_flows.service.api.tasks import accept_tasks
 from funcx_flows.service.db import storage_unavailable
-from funcx_flows.service.store import User, hash_token, task_record
+from funcx_flows.service.store import User, hash_token
 
 GroupId: pydantic.TypeAdapter[str] = pydantic.TypeAdapter(
     Annotated[Name, pydantic.Field(max_length=64)])

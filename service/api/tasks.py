@@ -19,8 +19,9 @@ from funcx_flows.service.api.models import (
     TasksIn,
     decode_b64,
 )
+from funcx_flows.service.api.records import task_record
 from funcx_flows.service.lifecycle import TERMINAL
-from funcx_flows.service.store import User, task_record
+from funcx_flows.service.store import User
 
 router = APIRouter(tags=["tasks"])
 UserDep = Annotated[User, Depends(current_user)]

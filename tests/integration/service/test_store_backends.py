@@ -38,6 +38,51 @@ def store(request: pytest.FixtureRequest, tmp_path, need) -> Iterator[Store]:
     engine.dispose()
 
 
+def test_every_state_change_the_store_makes_is_one_the_lifecycle_allows(store: Store):
+    """Each operation of the store, on tasks in every state: a task's state either
+    stays or moves as some lifecycle event moves it (a late "running" report, a
+    duplicate result, a cancel of an ended task change nothing)."""
+    from funcx_flows.service import lifecycle as lc
+
+    alice = store.ensure_user("alice")
+    fid, _ = store.register_function(alice, "f", "", b"FXF-body")
+    eid, _ = store.register_endpoint(alice, "ep", "k" * 40, {})
+    item = {"function_id": fid, "endpoint_id": eid, "payload": b"p", "group_id": "g"}
+    queued, _, _ = store.submit(alice, [item] * 6, online=set())
+    sent, _, _ = store.submit(alice, [item] * 6, online={eid})
+    ids = queued + sent
+    states = {r["task_id"]: r["state"] for r in store.fetch(alice, ids)}
+    assert set(states.values()) == {lc.WAITING, lc.DISPATCHED}
+
+    def result(tid: str, ok: bool = True) -> m.TaskResult:
+        return m.TaskResult(task_id=tid, ok=ok, data=b"r" if ok else None)
+
+    steps = [
+        lambda: store.mark_running(eid, [(t, 1.0) for t in (queued[0], sent[0], sent[1])]),
+        lambda: store.complete(eid, [result(sent[0]), result(queued[1], ok=False)]),
+        lambda: store.mark_running(eid, [(t, 2.0) for t in (sent[0], queued[1])]),  # ended
+        lambda: store.cancel(alice, [sent[0], sent[2], queued[2]]),
+        lambda: store.complete(eid, [result(t) for t in (sent[0], sent[2], sent[3])]),
+        lambda: store.resend(eid, held=[sent[4]]),
+        lambda: store.complete(eid, [result(t) for t in ids]),  # the large-batch path
+        lambda: store.cancel_group(alice, "g", "gone"),
+    ]
+    seen = set()
+    for i, do in enumerate(steps):
+        do()
+        now = {r["task_id"]: r["state"] for r in store.fetch(alice, ids)}
+        for tid in ids:
+            before, after = states[tid], now[tid]
+            assert before == after or lc.can_transition(before, after), (i, before, after)
+            if before in lc.TERMINAL:
+                assert after == before, (i, tid)
+            seen.add((before, after))
+        states = now
+    assert {(lc.WAITING, lc.RUNNING), (lc.RUNNING, lc.SUCCESS), (lc.DISPATCHED, lc.CANCELLED),
+            (lc.RUNNING, lc.DISPATCHED)} <= seen
+    assert set(states.values()) <= lc.TERMINAL
+
+
 def test_a_batch_of_tasks_round_trips(store: Store):
     alice, bob = store.ensure_user("alice"), store.ensure_user("bob")
     fid, created = store.register_function(alice, "f", "", b"FXF-body")
@@ -76,6 +121,8 @@ def test_a_batch_of_tasks_round_trips(store: Store):
         store.get_task(bob, ids[0])
     failed = store.delete_endpoint(alice, eid)
     assert {r["task_id"] for r in failed} == set(ids[40:])
+    # a task failure, not a refusal of a request: the client raises a TaskError
+    assert {r["error"]["code"] for r in failed} == {"endpoint_deleted"}
     # memoization: a second identical call of a memoized function is answered at once
     mfid, _ = store.register_function(alice, "m", "", b"FXF-body", memoize=True)
     assert mfid != fid  # another function than the plain registration of the same body
@@ -152,7 +199,7 @@ def test_finished_records_are_published_in_sequence_order(store: Store):
 
 
 def test_a_refused_batch_stores_none_of_its_tasks(store: Store):
-    """Small batches insert first and check afterwards (Store._insert_first), large
+    """Small batches insert first and check afterwards (Tasks._insert_first), large
     ones check first: either way a refusal rolls the whole batch back."""
     alice, bob = store.ensure_user("alice"), store.ensure_user("bob")
     fid, _ = store.register_function(alice, "f", "", b"FXF-body")
@@ -229,7 +276,7 @@ def test_an_allow_list_takes_effect_when_the_endpoint_reregisters(store: Store):
 def test_an_allow_list_set_through_another_replica_holds_after_the_cache_period(
         store: Store, monkeypatch):
     """Service replicas on one database: each re-reads allow-lists after ALLOW_LIST_CACHE_S."""
-    import funcx_flows.service.store as store_module
+    import funcx_flows.service.store.registry as store_module
 
     replica = Store(store.engine)
     alice = store.ensure_user("alice")
@@ -275,7 +322,8 @@ def test_large_batches_resources_and_errors_round_trip(store: Store):
 def test_small_and_large_result_batches_store_the_same_records(store: Store):
     """A few results take the one-statement path (update ... returning), many the
     read-then-update one: the same fields come out of both, stored and returned."""
-    from funcx_flows.service.store import INSERT_FIRST_MAX, task_record
+    from funcx_flows.service.api.records import task_record
+    from funcx_flows.service.store.finishing import COMPLETE_ONE_BY_ONE_MAX
 
     alice = store.ensure_user("alice")
     fid, _ = store.register_function(alice, "f", "", b"FXF-body")
@@ -283,7 +331,7 @@ def test_small_and_large_result_batches_store_the_same_records(store: Store):
     err = m.ErrorInfo(code="task_failed", message="boom", remote_type="ValueError",
                       remote_traceback="Traceback ...")
     got = {}
-    for n in (2, INSERT_FIRST_MAX + 2):
+    for n in (2, COMPLETE_ONE_BY_ONE_MAX + 2):
         ids, _, _ = store.submit(alice, [{"function_id": fid, "endpoint_id": eid,
                                           "payload": b"p", "group_id": "g"}] * n,
                                  online={eid})
@@ -300,7 +348,7 @@ def test_small_and_large_result_batches_store_the_same_records(store: Store):
             record, again = task_record(r), task_record(stored[r["task_id"]])
             assert record == again, (n, record, again)
         got[n] = [task_record(stored[t]) for t in ids[:2]]
-    for a, b in zip(got[2], got[INSERT_FIRST_MAX + 2], strict=True):
+    for a, b in zip(got[2], got[COMPLETE_ONE_BY_ONE_MAX + 2], strict=True):
         same = {k for k in a if k not in ("task_id", "seq", "timestamps")}
         assert {k: a[k] for k in same} == {k: b[k] for k in same}
         assert a["timestamps"].keys() == b["timestamps"].keys()
@@ -523,7 +571,7 @@ def test_sqlite_keeps_large_payloads_and_results_in_files(tmp_path):
             f.unlink()
     assert store.resend(eid, held=[ids[1]]) == []
     lost = store.get_task(alice, doomed[1])
-    assert lost["state"] == "failed" and lost["error"]["code"] == "storage_error"
+    assert lost["state"] == "failed" and lost["error"]["code"] == "arguments_lost"
 
     # orphans (a crash between a file and its row) go at start-up; the rest stay
     (folder / ("0" * 64)).write_bytes(b"orphan")

@@ -69,3 +69,53 @@ def test_poll_until_returns_the_value_waits_the_policys_delays_and_gives_up():
     assert poll_until(lambda: False, 0.05) is None  # the real clock: gives up at the deadline
     with pytest.raises(ZeroDivisionError):  # what the predicate raises goes through
         poll_until(lambda: 1 / 0, 10, policy)
+
+
+def test_one_status_map_derived_from_the_tree():
+    """The client and the service read an answer without a code the same way: a
+    status names the most general service error answered with it."""
+    assert errors.code_for_status(404) == errors.NotFound.code
+    assert errors.code_for_status(405) == errors.code_for_status(400) == \
+        errors.InvalidRequest.code
+    assert errors.code_for_status(503) == errors.ServiceUnavailable.code  # not storage's
+    assert errors.code_for_status(500) == errors.code_for_status(418) == \
+        errors.ServiceError.code
+    for cls in errors.ERRORS_BY_CODE.values():
+        if issubclass(cls, errors.ServiceError) and cls is not errors.ServiceError:
+            rebuilt = errors.error_from_code(errors.code_for_status(cls.http_status), "x")
+            assert isinstance(rebuilt, errors.ServiceError)
+            assert rebuilt.http_status == cls.http_status
+
+
+def test_a_client_reads_a_bare_405_as_invalid_request():
+    import httpx
+
+    from funcx_flows.sdk.client import Client
+
+    exc = Client._error_from_response(httpx.Response(405, text="Method Not Allowed"))
+    assert isinstance(exc, errors.InvalidRequest) and exc.details["http_status"] == 405
+
+
+def test_a_task_failure_is_never_a_refusal_of_a_request():
+    """Records stored by older services named these failures with request codes."""
+    deleted = errors.task_error_from_code("not_found", "endpoint e was deleted")
+    assert type(deleted) is errors.EndpointDeleted
+    lost = errors.task_error_from_code("storage_error", "lost")
+    assert type(lost) is errors.ArgumentsLost and isinstance(lost, errors.SystemFailure)
+    odd = errors.task_error_from_code("permission_denied", "no")
+    assert type(odd) is errors.TaskError and odd.details["code"] == "permission_denied"
+    assert type(errors.task_error_from_code("worker_lost", "w")) is errors.WorkerLost
+    # a worker's own kinds of failure keep their class
+    assert type(errors.task_error_from_code("serialization_error", "s")) is \
+        errors.SerializationError
+
+
+def test_a_failed_record_with_a_request_code_raises_a_task_error():
+    from funcx_flows.sdk.client import result_from_record
+
+    record = {"task_id": "t", "state": "failed",
+              "error": {"code": "endpoint_deleted", "message": "endpoint e was deleted"}}
+    with pytest.raises(errors.EndpointDeleted, match="was deleted"):
+        result_from_record(record)
+    with pytest.raises(errors.EndpointDeleted):
+        result_from_record({**record, "error": {"code": "not_found", "message": "old"}})

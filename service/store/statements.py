@@ -1,4 +1,4 @@
-"""The statements on every task's path, run straight on the DBAPI cursor.
+"""Prepared statements: those on every task's path, run straight on the DBAPI cursor.
 
 SQLAlchemy Core costs ~40 us of Python per statement on top of SQLite's own ~10 us
 (compiled-cache lookup, parameter processing, result set-up), and a task is stored
@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+
+from .. import lifecycle as lc
 
 # IN (...) lists are compiled for these sizes; a list is padded to the next one
 # (repeating its last id), and longer lists are run in slices of the largest.
@@ -90,3 +92,61 @@ def select_in(conn: Connection, stmt: InStatement, ids: Sequence[str],
         for row in execute(conn, stmt.by_size[size], args):
             rows[row[0]] = row
     return list(rows.values())
+
+
+def state_in(states: Iterable[str]) -> str:
+    """``state IN (...)``: a lifecycle guard (``lc.sources``) as SQL."""
+    return "state IN ({})".format(", ".join(f"'{s}'" for s in sorted(states)))
+
+
+# the columns of a task that finishing reads, publishes and returns
+FINISH_COLUMNS = ("task_id", "function_id", "endpoint_id", "group_id", "owner_id", "state",
+                  "attempts", "t_received", "t_waiting", "t_dispatched", "t_running", "blobs")
+TASK_COLUMNS = ("task_id", "owner_id", "function_id", "endpoint_id", "group_id", "state", "seq",
+                "payload", "resources", "attempts", "t_received", "t_waiting", "t_dispatched",
+                "memo_key", "blobs", "batch_pos")
+
+
+class Statements:
+    """The statements of every submission, result and request, compiled once for the
+    engine's dialect (building one costs more than running it)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        endable = state_in(lc.sources(lc.SUCCEED, lc.FAIL, lc.CANCEL))
+        finishable = f"SELECT {', '.join(FINISH_COLUMNS)} FROM tasks WHERE task_id IN ({{ids}}) "
+        self.endable_by_ids = InStatement(finishable + f"AND {endable}", dialect)
+        self.endable_by_ids_of_endpoint = InStatement(
+            finishable + f"AND {endable} AND endpoint_id = :eid", dialect)
+        self.owners_of_tasks = InStatement(
+            "SELECT task_id, owner_id FROM tasks WHERE task_id IN ({ids})", dialect)
+        self.active_of_owner = Statement(
+            f"SELECT count(*) FROM tasks WHERE owner_id = :uid AND {state_in(lc.ACTIVE)}",
+            dialect)
+        insert_task = (f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) "
+                       f"VALUES ({', '.join(':' + c for c in TASK_COLUMNS)})")
+        self.insert_task = Statement(insert_task, dialect)
+        self.insert_task_unless_taken = Statement(
+            insert_task + " ON CONFLICT (task_id) DO NOTHING RETURNING task_id", dialect)
+        self.next_seqs = Statement(
+            "UPDATE counters SET value = value + :n WHERE name = 'seq' RETURNING value", dialect)
+        self.finish = Statement(
+            "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
+            "error = :err, stdout = :out, logs = :lg, attempts = :att, t_running = :tr, "
+            "payload = NULL, "
+            "blobs = (blobs & 1) | :bl WHERE task_id = :tid", dialect)
+        # a result's update, guarded and read back in one statement (SUCCEED or FAIL)
+        self.finish_with_result = Statement(
+            "UPDATE tasks SET state = :s, seq = :q, t_completed = :tc, result = :res, "
+            "error = :err, stdout = :out, logs = :lg, attempts = :att, "
+            "t_running = COALESCE(t_running, :tr), payload = NULL, blobs = (blobs & 1) | :bl "
+            f"WHERE task_id = :tid AND endpoint_id = :eid "
+            f"AND {state_in(lc.sources(lc.SUCCEED, lc.FAIL))} "
+            f"RETURNING {', '.join(FINISH_COLUMNS)}", dialect)
+        self.user_of_token = Statement(
+            "SELECT u.user_id, u.name FROM tokens t JOIN users u ON u.user_id = t.user_id "
+            "WHERE t.token_hash = :h AND t.revoked_at IS NULL", dialect)
+        self.endpoint_of_link_token = Statement(
+            "SELECT endpoint_id FROM endpoints WHERE endpoint_id = :e "
+            "AND link_token_hash = :h", dialect)
+        self.revoked_since = Statement(
+            "SELECT token_hash FROM tokens WHERE revoked_at >= :since", dialect)
