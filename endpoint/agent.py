@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import platform
-import shlex
 import socket
 import sqlite3
 import sys
@@ -33,6 +32,7 @@ import zmq
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
 from funcx_flows.endpoint.interchange import Interchange
+from funcx_flows.endpoint.launch import LaunchPlan, ManagerOptions
 from funcx_flows.endpoint.link import (
     LinkDown,
     ServiceLink,
@@ -43,7 +43,6 @@ from funcx_flows.endpoint.link import (
     link_url,
 )
 from funcx_flows.endpoint.linkauth import Gate, Mechanism
-from funcx_flows.endpoint.manager import ManagerOptions
 from funcx_flows.endpoint.providers.base import (
     ACTIVE_STATES,
     CANCELLED,
@@ -161,6 +160,15 @@ class Agent:
             max_retries=config.max_retries_on_system_failure,
             heartbeat_period_s=config.heartbeat_period_s,
             heartbeat_threshold_s=config.heartbeat_threshold_s, gate=self.gate)
+        c = config
+        self.launch = LaunchPlan(
+            interchange=f"tcp://{c.interchange_address}:{self.interchange.port}",
+            workers=c.max_workers_per_node, prefetch=c.max_workers_per_node,
+            heartbeat_period_s=c.heartbeat_period_s,
+            heartbeat_threshold_s=c.heartbeat_threshold_s,
+            credentials=str(self.credentials_path), sandbox=self.sandbox,
+            runs_for_s=(walltime_seconds(c.walltime) - c.walltime_margin_s
+                        if is_batch(c.provider) else None))
         # blocks whose manager runs in this loop (the inline provider), else None
         self.inline = (InlineManagers(provider, self.interchange, self.manager_options)
                        if isinstance(provider, InlineProvider) else None)
@@ -380,32 +388,11 @@ class Agent:
     # -------------------------------------------------------------- blocks --
 
     def manager_options(self, block_id: str) -> ManagerOptions:
-        c = self.config
-        drain_at = None
-        if is_batch(c.provider):
-            drain_at = float(int(time.time() + walltime_seconds(c.walltime)
-                                 - c.walltime_margin_s))
-        return ManagerOptions(
-            interchange=f"tcp://{c.interchange_address}:{self.interchange.port}",
-            block_id=block_id, workers=c.max_workers_per_node,
-            prefetch=c.max_workers_per_node, heartbeat_period_s=c.heartbeat_period_s,
-            heartbeat_threshold_s=c.heartbeat_threshold_s,
-            max_result_bytes=self.max_result_bytes, drain_at=drain_at, sandbox=self.sandbox)
+        return self.launch.options(block_id, self.max_result_bytes, time.time())
 
     def manager_command(self, block_id: str) -> str:
-        o = self.manager_options(block_id)
-        args = [sys.executable, "-m", "funcx_flows.endpoint.manager",
-                "--interchange", o.interchange, "--block-id", block_id,
-                "--workers", str(o.workers), "--prefetch", str(o.prefetch),
-                "--heartbeat-period", str(o.heartbeat_period_s),
-                "--heartbeat-threshold", str(o.heartbeat_threshold_s),
-                "--max-result-bytes", str(o.max_result_bytes)]
-        if o.drain_at is not None:
-            args += ["--drain-at", f"{o.drain_at:.0f}"]
-        args += ["--credentials", str(self.credentials_path)]
-        if o.sandbox is not None:
-            args += ["--sandbox", o.sandbox.to_json()]
-        return shlex.join(args)
+        command: str = self.manager_options(block_id).command()
+        return command
 
     def _submit_blocks(self, n: int) -> None:
         for _ in range(n):

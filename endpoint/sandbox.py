@@ -21,8 +21,6 @@ with its manager (``--die-with-parent``).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 import socket
@@ -46,18 +44,6 @@ class SandboxSpec:
     private_home: str  # becomes an empty tmpfs; ``keep`` paths under it are bound back
     keep: tuple[str, ...] = ()  # bound read-write (the user asked for them)
     bwrap: str = "bwrap"
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> SandboxSpec:
-        try:
-            data = json.loads(text)
-            return cls(hide=tuple(data["hide"]), private_home=str(data["private_home"]),
-                       keep=tuple(data.get("keep", ())), bwrap=str(data.get("bwrap", "bwrap")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"--sandbox is not a sandbox description: {exc}") from exc
 
     def check(self) -> None:
         """Refuse at start what would fail at every task."""

@@ -166,15 +166,9 @@ def worker_main(conn: Connection, max_result_bytes: int) -> None:
         spec = pipe.next_task()
         if spec is None:
             os._exit(0)
-        result = cancelled_result(spec) if spec.task_id in pipe.cancelled else runner.run(spec)
+        result = (m.cancelled_result(spec, time.time()) if spec.task_id in pipe.cancelled
+                  else runner.run(spec))
         conn.send_bytes(m.encode(m.Results(results=[result])))
-
-
-def cancelled_result(spec: m.TaskSpec) -> m.TaskResult:
-    """What a task cancelled before it ran reports (it never ran)."""
-    return m.TaskResult(task_id=spec.task_id, ok=False, attempts=spec.attempt,
-                        finished_at=time.time(),
-                        error=m.ErrorInfo(code="cancelled", message="cancelled by the user"))
 
 
 class _Pipe:

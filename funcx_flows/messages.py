@@ -322,3 +322,11 @@ def error_info(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, FuncxFlowsError):
         return ErrorInfo(code=exc.code, message=exc.message)
     return ErrorInfo(code="error", message=f"{type(exc).__name__}: {exc}")
+
+
+def cancelled_result(spec: TaskSpec, finished_at: float = 0.0) -> TaskResult:
+    """The answer for a task cancelled before it ran (manager, worker and
+    interchange all give this one)."""
+    return TaskResult(task_id=spec.task_id, ok=False, attempts=spec.attempt,
+                      finished_at=finished_at,
+                      error=ErrorInfo(code="cancelled", message="cancelled by the user"))

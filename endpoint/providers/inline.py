@@ -24,7 +24,8 @@ import zmq
 
 from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.interchange import Interchange
-from funcx_flows.endpoint.manager import Manager, ManagerOptions
+from funcx_flows.endpoint.launch import ManagerOptions
+from funcx_flows.endpoint.manager import Manager
 from funcx_flows.endpoint.providers import base
 from funcx_flows.endpoint.providers.base import CANCELLED, ENDED, FAILED, RUNNING, Block
 
@@ -113,18 +114,19 @@ class InlineManagers:
         for block_id in stop:
             mgr = self.managers.get(block_id)
             if mgr is not None:
-                mgr.stopping = True
+                mgr.stop("the block was cancelled")
         self._reap()
 
     def _start(self, block_id: str) -> None:
         opts = self.options(block_id)
         ix = self.interchange
-        mgr = Manager(opts, uplink=lambda msg: ix.from_inline(opts.manager_id, msg))
-        ix.attach(opts.manager_id, lambda msg: self._guard(mgr, mgr.deliver, msg))
+        mgr: Manager
+        mgr = Manager(opts, uplink=lambda msg: ix.from_inline(mgr.manager_id, msg))
+        ix.attach(mgr.manager_id, lambda msg: self._guard(mgr, mgr.deliver, msg))
         self.managers[block_id] = mgr
         if self._guard(mgr, mgr.start):
             log.info("inline block %s started: manager %s with %d workers", block_id,
-                     opts.manager_id, opts.workers)
+                     mgr.manager_id, opts.workers)
 
     def _guard(self, mgr: Manager, fn: Callable[..., None], *args: Any) -> bool:
         """Run one of a manager's steps; what it raises (a fork that fails for want
@@ -134,7 +136,7 @@ class InlineManagers:
         except Exception as exc:
             log.exception("inline block %s failed", mgr.opts.block_id)
             self.failures[mgr.opts.block_id] = f"{type(exc).__name__}: {exc}"[:500]
-            mgr.stopping = True
+            mgr.stop("it failed")
             return False
         return True
 
@@ -142,7 +144,7 @@ class InlineManagers:
         for block_id, mgr in list(self.managers.items()):
             if mgr.stopping:
                 self._guard(mgr, mgr.shutdown)  # its Bye reaches the interchange next turn
-                self.interchange.detach(mgr.opts.manager_id)
+                self.interchange.detach(mgr.manager_id)
                 del self.managers[block_id]
                 failure = self.failures.pop(block_id, "")
                 self.provider.ended(block_id, failure)
@@ -163,7 +165,7 @@ class InlineManagers:
         """How long the loop may sleep: not at all while a manager holds results
         (a cancel's, say) or the interchange has their messages still to read."""
         if self.interchange.inline_waiting or any(
-                mgr.results for mgr in self.managers.values()):
+                mgr.state.results for mgr in self.managers.values()):
             return 0
         for mgr in self.managers.values():
             default = min(default, mgr.poll_ms())
@@ -184,5 +186,5 @@ class InlineManagers:
 
     def close(self) -> None:
         for mgr in self.managers.values():
-            mgr.stopping = True
+            mgr.stop("the endpoint is stopping")
         self._reap()

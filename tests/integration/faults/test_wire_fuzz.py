@@ -6,7 +6,7 @@ work afterwards. (The service's side: tests/integration/security.)"""
 from __future__ import annotations
 
 import os
-import sys
+import shlex
 import time
 import typing
 import uuid
@@ -24,6 +24,7 @@ from funcx_flows import messages as m
 from funcx_flows import serialize
 from funcx_flows.endpoint.agent import MANAGER_CREDENTIALS, Agent
 from funcx_flows.endpoint.config import EndpointConfig
+from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.linkauth import ManagerCredentials
 from funcx_flows.endpoint.providers.local import LocalProvider
 from funcx_flows.endpoint.simulated import manager_register
@@ -113,9 +114,9 @@ def test_a_manager_survives_fuzzed_frames(fake_interchange, tmp_path: Path):
     import subprocess
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "funcx_flows.endpoint.manager", "--interchange",
-         f"tcp://127.0.0.1:{port}", "--block-id", "fuzz", "--workers", "1", "--prefetch", "1",
-         "--heartbeat-period", "0.5", "--heartbeat-threshold", "600"],
+        shlex.split(ManagerOptions(
+            interchange=f"tcp://127.0.0.1:{port}", block_id="fuzz", workers=1, prefetch=1,
+            heartbeat_period_s=0.5, heartbeat_threshold_s=600).command()),
         stdout=(tmp_path / "manager.log").open("wb"), stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
     try:
@@ -162,8 +163,8 @@ def _interchange_url(endpoint_pid: int) -> str:
                 args = child.cmdline()
             except psutil.Error:
                 continue
-            if "--interchange" in args:
-                return args[args.index("--interchange") + 1]
+            if "--options" in args:
+                return ManagerOptions.from_json(args[args.index("--options") + 1]).interchange
         time.sleep(0.1)
     raise AssertionError("no manager found")
 

@@ -7,8 +7,8 @@ ahead of it was cancelled too or goes on."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +20,8 @@ import zmq
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
-from funcx_flows.endpoint.manager import DEEP_PER_WORKER
+from funcx_flows.endpoint.launch import ManagerOptions
+from funcx_flows.endpoint.manager_state import DEEP_PER_WORKER
 from funcx_flows.localstack import stop_process
 
 WORKERS = 2
@@ -170,9 +171,9 @@ def manager(tmp_path: Path) -> Iterator[FakeInterchange]:
     router.linger = 0
     port = router.bind_to_random_port("tcp://127.0.0.1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "funcx_flows.endpoint.manager", "--interchange",
-         f"tcp://127.0.0.1:{port}", "--block-id", "b", "--workers", str(WORKERS),
-         "--prefetch", str(PREFETCH), "--heartbeat-threshold", "600"],
+        shlex.split(ManagerOptions(
+            interchange=f"tcp://127.0.0.1:{port}", block_id="b", workers=WORKERS,
+            prefetch=PREFETCH, heartbeat_threshold_s=600).command()),
         stdout=(tmp_path / "manager.log").open("wb"), stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
     ix = FakeInterchange(router)

@@ -15,7 +15,7 @@ import zmq
 from funcx_flows import messages as m
 from funcx_flows import serialize
 from funcx_flows.endpoint.interchange import Interchange
-from funcx_flows.endpoint.manager import ManagerOptions
+from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.providers.base import CANCELLED, RUNNING
 from funcx_flows.endpoint.providers.inline import InlineManagers, InlineProvider
 
@@ -98,7 +98,7 @@ def test_a_cancelled_block_takes_its_workers_and_fails_its_running_task(loop: Lo
     loop.until(lambda: loop.ix.status().workers_total == 2)
     (long,) = specs(nap, [60])
     loop.ix.submit([long])
-    loop.until(lambda: any(w.tasks for w in loop.inline.managers["b1"].workers.values()))
+    loop.until(lambda: any(p.tasks for p in loop.inline.managers["b1"].state.pipes.values()))
     procs = [w.proc for w in loop.inline.managers["b1"].workers.values()]
     loop.inline.provider.cancel(["b1"])
     loop.until(lambda: long.task_id in loop.results)

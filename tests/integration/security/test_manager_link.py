@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +19,7 @@ import zmq
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.interchange import Interchange
+from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.linkauth import Gate, ManagerCredentials, Mechanism
 from funcx_flows.endpoint.simulated import manager_register
 from funcx_flows.localstack import LocalStack
@@ -128,8 +129,8 @@ def test_a_manager_with_unusable_credentials_says_why(tmp_path: Path, content: s
     if content:
         path.write_text(content)
     proc = subprocess.run(
-        [sys.executable, "-m", "funcx_flows.endpoint.manager", "--interchange",
-         "tcp://127.0.0.1:9", "--credentials", str(path)],
+        shlex.split(ManagerOptions(interchange="tcp://127.0.0.1:9",
+                                   credentials=str(path)).command()),
         capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "manager: " in proc.stderr and "credentials" in proc.stderr
