@@ -336,6 +336,8 @@ class Dispatcher:
         s = self.settings
         link.online = True
         link.connected_at = time.time()
+        log.info("endpoint %s connected (%s, holding %d tasks)", link.endpoint_id,
+                 msg.hostname, len(msg.held_task_ids))
         link.hostname, link.python_version = msg.hostname, msg.python_version
         link.agent_version = msg.agent_version
         self._send(link.endpoint_id, m.Welcome(

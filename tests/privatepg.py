@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 BIN = Path("/usr/lib/postgresql")
@@ -20,11 +21,17 @@ def binaries() -> Path | None:
 
 
 class PrivatePostgres:
-    def __init__(self, port: int) -> None:
+    """``prefix``: how to run a command where the server lives (``Host.argv`` of a
+    network namespace); ``listen``: its address there, trusted from ``trust_net``."""
+
+    def __init__(self, port: int, prefix: Sequence[str] = (), listen: str = "127.0.0.1",
+                 trust_net: str = "") -> None:
         bindir = binaries()
         assert bindir is not None
         self.bin = bindir
         self.port = port
+        self.prefix = list(prefix)
+        self.listen = listen
         # not under pytest's root-only tmp folder: the postgres user must enter it
         self.folder = Path(tempfile.mkdtemp(prefix="funcx-pg-"))
         os.chmod(self.folder, 0o755)
@@ -32,20 +39,22 @@ class PrivatePostgres:
         self.data = self.folder / "data"
         self._as_postgres(self.bin / "initdb", "-D", str(self.data), "-U", "postgres",
                           "--auth=trust", "-E", "UTF8")
+        if trust_net:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {trust_net} trust\n")
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.listen}:{self.port}/postgres"
 
     def _as_postgres(self, *args: str | Path) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *map(str, args)], check=True,
-                       capture_output=True, timeout=120, cwd=self.folder)
+        subprocess.run([*self.prefix, "runuser", "-u", "postgres", "--", *map(str, args)],
+                       check=True, capture_output=True, timeout=120, cwd=self.folder)
 
     def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses={self.listen}"
         self._as_postgres(self.bin / "pg_ctl", "-D", self.data, "-w", "-l",
-                          self.folder / "server.log",
-                          "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
-                          "start")
+                          self.folder / "server.log", "-o", options, "start")
 
     def stop(self) -> None:
         self._as_postgres(self.bin / "pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop")
