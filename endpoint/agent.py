@@ -247,7 +247,7 @@ class Agent:
                 continue  # a duplicate delivery
             if allowed and spec.function_id not in allowed:
                 refused.append(m.TaskResult(task_id=spec.task_id, ok=False, error=m.ErrorInfo(
-                    code="permission_denied",
+                    code="function_not_allowed",
                     message=f"endpoint does not allow function {spec.function_id}")))
                 continue
             self.held.add(spec.task_id)

@@ -256,6 +256,13 @@ class EndpointDeleted(TaskError):
     code = "endpoint_deleted"
 
 
+class FunctionNotAllowed(TaskError):
+    """The endpoint refused to run the function: it is not on its allow-list (the
+    service refuses such a submission itself while it knows the list)."""
+
+    code = "function_not_allowed"
+
+
 class SystemFailure(TaskError):
     """The machinery under the task failed (not the function itself)."""
 
@@ -381,7 +388,8 @@ def error_from_code(code: str, message: str, **extra: Any) -> FuncxFlowsError:
 
 
 # Codes that services and endpoints before these classes wrote for task failures.
-_TASK_CODES_BEFORE = {"not_found": EndpointDeleted.code, "storage_error": ArgumentsLost.code}
+_TASK_CODES_BEFORE = {"not_found": EndpointDeleted.code, "storage_error": ArgumentsLost.code,
+                      "permission_denied": FunctionNotAllowed.code}
 
 
 def task_error_from_code(code: str, message: str, **extra: Any) -> FuncxFlowsError:

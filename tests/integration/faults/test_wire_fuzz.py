@@ -274,5 +274,5 @@ def test_the_agent_survives_fuzzed_service_frames(tmp_path: Path):
             elif isinstance(msg, m.Results):
                 result = next((r for r in msg.results if r.task_id == task_id), None)
         assert not result.ok and result.error is not None
-        assert result.error.code == "permission_denied"
+        assert result.error.code == "function_not_allowed"
     assert os.path.exists(folder / "spool.db")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from funcx_flows.errors import PermissionDenied
+from funcx_flows.errors import FunctionNotAllowed, PermissionDenied
 from funcx_flows.localstack import LocalStack
 from funcx_flows.sdk.client import result_from_record
 from funcx_flows.sdk.executor import Executor
@@ -44,8 +44,8 @@ def test_allow_list_is_checked_by_service_and_endpoint(tmp_path):
         while (record := client.get_task(task_id))["state"] not in ("success", "failed"):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert record["error"]["code"] == "permission_denied"
-        with pytest.raises(PermissionDenied):
+        assert record["error"]["code"] == "function_not_allowed"
+        with pytest.raises(FunctionNotAllowed, match="does not allow function"):
             result_from_record(record)
         client.close()
     finally:

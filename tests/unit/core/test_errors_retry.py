@@ -102,8 +102,10 @@ def test_a_task_failure_is_never_a_refusal_of_a_request():
     assert type(deleted) is errors.EndpointDeleted
     lost = errors.task_error_from_code("storage_error", "lost")
     assert type(lost) is errors.ArgumentsLost and isinstance(lost, errors.SystemFailure)
-    odd = errors.task_error_from_code("permission_denied", "no")
-    assert type(odd) is errors.TaskError and odd.details["code"] == "permission_denied"
+    refused = errors.task_error_from_code("permission_denied", "endpoint does not allow f")
+    assert type(refused) is errors.FunctionNotAllowed  # an endpoint's allow-list, before
+    odd = errors.task_error_from_code("rate_limited", "no")
+    assert type(odd) is errors.TaskError and odd.details["code"] == "rate_limited"
     assert type(errors.task_error_from_code("worker_lost", "w")) is errors.WorkerLost
     # a worker's own kinds of failure keep their class
     assert type(errors.task_error_from_code("serialization_error", "s")) is \
