@@ -349,6 +349,11 @@ class Replicas:
                 continue
             self._read_due = False
             try:
+                if not self.hub.subscribers:
+                    # no stream here: nothing to read, only where a stream opened from
+                    # now on would start (it reads what came before by itself)
+                    self.cursor = max(self.cursor, await asyncio.to_thread(self.store.last_seq))
+                    continue
                 while True:
                     rows = await asyncio.to_thread(self.store.finished_since, self.cursor, page)
                     if rows:
