@@ -82,6 +82,48 @@ def test_a_cancel_through_another_replica_stops_the_running_task(cluster: Cluste
                    "the cancelled task to stop running on the endpoint")
 
 
+def counted(path, x):
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x * x
+
+
+def test_memoized_answers_and_their_records_through_another_replica(
+        cluster: Cluster, tmp_path) -> None:
+    """Calls memoized through one replica answer repeated calls through another
+    without running, their records pushed to that replica's stream (the answer
+    is finished where it is submitted, not where the endpoint is linked)."""
+    eid = cluster.stack.endpoints["ep"].endpoint_id
+    log = str(tmp_path / "calls.log")
+    with cluster.client(0) as a, Executor(endpoint_id=eid, client=a, memoize=True) as ex:
+        assert [ex.submit(counted, log, i).result(60) for i in range(5)] == [
+            i * i for i in range(5)]
+    with cluster.client(1) as b, Executor(endpoint_id=eid, client=b, memoize=True) as ex:
+        again = [ex.submit(counted, log, i) for i in range(5)]
+        assert [f.result(60) for f in again] == [i * i for i in range(5)]
+        records = b.fetch_tasks([f.task_id for f in again])
+    with open(log) as f:
+        assert sorted(int(x) for x in f.read().split()) == list(range(5))  # ran once each
+    assert [r["attempts"] for r in records] == [0] * 5
+
+
+def test_an_endpoint_deleted_through_another_replica_loses_its_link(cluster: Cluster) -> None:
+    ep = cluster.stack.start_endpoint("doomed", {"max_workers_per_node": 1,
+                                                 "provider": "local", "link": "websocket"})
+    try:
+        holder = cluster.holder_pid(ep.endpoint_id)
+        other = next(i for i, r in enumerate(cluster.replicas)
+                     if r.proc and r.proc.pid != holder)
+        with cluster.client(other) as client:
+            client.delete_endpoint(ep.endpoint_id)
+        log = ep.folder / "foreground.log"
+        # the holder was told (ff_forget) and said goodbye on the link
+        wait_until(lambda: "endpoint deleted" in log.read_text(), 30,
+                   "the endpoint to hear it was deleted")
+    finally:
+        cluster.stack.stop_endpoint("doomed")
+
+
 def test_the_same_resubmission_through_two_replicas_at_once_is_one_batch(
         cluster: Cluster) -> None:
     """Ten rounds of one batch sent through two replicas at the same moment: both
