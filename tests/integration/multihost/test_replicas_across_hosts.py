@@ -16,7 +16,7 @@ from typing import Any
 
 import netns
 import pytest
-from conftest import REPO, Facility, _wait, base_env
+from facility import REPO, Facility, _wait, base_env
 from privatepg import PrivatePostgres, binaries
 
 PORT = 8000
