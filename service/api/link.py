@@ -7,7 +7,7 @@ acknowledgements. The endpoint proves who it is with its link token (issued at
 registration; it opens nothing else), over TLS that the proxy or the service
 terminates.
 
-    agent --wss--> proxy --ws--> this route --> Dispatcher.receive([(channel, msg), ...])
+    agent --wss--> proxy --ws--> this route --> Dispatcher.receive(channel, msg)
     agent <-------------------- WsChannel.send (one writer task per link)
 """
 
@@ -74,62 +74,7 @@ async def endpoint_link(websocket: WebSocket, endpoint_id: str) -> None:
         return
     await websocket.accept()
     channel = WsChannel(websocket, eid)
-    inbox = _Inbox()
-    reader = asyncio.create_task(_read(websocket, channel, inbox), name=f"link-reader-{eid}")
-    try:
-        # What arrived while the last batch was being handled goes to the dispatcher
-        # at once, as the ZeroMQ link's drained socket does: a burst of Results
-        # frames is merged into one transaction, not one per frame.
-        while (batch := await inbox.take()) is not None:
-            await p.dispatcher.receive(batch)
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
-        p.dispatcher.detach(channel)
-        await channel.finished()
-
-
-class _Inbox:
-    """Messages read from the link and not yet handled. The reader waits while
-    MAX_PENDING are (the WebSocket's flow control then holds the endpoint back)."""
-
-    MAX_PENDING = 1000
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[WsChannel, m.Message]] = []
-        self.ended = False
-        self._arrived = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-
-    async def put(self, item: tuple[WsChannel, m.Message]) -> None:
-        await self._room.wait()
-        self.pending.append(item)
-        if len(self.pending) >= self.MAX_PENDING:
-            self._room.clear()
-        self._arrived.set()
-
-    def end(self) -> None:
-        self.ended = True
-        self._arrived.set()
-
-    async def take(self) -> list[tuple[WsChannel, m.Message]] | None:
-        """All that is pending (waits for one); None once the link ended and all
-        was taken."""
-        while not self.pending:
-            if self.ended:
-                return None
-            self._arrived.clear()
-            await self._arrived.wait()
-        batch, self.pending = self.pending, []
-        self._room.set()
-        return batch
-
-
-async def _read(websocket: WebSocket, channel: WsChannel, inbox: _Inbox) -> None:
     decoder = m.Decoder(m.AGENT_TO_SERVICE)
-    eid = channel.endpoint_id
     try:
         while True:
             event = await websocket.receive()
@@ -144,8 +89,9 @@ async def _read(websocket: WebSocket, channel: WsChannel, inbox: _Inbox) -> None
             except ProtocolError as exc:
                 log.warning("dropped a bad message from endpoint %s: %s", eid, exc)
                 continue
-            await inbox.put((channel, msg))
+            await p.dispatcher.receive([(channel, msg)])
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
-        inbox.end()
+        p.dispatcher.detach(channel)
+        await channel.finished()
