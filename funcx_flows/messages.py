@@ -6,7 +6,7 @@ results ride inside as opaque ``bytes`` (see ``funcx_flows.serialize``); nothing
 here is pickled. Decoding validates types, so a malformed frame becomes a
 ``ProtocolError`` and never reaches application code.
 
-Hops and the messages they carry::
+Hops and the messages they carry (a client's result stream: ``streamwire.py``)::
 
     service (ROUTER) <-> agent (DEALER)           SERVICE_TO_AGENT / AGENT_TO_SERVICE
     agent (DEALER)   <-> interchange (ROUTER)     AGENT_TO_INTERCHANGE / INTERCHANGE_TO_AGENT
@@ -24,7 +24,6 @@ would mean something else to an older peer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar, Union
 
 import msgspec
@@ -291,21 +290,6 @@ class Decoder:
                 f"unsupported protocol version {msg.v} (this side speaks {PROTOCOL_VERSION})"
             )
         return msg
-
-
-# The client <-> service result stream carries plain dicts (docs/protocol.md), not
-# these typed messages: JSON by default, or msgpack (payloads and results as bytes).
-STREAM_ENCODINGS = ("json", "msgpack")
-
-
-def stream_codec(encoding: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
-    """The encoder and decoder of a result stream's frames; decoding raises
-    msgspec.DecodeError."""
-    if encoding == "msgpack":
-        return msgspec.msgpack.Encoder().encode, msgspec.msgpack.decode
-    if encoding == "json":
-        return msgspec.json.Encoder().encode, msgspec.json.decode
-    raise ValueError(f"unknown stream encoding {encoding!r}")
 
 
 def error_info(exc: BaseException) -> ErrorInfo:

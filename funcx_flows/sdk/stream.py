@@ -20,12 +20,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from funcx_flows import streamwire as sw
 from funcx_flows import tls
-from funcx_flows.errors import ServiceUnavailable, error_from_code
-from funcx_flows.messages import stream_codec
+from funcx_flows.errors import ProtocolError, ServiceUnavailable, error_from_code
 from funcx_flows.retry import Backoff, RetryPolicy
 from funcx_flows.wsconn import WsConnection
 
@@ -42,7 +41,7 @@ SUBMIT_MAX_BYTES_BINARY = 48 << 20
 class _Answer:
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.msg: dict[str, Any] | None = None  # None: the link dropped first
+        self.msg: sw.Submitted | sw.Error | None = None  # None: the link dropped first
 
 
 class ResultStream:
@@ -66,7 +65,7 @@ class ResultStream:
         self.binary = binary
         self._ca_bundle = ca_bundle
         self._cancel_on_close_s = cancel_on_close_s
-        self._encode, self._decode = stream_codec("msgpack" if binary else "json")
+        self._codec = sw.client_codec("msgpack" if binary else "json")
         self._base = websocket_url.rstrip("/") + "/v1/results/stream"
         self._headers = {"Authorization": f"Bearer {token}"}
         self._on_records = on_records
@@ -157,28 +156,23 @@ class ResultStream:
             except ConnectionClosed:
                 return
             try:
-                msg: Any = self._decode(frame)
-            except msgspec.DecodeError as exc:
-                log.warning("dropped a result-stream frame that cannot be decoded: %s", exc)
+                msg = self._codec.decode(frame)
+            except ProtocolError as exc:
+                log.warning("dropped a result-stream frame: %s", exc.message)
                 continue
-            if not isinstance(msg, dict):
+            if isinstance(msg, sw.Results):
+                for r in msg.results:
+                    seq = int(r.get("seq") or 0)
+                    if seq > self.last_seq:
+                        self.last_seq = seq
+                self._on_records(msg.results)
                 continue
-            if msg.get("op") in ("submitted", "error"):
-                ref = msg.get("ref")
-                with self._lock:
-                    answer = self._answers.pop(ref, None) if isinstance(ref, int) else None
-                if answer is not None:
-                    answer.msg = msg
-                    answer.done.set()
-                continue
-            if msg.get("op") != "results":
-                continue
-            records: list[dict[str, Any]] = msg["results"]
-            for r in records:
-                seq = int(r.get("seq") or 0)
-                if seq > self.last_seq:
-                    self.last_seq = seq
-            self._on_records(records)
+            ref = msg.ref
+            with self._lock:
+                answer = self._answers.pop(ref, None) if isinstance(ref, int) else None
+            if answer is not None:
+                answer.msg = msg
+                answer.done.set()
 
     def try_submit(self, tasks: list[dict[str, Any]], timeout: float = 60.0) -> list[str] | None:
         """Submit a batch (the body of POST /v1/tasks; payloads as bytes on a binary
@@ -187,7 +181,7 @@ class ResultStream:
         with self._lock:
             self._refs += 1
             ref = self._refs
-        frame = self._encode({"op": "submit", "ref": ref, "tasks": tasks})
+        frame = self._codec.encode(sw.Submit(ref=ref, tasks=tasks))
         if len(frame) > (SUBMIT_MAX_BYTES_BINARY if self.binary else SUBMIT_MAX_BYTES):
             return None
         answer = _Answer()
@@ -207,12 +201,12 @@ class ResultStream:
         msg = answer.msg
         if not answered or msg is None:
             return None
-        if msg["op"] == "submitted":
-            return [str(t) for t in msg["task_ids"]]
-        err = msg.get("error") or {}
-        raise error_from_code(str(err.get("code") or "service_error"),
-                              str(err.get("message") or "the service refused the batch"),
-                              details=err.get("details") or {})
+        if isinstance(msg, sw.Submitted):
+            return msg.task_ids
+        err = msg.error
+        raise error_from_code(err.code or "service_error",
+                              err.message or "the service refused the batch",
+                              details=err.details)
 
     def close(self) -> None:
         self._stop.set()

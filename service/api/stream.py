@@ -26,15 +26,14 @@ import asyncio
 import contextlib
 import logging
 import math
-from typing import Annotated, Any
+from typing import Annotated
 
-import msgspec
 import pydantic
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.exc import DBAPIError
 
-from funcx_flows.errors import FuncxFlowsError, InvalidRequest
-from funcx_flows.messages import STREAM_ENCODINGS, stream_codec
+from funcx_flows import streamwire as sw
+from funcx_flows.errors import FuncxFlowsError, InvalidRequest, ProtocolError
 from funcx_flows.service.api.deps import (
     CLOSE_POLICY,
     Parts,
@@ -71,9 +70,9 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
         if group_id is not None:
             group_id = _group_id(group_id)
         grace_s = _grace(cancel_on_close, group_id)
-        if encoding not in STREAM_ENCODINGS:
+        if encoding not in sw.ENCODINGS:
             raise InvalidRequest(f"unknown encoding {encoding!r}; one of "
-                                 f"{', '.join(STREAM_ENCODINGS)}", field="encoding")
+                                 f"{', '.join(sw.ENCODINGS)}", field="encoding")
         user = await asyncio.to_thread(authenticate, p, header)
     except FuncxFlowsError as exc:
         await refuse(websocket, exc)
@@ -89,11 +88,11 @@ async def results_stream(websocket: WebSocket, group_id: str | None = None,
                                            group_id, PAGE)
             if rows:
                 after_seq = int(rows[-1]["seq"])
-                await sender.send({"op": "results", "results": [task_record(r) for r in rows]})
+                await sender.send(sw.Results(results=[task_record(r) for r in rows]))
             if len(rows) < PAGE:
                 break
         while (batch := await sub.take()) is not None:
-            await sender.send({"op": "results", "results": batch})
+            await sender.send(sw.Results(results=batch))
         if sub.reason:  # closed by the service: say why (the client sees the code)
             await websocket.close(code=CLOSE_POLICY, reason=sub.reason[:120])
     except (WebSocketDisconnect, RuntimeError):
@@ -162,18 +161,17 @@ def _group_id(text: str) -> str:
 
 class _Sender:
     """One writer at a time on the socket: results and submit answers interleave.
-    Holds the stream's encoding for both directions."""
+    Holds the stream's codec for both directions."""
 
     def __init__(self, websocket: WebSocket, encoding: str) -> None:
         self.websocket = websocket
         self.lock = asyncio.Lock()
-        self.encoding = encoding
-        self.encode, self.decode = stream_codec(encoding)
+        self.codec = sw.service_codec(encoding)
 
-    async def send(self, msg: dict[str, Any]) -> None:
-        frame = self.encode(msg)
+    async def send(self, frame: sw.Frame) -> None:
+        data = self.codec.encode(frame)
         async with self.lock:
-            await self.websocket.send_bytes(frame)
+            await self.websocket.send_bytes(data)
 
 
 async def _serve_client(websocket: WebSocket, p: Parts, sender: _Sender) -> None:
@@ -187,33 +185,32 @@ async def _serve_client(websocket: WebSocket, p: Parts, sender: _Sender) -> None
 
 
 async def _submit_op(websocket: WebSocket, p: Parts, sender: _Sender,
-                     frame: bytes) -> dict[str, Any]:
-    ref: Any = None
+                     frame: bytes) -> sw.Submitted | sw.Error:
+    ref: sw.Ref = None
     try:
         try:
-            op = sender.decode(frame)
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(
-                f"a stream message is not {sender.encoding}: {exc}") from exc
-        if not isinstance(op, dict) or op.get("op") != "submit":
-            raise InvalidRequest("the only message a client may send is {\"op\": \"submit\"}")
-        ref = op.get("ref")
+            op = sender.codec.decode(frame)
+        except ProtocolError as exc:
+            raise InvalidRequest(f"the only frame a client may send is a submit "
+                                 f"({{\"op\": \"submit\", \"ref\": ..., \"tasks\": [...]}}): "
+                                 f"{exc.message}") from exc
+        ref = op.ref
         # per op, like a REST call: a revoked token stops submitting at once, and
         # the per-user request rate applies
         user = authenticate(p, websocket.headers.get("authorization"))
         try:
-            body = TasksIn.model_validate({"tasks": op.get("tasks")})
+            body = TasksIn.model_validate({"tasks": op.tasks})
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first.get("loc", ()))
             raise InvalidRequest(f"invalid request: {where}: {first.get('msg')}") from exc
-        return {"op": "submitted", "ref": ref, "task_ids": await accept_tasks(p, user, body)}
+        return sw.Submitted(ref=ref, task_ids=await accept_tasks(p, user, body))
     except FuncxFlowsError as exc:
-        return {"op": "error", "ref": ref, "error": {
-            "code": exc.code, "message": exc.message,
-            "details": {k: v for k, v in exc.details.items()
-                        if isinstance(v, str | int | float | bool | None)}}}
+        return sw.Error(ref=ref, error=sw.ErrorBody(
+            code=exc.code, message=exc.message,
+            details={k: v for k, v in exc.details.items()
+                     if isinstance(v, str | int | float | bool | None)}))
     except DBAPIError as exc:
         err = storage_unavailable(exc)
-        return {"op": "error", "ref": ref, "error": {"code": err.code, "message": err.message,
-                                                     "details": err.details}}
+        return sw.Error(ref=ref, error=sw.ErrorBody(code=err.code, message=err.message,
+                                                    details=err.details))
