@@ -1,7 +1,7 @@
 """One interchange, thousands of worker slots: how fast does it place tasks?
 
 A real ``Interchange``, driven by a thread of this process as the agent's loop
-drives it, is fed over an inproc PAIR; simulated managers (``funcx_flows.endpoint.simulated``:
+drives it, is fed over an inproc PAIR; simulated managers (``tests/simulated.py``:
 DEALER sockets that speak the manager protocol and answer every task at once)
 live in a few other processes. No service, no workers: what is measured is the
 interchange's own dispatch rate, end to end from the first task fed to the last
@@ -26,18 +26,22 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-from funcx_flows import serialize
-from funcx_flows.endpoint.simulated import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from simulated import (
     FeedReport,
     InterchangeHost,
     ManagerFleet,
     feed,
     noop_spec_factory,
 )
+
+from funcx_flows import serialize
 
 
 def noop(x: Any) -> Any:

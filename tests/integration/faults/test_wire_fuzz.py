@@ -19,6 +19,7 @@ import zmq
 from curve_peers import curve_service, running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from simulated import manager_register
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
@@ -27,7 +28,6 @@ from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.linkauth import ManagerCredentials
 from funcx_flows.endpoint.providers.local import LocalProvider
-from funcx_flows.endpoint.simulated import manager_register
 from funcx_flows.localstack import LocalStack, stop_process
 from funcx_flows.sdk.executor import Executor
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
+from simulated import manager_register
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.interchange import Interchange
-from funcx_flows.endpoint.simulated import manager_register
 
 
 @pytest.fixture

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import threading
 
-from zmq.utils.garbage import GarbageCollectorThread
-
-from funcx_flows.endpoint import interchange
-from funcx_flows.endpoint.simulated import (
+from simulated import (
     InterchangeHost,
     ManagerFleet,
     feed,
     noop_spec_factory,
 )
+from zmq.utils.garbage import GarbageCollectorThread
+
+from funcx_flows.endpoint import interchange
 
 MANAGERS = 20
 SLOTS = 50

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+from simulated import manager_register
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.linkauth import Gate, ManagerCredentials, Mechanism
-from funcx_flows.endpoint.simulated import manager_register
 from funcx_flows.localstack import LocalStack
 from funcx_flows.sdk.executor import Executor
 

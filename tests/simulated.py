@@ -8,11 +8,14 @@ fit on a laptop. ``InterchangeHost`` runs a real ``Interchange`` thread the way
 the agent does (an inproc PAIR in the same process) and ``feed`` pushes task
 batches through it, counting what comes back::
 
-    InterchangeHost (this process)       python -m funcx_flows.endpoint.simulated (a few)
+    InterchangeHost (this process)       python tests/simulated.py (a few processes)
     feed --Tasks--> PAIR inproc --> Interchange --ROUTER tcp--> N x DEALER "manager"
          <--Results, EndpointStatus--            <--Results(free=n), at once--
 
-Nothing here is used by a running endpoint.
+A test and benchmark harness, outside the product package: nothing here is used by
+a running endpoint. ``InterchangeHost`` drives the interchange with the calls the
+agent's loop makes, in its order (``submit``/``cancel``, ``on_readable``, ``turn``,
+``take``); only the feeder in front of it differs (a PAIR instead of the service).
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def _answer(sim: _Simulated, decoder: m.Decoder, result: bytes) -> None:
 class ManagerFleet:
     """``managers`` simulated managers of ``slots`` each, spread over ``procs`` processes.
 
-    Each process is ``python -m funcx_flows.endpoint.simulated``, started as the
+    Each process is ``python tests/simulated.py``, started as the
     agent starts real managers; it stops when its stdin says so or closes, and
     prints how many tasks each of its managers answered.
     """
@@ -177,7 +180,7 @@ class ManagerFleet:
         procs = max(1, min(self.procs, self.managers))
         for index in range(procs):
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "funcx_flows.endpoint.simulated", "--interchange", self.url,
+                [sys.executable, __file__, "--interchange", self.url,
                  "--managers", str(self.managers), "--index", str(index), "--procs", str(procs),
                  "--slots", str(self.slots), "--prefetch", str(self.prefetch),
                  "--heartbeat-period", str(self.heartbeat_period_s),
@@ -418,7 +421,7 @@ def feed(host: InterchangeHost, n: int, make: Callable[[int], m.TaskSpec], *,
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m funcx_flows.endpoint.simulated",
+    p = argparse.ArgumentParser(prog="python tests/simulated.py",
                                 description="Simulated managers; stop them with a line on stdin.")
     p.add_argument("--interchange", required=True)
     p.add_argument("--managers", type=int, required=True, help="managers in the whole fleet")
