@@ -139,8 +139,16 @@ class WsConnection:
             frames = [e for e in events if isinstance(e, Frame)]
             if frames:
                 return frames
-            if not data or self._protocol.state is State.CLOSED:
-                self._fail("the connection was closed")
+            if self._protocol.state is State.CLOSED or not data:
+                self._fail(self._why_closed(bool(data)))
+
+    def _why_closed(self, data: bool) -> str:
+        rcvd = self._protocol.close_rcvd
+        if rcvd is not None:
+            return f"the server closed the connection ({rcvd})"
+        if not data:
+            return "the connection ended without a closing handshake (EOF)"
+        return "the connection was closed"
 
     def _fail(self, why: str) -> None:
         self._sock.close()

@@ -162,6 +162,7 @@ class Dispatcher:
     def _forget_link(self, endpoint_id: str) -> None:
         link = self.links.pop(endpoint_id, None)
         if link is not None and link.channel is not None:
+            log.info("endpoint %s was deleted: its link ends", endpoint_id)
             if link.online:
                 link.channel.send(m.encode(m.Bye(reason="endpoint deleted")))
             link.channel.close()
@@ -306,8 +307,9 @@ class Dispatcher:
         if link is None:
             link = self.links[endpoint_id] = Link(endpoint_id)
         if link.channel is not channel:
-            if link.channel is not None:
-                link.channel.close()  # the endpoint came back another way
+            if link.channel is not None:  # the endpoint came back another way
+                log.info("endpoint %s came back on a new link: the old one ends", endpoint_id)
+                link.channel.close()
             link.channel = channel
         link.last_seen = time.time()
         if isinstance(msg, m.Hello):

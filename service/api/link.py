@@ -7,7 +7,7 @@ acknowledgements. The endpoint proves who it is with its link token (issued at
 registration; it opens nothing else), over TLS that the proxy or the service
 terminates.
 
-    agent --wss--> proxy --ws--> this route --> Dispatcher.receive(channel, msg)
+    agent --wss--> proxy --ws--> reader task --> Dispatcher.receive([(channel, msg), ...])
     agent <-------------------- WsChannel.send (one writer task per link)
 """
 
@@ -26,6 +26,8 @@ from funcx_flows.service.api.fields import canonical_id
 
 router = APIRouter(tags=["endpoints"])
 log = logging.getLogger(__name__)
+
+MAX_PENDING = 1000  # messages read from a link and not yet handled
 
 
 class WsChannel:
@@ -74,12 +76,51 @@ async def endpoint_link(websocket: WebSocket, endpoint_id: str) -> None:
         return
     await websocket.accept()
     channel = WsChannel(websocket, eid)
+    inbox: asyncio.Queue[tuple[WsChannel, m.Message] | None] = asyncio.Queue(MAX_PENDING)
+    reader = asyncio.create_task(_read(websocket, channel, inbox), name=f"link-reader-{eid}")
+    try:
+        # What arrived while the last batch was being handled goes to the dispatcher
+        # at once, as the ZeroMQ link's drained socket does: a burst of Results
+        # frames is merged into one transaction, not one per frame.
+        while (batch := await _take(inbox)) is not None:
+            await p.dispatcher.receive(batch)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        p.dispatcher.detach(channel)
+        await channel.finished()
+
+
+async def _take(inbox: asyncio.Queue[tuple[WsChannel, m.Message] | None],
+                ) -> list[tuple[WsChannel, m.Message]] | None:
+    """All that is waiting (at least one message); None once the link ended and
+    all that came before was taken."""
+    first = await inbox.get()
+    if first is None:
+        return None
+    batch = [first]
+    while not inbox.empty():
+        item = inbox.get_nowait()
+        if item is None:  # the end: what came before it first
+            inbox.put_nowait(None)
+            break
+        batch.append(item)
+    return batch
+
+
+async def _read(websocket: WebSocket, channel: WsChannel,
+                inbox: asyncio.Queue[tuple[WsChannel, m.Message] | None]) -> None:
+    """Read the link until it ends, then put None. While MAX_PENDING messages wait,
+    this waits too, and the WebSocket's flow control holds the endpoint back."""
     decoder = m.Decoder(m.AGENT_TO_SERVICE)
+    eid = channel.endpoint_id
     try:
         while True:
             event = await websocket.receive()
             if event["type"] == "websocket.disconnect":
-                return
+                log.info("endpoint %s closed its link (code %s)", eid, event.get("code"))
+                break
             frame = event.get("bytes")
             if frame is None:
                 log.warning("endpoint %s sent a text frame on its link; dropped", eid)
@@ -89,9 +130,11 @@ async def endpoint_link(websocket: WebSocket, endpoint_id: str) -> None:
             except ProtocolError as exc:
                 log.warning("dropped a bad message from endpoint %s: %s", eid, exc)
                 continue
-            await p.dispatcher.receive([(channel, msg)])
-    except (WebSocketDisconnect, RuntimeError):
-        return
-    finally:
-        p.dispatcher.detach(channel)
-        await channel.finished()
+            await inbox.put((channel, msg))
+    except WebSocketDisconnect as exc:
+        log.info("endpoint %s's link dropped (code %s)", eid, exc.code)
+    except RuntimeError as exc:  # Starlette: the socket is no longer usable
+        log.info("endpoint %s's link ended: %s", eid, exc)
+    except Exception:
+        log.exception("endpoint %s's link: reading failed", eid)
+    await inbox.put(None)  # not when cancelled: then nobody takes any more
