@@ -1,4 +1,4 @@
-"""``funcx-flows``: the user's command line (demo, service, tokens, triggers).
+"""``funcx-flows``: the user's command line (demo, service, tokens, tasks, triggers).
 
 This is an edge module: it mounts the command groups of the service and the
 triggers lazily, so ``funcx-flows --help`` stays fast and a missing optional part
@@ -20,7 +20,9 @@ _GROUPS = {
     "service": ("funcx_flows.service.cli", "service_group"),
     "token": ("funcx_flows.service.cli", "token_group"),
     "trigger": ("funcx_flows.triggers.cli", "trigger_group"),
+    "task": ("funcx_flows.taskcli", "task_group"),
 }
+_ALIASES = {"tasks": "task"}  # accepted, not listed
 
 
 class _LazyGroup(click.Group):
@@ -28,6 +30,7 @@ class _LazyGroup(click.Group):
         return sorted([*super().list_commands(ctx), *_GROUPS])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        name = _ALIASES.get(name, name)
         if name in _GROUPS:
             module, attr = _GROUPS[name]
             try:

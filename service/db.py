@@ -147,6 +147,8 @@ tasks = Table(
     # the per-user limit of tasks in flight counts a user's active tasks on each
     # submission: without it, the count read every task the user has kept
     Index("ix_tasks_owner_state", "owner_id", "state"),
+    # a user's tasks newest first (store/listing.py): a page reads its rows, no more
+    Index("ix_tasks_owner_received", "owner_id", "t_received", "task_id"),
     # Partial: a task enters each only when it has the value looked up (a memo key,
     # a completion sequence number, a completion time), so storing a task writes
     # three index pages fewer, and finishing one that is not memoized one fewer.

@@ -13,8 +13,9 @@ import json
 import os
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +445,44 @@ class Client:
     def fetch_tasks(self, task_ids: Iterable[str]) -> list[dict[str, Any]]:
         answer = self._request("POST", "/tasks/fetch", json_body={"task_ids": list(task_ids)})
         return list(answer["tasks"])
+
+    def list_tasks(self, *, state: str | Iterable[str] | None = None,
+                   endpoint_id: str | None = None, function_id: str | None = None,
+                   group_id: str | None = None, since: float | datetime | None = None,
+                   until: float | datetime | None = None, limit: int = 100,
+                   cursor: str | None = None) -> dict[str, Any]:
+        """One page of your tasks, newest first: ``{"tasks": [...], "next_cursor": ...}``
+        (no results or output: ``get_task`` has them). ``endpoint_id`` may be a name;
+        ``since``/``until`` bound when tasks were received (epoch seconds or datetimes,
+        naive ones as UTC). Pass ``next_cursor`` back as ``cursor`` for the next page;
+        ``iter_tasks`` does that for you."""
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = [state] if isinstance(state, str) else list(state)
+        if endpoint_id:
+            params["endpoint_id"] = self.resolve_endpoint(endpoint_id)
+        for key, value in (("function_id", function_id), ("group_id", group_id),
+                           ("cursor", cursor)):
+            if value:
+                params[key] = value
+        for key, when in (("since", since), ("until", until)):
+            if isinstance(when, datetime):
+                when = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+            if when is not None:
+                params[key] = repr(float(when))
+        answer: dict[str, Any] = self._request("GET", "/tasks", params=params)
+        answer.setdefault("next_cursor", None)
+        return answer
+
+    def iter_tasks(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every task ``list_tasks(**filters)`` selects, page after page."""
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = self.list_tasks(cursor=cursor, **filters)
+            yield from page["tasks"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
 
     def get_result(self, task_id: str, *, original_exceptions: bool = True) -> Any:
         """The value of a finished task; raises its error, or ``TaskPending``. When

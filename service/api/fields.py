@@ -26,9 +26,12 @@ import json
 import math
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
+
+from funcx_flows.errors import InvalidRequest
 
 METADATA_MAX_BYTES = 64 * 1024
 METADATA_MAX_DEPTH = 8
@@ -132,3 +135,23 @@ Name = Annotated[str, AfterValidator(_name)]
 Text = Annotated[str, AfterValidator(_text)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 Z85Key = Annotated[str, Field(min_length=40, max_length=40), AfterValidator(_z85_key)]
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """A time given in a query: seconds since the epoch, or ISO 8601 (UTC when it
+    names no zone). InvalidRequest (422) naming ``name`` for anything else."""
+    if value is None or value == "":
+        return None
+    try:
+        at = float(value)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidRequest(f"{name} {value!r} is neither seconds since the epoch nor "
+                                 "an ISO 8601 time (2026-01-31T12:00:00Z)",
+                                 field=name) from None
+        at = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if not math.isfinite(at):
+        raise InvalidRequest(f"{name} {value!r} is not a finite time", field=name)
+    return at

@@ -170,6 +170,31 @@ class TaskList(BaseModel):
     tasks: list[TaskRecord]
 
 
+class TaskErrorBrief(BaseModel):
+    code: str
+    message: str
+
+
+class TaskSummary(BaseModel):
+    """A task as a listing shows it: no result, output or logs (``GET /v1/tasks/{id}``
+    has them)."""
+
+    task_id: str
+    function_id: str
+    endpoint_id: str
+    group_id: str | None = None
+    state: str
+    timestamps: dict[str, float]
+    attempts: int = 0
+    error: TaskErrorBrief | None = None
+
+
+class TaskPageOut(BaseModel):
+    tasks: list[TaskSummary]
+    next_cursor: str | None = Field(None, description=(
+        "pass as ``cursor`` for the next page; absent on the last"))
+
+
 class Cancelled(BaseModel):
     cancelled: list[str]
 

@@ -1,27 +1,29 @@
-"""Tasks: submit a batch, get one, fetch many, cancel."""
+"""Tasks: submit a batch, list, get one, fetch many, cancel."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from funcx_flows.errors import Conflict, InvalidRequest, PayloadTooLarge
 from funcx_flows.service.api.deps import Parts, current_user, parts_dep
-from funcx_flows.service.api.fields import Id
+from funcx_flows.service.api.fields import Id, parse_time
 from funcx_flows.service.api.models import (
     Cancelled,
     TaskIds,
     TaskIdsOut,
     TaskList,
+    TaskPageOut,
     TaskRecord,
     TasksIn,
+    TaskSummary,
     decode_b64,
 )
-from funcx_flows.service.api.records import task_record
+from funcx_flows.service.api.records import task_record, task_summary
 from funcx_flows.service.lifecycle import TERMINAL
-from funcx_flows.service.store import User
+from funcx_flows.service.store import TaskFilter, User
 
 router = APIRouter(tags=["tasks"])
 UserDep = Annotated[User, Depends(current_user)]
@@ -70,6 +72,29 @@ async def accept_tasks(p: Parts, user: User, body: TasksIn) -> list[str]:
     if elsewhere:  # with replicas: the one that holds the link claims them
         p.dispatcher.stored_waiting(elsewhere)
     return ids
+
+
+@router.get("/tasks", response_model=TaskPageOut, response_model_exclude_none=True)
+def list_tasks(
+    user: UserDep, p: PartsDep,
+    state: Annotated[list[str], Query(description="one or more task states")] = [],  # noqa: B006
+    endpoint_id: Annotated[str | None, Query(max_length=64)] = None,
+    function_id: Annotated[str | None, Query(max_length=64)] = None,
+    group_id: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[str | None, Query(
+        max_length=64, description="received at or after: epoch seconds or ISO 8601")] = None,
+    until: Annotated[str | None, Query(max_length=64, description="received before")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> TaskPageOut:
+    """The caller's own tasks, newest first, a page at a time (``next_cursor``)."""
+    states = frozenset(s for v in state for s in v.split(",") if s)
+    page = p.store.list_tasks(user, TaskFilter(
+        states=states, endpoint_id=endpoint_id or None, function_id=function_id or None,
+        group_id=group_id or None, since=parse_time(since, "since"),
+        until=parse_time(until, "until"), limit=limit, cursor=cursor or None))
+    return TaskPageOut(tasks=[TaskSummary(**task_summary(r)) for r in page.tasks],
+                       next_cursor=page.next_cursor)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskRecord)

@@ -31,7 +31,8 @@ A submission and a result on their way through (the modules of this package)::
         payload files removed; the dispatcher acknowledges the results
 
 The rest: identity (users, tokens: checked uncached on every request), and the
-reads of tasks (``fetch``, ``completed_after`` for a stream's replay).
+reads of tasks (``fetch``, ``completed_after`` for a stream's replay, ``list_tasks``
+for a listing with filters and paging: listing.py).
 """
 
 from __future__ import annotations
@@ -50,13 +51,14 @@ from ..db import counters, create_schema, disk_problem
 from .blobs import Blobs
 from .finishing import Finishing
 from .identity import Identity, User, hash_token
+from .listing import TaskFilter, TaskPage, list_tasks
 from .registry import ENDPOINT_LISTED, FUNCTION_LISTED, Registry
 from .sharing import Sharing, check_group_ids
 from .statements import Statements
 from .tasks import Tasks, check_batch
 from .transactions import Publish, Transactions
 
-__all__ = ["Store", "User", "hash_token"]
+__all__ = ["Store", "TaskFilter", "TaskPage", "User", "hash_token"]
 
 Row = dict[str, Any]
 
@@ -330,6 +332,11 @@ class Store:
     def fetch(self, user: User, task_ids: Sequence[str]) -> list[Row]:
         with self.tx.read() as conn:
             return self.tasks.fetch(conn, user, task_ids)
+
+    def list_tasks(self, user: User, filters: TaskFilter) -> TaskPage:
+        """A page of the user's own tasks, newest first (``listing.list_tasks``)."""
+        with self.tx.read() as conn:
+            return list_tasks(conn, user.user_id, filters)
 
     def completed_after(self, user_id: str, after: int, group_id: str | None,
                         limit: int = 1000) -> list[Row]:

@@ -1,7 +1,9 @@
-"""A real service process (no endpoint) with small limits, and two users."""
+"""A real service process (no endpoint) with small limits, and two users; a store on
+each database the service supports."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,8 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from funcx_flows.localstack import LocalStack
+from funcx_flows.service.db import make_engine
+from funcx_flows.service.store import Store
 
 PAYLOAD_LIMIT = 64 * 1024
 
@@ -56,3 +61,21 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def cli(api: Api):  # type: ignore[no-untyped-def]
     return lambda *args: _cli(api.stack, *args)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path, need) -> Iterator[Store]:  # type: ignore[no-untyped-def]
+    """The store on SQLite (WAL) and on PostgreSQL (a clean schema per test)."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    else:
+        pg_url = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
+        need(bool(pg_url), "PostgreSQL: set FUNCX_FLOWS_TEST_POSTGRES_URL")
+        engine = make_engine(pg_url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    s = Store(engine)
+    s.create_schema()
+    yield s
+    engine.dispose()

@@ -263,3 +263,69 @@ def test_sharing_with_named_users_and_with_everyone(api, cli):
     assert_error(carol.post("/tasks", json={"tasks": [task(carol_fid, eid)]}), 404,
                  "not_found", "endpoint")
     carol.close()
+
+
+def test_tasks_are_listed_with_filters_and_pages_to_their_owner_only(api):
+    fid = register_function(api.alice)
+    eid = register_endpoint(api.alice, "ep-list")
+    ids = api.alice.post("/tasks", json={"tasks": [task(fid, eid, group_id="lst")
+                                                   for _ in range(3)]}).json()["task_ids"]
+    api.alice.post(f"/tasks/{ids[0]}/cancel")
+
+    def listed(client, **params):
+        r = client.get("/tasks", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    page = listed(api.alice, endpoint_id=eid)
+    assert sorted(t["task_id"] for t in page["tasks"]) == sorted(ids)
+    assert "next_cursor" not in page and "result" not in page["tasks"][0]
+    cancelled = listed(api.alice, endpoint_id=eid, state="cancelled")["tasks"]
+    assert [(t["task_id"], t["error"]["code"]) for t in cancelled] == [(ids[0], "cancelled")]
+    both = listed(api.alice, endpoint_id=eid, state=["cancelled", "waiting_for_endpoint"])
+    assert len(both["tasks"]) == 3
+    assert len(listed(api.alice, group_id="lst", state="cancelled,success")["tasks"]) == 1
+    first = listed(api.alice, endpoint_id=eid, limit=2)
+    rest = listed(api.alice, endpoint_id=eid, limit=2, cursor=first["next_cursor"])
+    assert len(first["tasks"]) == 2 and len(rest["tasks"]) == 1 and "next_cursor" not in rest
+    assert {t["task_id"] for t in first["tasks"] + rest["tasks"]} == set(ids)
+    assert len(listed(api.alice, endpoint_id=eid, since="2000-01-01T00:00:00Z")["tasks"]) == 3
+    assert listed(api.alice, endpoint_id=eid, until="946684800")["tasks"] == []
+    # bob sees none of alice's tasks, even by her endpoint's id
+    assert listed(api.bob, endpoint_id=eid)["tasks"] == []
+    assert not {t["task_id"] for t in listed(api.bob, limit=1000)["tasks"]} & set(ids)
+
+
+def test_bad_task_listing_filters_are_422_naming_the_filter(api):
+    for params, word in [({"state": "done"}, "state"), ({"endpoint_id": "ep"}, "endpoint_id"),
+                         ({"function_id": "1"}, "function_id"),
+                         ({"since": "yesterday"}, "since"), ({"until": "nan"}, "until"),
+                         ({"limit": "0"}, "limit"), ({"limit": "many"}, "limit"),
+                         ({"cursor": "garbage"}, "cursor")]:
+        assert_error(api.alice.get("/tasks", params=params), 422, "invalid_request", word)
+
+
+def test_task_cli_lists_shows_and_cancels_with_json_for_scripts(api, cli):
+    import json
+
+    fid = register_function(api.alice)
+    eid = register_endpoint(api.alice, "ep-cli-list")
+    ids = api.alice.post("/tasks", json={"tasks": [task(fid, eid)
+                                                   for _ in range(2)]}).json()["task_ids"]
+    out = cli("task", "list", "--endpoint", "ep-cli-list", "--json")
+    assert out.returncode == 0, out.stderr
+    assert sorted(t["task_id"] for t in json.loads(out.stdout)["tasks"]) == sorted(ids)
+    out = cli("tasks", "cancel", ids[0], "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == {"cancelled": [ids[0]]}
+    out = cli("task", "list", "--endpoint", eid, "--state", "cancelled", "--since", "1h",
+              "--limit", "1", "--all", "--json")
+    assert [t["task_id"] for t in json.loads(out.stdout)["tasks"]] == [ids[0]]
+    out = cli("task", "show", ids[0], "--json")
+    assert json.loads(out.stdout)["state"] == "cancelled"
+    table = cli("task", "list", "--endpoint", "ep-cli-list")
+    assert table.returncode == 0 and ids[1] in table.stdout, table.stderr
+    for args in (("task", "list", "--state", "done"), ("task", "list", "--since", "soon"),
+                 ("task", "result", ids[0])):
+        bad = cli(*args)
+        assert bad.returncode in (1, 2) and "Traceback" not in bad.stderr, bad.stderr
+        assert bad.stderr.strip(), args

@@ -7,10 +7,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text
 
 from funcx_flows import messages as m
 from funcx_flows.errors import Conflict, NotFound, PermissionDenied, RateLimited
@@ -18,24 +16,6 @@ from funcx_flows.service.db import make_engine
 from funcx_flows.service.dispatcher import publishable
 from funcx_flows.service.hub import Hub, Outbox
 from funcx_flows.service.store import Store, User
-
-PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path, need) -> Iterator[Store]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'service.db'}")
-    else:
-        need(bool(PG_URL), "PostgreSQL: set FUNCX_FLOWS_TEST_POSTGRES_URL")
-        engine = make_engine(PG_URL)
-        with engine.begin() as conn:  # a clean schema per test
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    s = Store(engine)
-    s.create_schema()
-    yield s
-    engine.dispose()
 
 
 def test_every_state_change_the_store_makes_is_one_the_lifecycle_allows(store: Store):
