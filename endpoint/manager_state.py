@@ -42,6 +42,9 @@ Invariants (tests/unit/endpoint/test_manager_state.py drives random event
 sequences against them): each task received is answered once (a result or a
 ``Requeue``) or held (queued or in a pipe) until the manager says ``Bye``; a task
 is in at most one place; the credit is never negative.
+
+(One module past 400 lines on purpose: the events, the instructions and the
+handlers that keep these invariants together read as one.)
 """
 
 from __future__ import annotations

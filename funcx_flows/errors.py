@@ -1,5 +1,8 @@
 """The one error tree of funcx-flows, shared by the SDK, the service and the endpoint.
 
+(One module past 400 lines on purpose: the tree is the contract every part shares,
+and a code or status is checked against its siblings at a glance.)
+
 Every error a user can meet is a ``FuncxFlowsError``. Each class carries a stable
 ``code`` (how it crosses the wire and the REST API) and an ``http_status`` (how the
 service answers it), so that the service, the endpoint and the client agree on

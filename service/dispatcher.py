@@ -10,6 +10,9 @@ ROUTER (``zmqlink.py``) and the WebSocket on the HTTPS origin
                          >-- receive(channel, msg) --> hub (via the store's outbox)
     WS /endpoints/{id}/link /                    \--> channel.send (Welcome, Tasks,
                                                       Cancel, ResultsAck, Heartbeat)
+
+(One module past 400 lines: receiving, sending, acknowledging and the links'
+timers all read and write the same ``Link`` records on one event loop.)
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ silently running twice. A Prefect flow's marks (``flow_runs``) and the Prefect
 API then tell whether it had finished (it is marked done) or not (safe to
 replay); see ``recovery``.
 
+(One module past 400 lines on purpose: each transition drawn above is one SQL
+transaction here, and restart safety is reviewed by reading them side by side.)
+
 One process at a time serves a trigger on a state database: ``claim_trigger``
 takes an exclusive lock that the OS drops when the process dies (even kill -9).
 """

@@ -14,6 +14,9 @@ an earlier transfer still running cancels it first and says so.
                         |--live: re-attach ---------------------------------+--> watch
                         |--ended badly: cancel if live, new attempt, submit-+      |
                         `--succeeded: return its summary         end: record it <--+
+
+(One module of about 400 lines: the path above and the deadline kept on each of
+its branches read as one; the keys and their records are ``transfer_keys``.)
 """
 
 from __future__ import annotations
