@@ -17,6 +17,8 @@ _LAZY = {
     "remote_map": "funcx_flows.prefect",
     "EndpointTaskRunner": "funcx_flows.prefect",
     "transfer": "funcx_flows.prefect",
+    "ShellFunction": "funcx_flows.shell",
+    "ShellResult": "funcx_flows.shell",
 }
 
 if TYPE_CHECKING:
