@@ -19,6 +19,7 @@ _LAZY = {
     "transfer": "funcx_flows.prefect",
     "ShellFunction": "funcx_flows.shell",
     "ShellResult": "funcx_flows.shell",
+    "MPIFunction": "funcx_flows.mpi",
 }
 
 if TYPE_CHECKING:
