@@ -31,6 +31,7 @@ import zmq
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
+from funcx_flows.endpoint.container import ContainerSpec, parse_options
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.launch import LaunchPlan, ManagerOptions, MPIPool
 from funcx_flows.endpoint.link import (
@@ -151,6 +152,12 @@ class Agent:
             self.sandbox = default_spec([str(folder), *config.sandbox_hide],
                                         config.sandbox_keep, folder.resolve().parent.parent)
             self.sandbox.check()
+        self.container: ContainerSpec | None = None
+        if config.container is not None:
+            k = config.container
+            self.container = ContainerSpec(type=k.type, image=k.image, python=k.python,
+                                           options=parse_options(k.options))
+            self.container.check()  # no engine, no image: a message now, not per worker
         # only the managers this run starts may connect (see linkauth)
         self.gate = Gate(manager_auth(config))
         # absolute: a pilot job runs its managers in another working directory
@@ -170,7 +177,8 @@ class Agent:
             credentials=str(self.credentials_path), sandbox=self.sandbox,
             runs_for_s=(walltime_seconds(c.walltime) - c.walltime_margin_s
                         if is_batch(c.provider) else None),
-            mpi=None if c.mpi is None else MPIPool(**c.mpi.model_dump()))
+            mpi=None if c.mpi is None else MPIPool(**c.mpi.model_dump()),
+            container=self.container)
         # blocks whose manager runs in this loop (the inline provider), else None
         self.inline = (InlineManagers(provider, self.interchange, self.manager_options)
                        if isinstance(provider, InlineProvider) else None)

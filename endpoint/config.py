@@ -45,6 +45,25 @@ class MPIConfig(BaseModel):
     slots_per_node: int | None = Field(None, ge=1)
 
 
+class ContainerConfig(BaseModel):
+    """``container:``: workers run inside a container (endpoint/container.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["podman", "docker", "apptainer", "singularity"]
+    image: str = Field(min_length=1)
+    options: str | list[str] = ""  # put before the image: "--network none -v /data:/data"
+    python: str = "python3"  # the image's Python, with funcx-flows importable
+
+    @field_validator("type")
+    @classmethod
+    def _can_pass_a_pipe(cls, value: str) -> str:
+        if value == "docker":
+            raise ValueError("docker cannot hand a worker its pipe (docker run has no "
+                             "--preserve-fds); use podman (it runs the same images)")
+        return value
+
+
 class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -89,6 +108,8 @@ class EndpointConfig(BaseModel):
     sandbox_keep: list[str] = Field(default_factory=list)  # paths under HOME tasks may use
     # MPI tasks: a block's one manager lends its nodes to them (blank: no MPI)
     mpi: MPIConfig | None = None
+    # Workers inside a container of this image (blank: on the endpoint's own Python)
+    container: ContainerConfig | None = None
 
     # --- reliability ---
     heartbeat_period_s: float = Field(2.0, gt=0)
@@ -118,6 +139,9 @@ class EndpointConfig(BaseModel):
             raise ValueError("mpi: a block runs one manager, which lends the block's nodes "
                              "to MPI tasks; set launcher: single (not "
                              f"{self.launcher})")
+        if self.container is not None and (self.sandbox != "none" or self.mpi is not None):
+            raise ValueError("container goes with neither sandbox: bwrap (the container "
+                             "is the sandbox) nor mpi yet")
         if self.mpi is not None and self.sandbox != "none":
             raise ValueError("mpi and sandbox: bwrap do not go together yet (sandboxed "
                              "workers cannot share the block's node pool)")
@@ -235,6 +259,11 @@ provider: local
 #   launcher: auto           # auto (srun in Slurm, else mpiexec) | srun | mpiexec | mpirun
 #   launcher_options: ""     # e.g. "--mpi=pmi2"
 #   slots_per_node:          # ranks a node runs at once (blank: its cores)
+# container:                 # run workers inside a container
+#   type: podman             # podman | apptainer | singularity
+#   image: localhost/analysis:1   # must hold python3 with funcx-flows
+#   options: "--network none -v /data:/data"
+#   python: python3
 
 # heartbeat_period_s: 2
 # heartbeat_threshold_s: 10
