@@ -85,9 +85,9 @@ def test_an_image_that_does_not_exist_stops_the_start_with_a_message(stack):
 
 
 def test_an_absent_engine_and_docker_are_refused_naming_why():
-    with pytest.raises(ConfigError, match="apptainer program is not on PATH"):
-        ContainerSpec(type="apptainer", image="x.sif").check() if shutil.which(
-            "apptainer") is None else pytest.skip("apptainer is installed here")
+    if shutil.which("apptainer") is None:  # (not in Debian's packages)
+        with pytest.raises(ConfigError, match="apptainer program is not on PATH"):
+            ContainerSpec(type="apptainer", image="x.sif").check()
     with pytest.raises(ConfigError, match=r"container\.type: .*docker cannot hand"):
         parse_config({"container": {"type": "docker", "image": "x"}})
     with pytest.raises(ConfigError, match="container goes with neither"):
