@@ -31,8 +31,9 @@ import zmq
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
+from funcx_flows.endpoint.container import ContainerSpec, parse_options
 from funcx_flows.endpoint.interchange import Interchange
-from funcx_flows.endpoint.launch import LaunchPlan, ManagerOptions
+from funcx_flows.endpoint.launch import LaunchPlan, ManagerOptions, MPIPool
 from funcx_flows.endpoint.link import (
     LinkDown,
     ServiceLink,
@@ -43,6 +44,7 @@ from funcx_flows.endpoint.link import (
     link_url,
 )
 from funcx_flows.endpoint.linkauth import Gate, Mechanism
+from funcx_flows.endpoint.mpi import refusal as mpi_refusal
 from funcx_flows.endpoint.providers.base import (
     ACTIVE_STATES,
     CANCELLED,
@@ -56,7 +58,7 @@ from funcx_flows.endpoint.providers.registry import is_batch
 from funcx_flows.endpoint.sandbox import SandboxSpec, default_spec
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.strategy import Actions, BlockView, Inputs, decide
-from funcx_flows.errors import ProtocolError, ResultTooLarge
+from funcx_flows.errors import CommandError, ProtocolError, ResultTooLarge
 from funcx_flows.home import write_secret
 from funcx_flows.memory import release_free_memory
 from funcx_flows.retry import Backoff, RetryPolicy
@@ -150,6 +152,12 @@ class Agent:
             self.sandbox = default_spec([str(folder), *config.sandbox_hide],
                                         config.sandbox_keep, folder.resolve().parent.parent)
             self.sandbox.check()
+        self.container: ContainerSpec | None = None
+        if config.container is not None:
+            k = config.container
+            self.container = ContainerSpec(type=k.type, image=k.image, python=k.python,
+                                           options=parse_options(k.options))
+            self.container.check()  # no engine, no image: a message now, not per worker
         # only the managers this run starts may connect (see linkauth)
         self.gate = Gate(manager_auth(config))
         # absolute: a pilot job runs its managers in another working directory
@@ -168,7 +176,9 @@ class Agent:
             heartbeat_threshold_s=c.heartbeat_threshold_s,
             credentials=str(self.credentials_path), sandbox=self.sandbox,
             runs_for_s=(walltime_seconds(c.walltime) - c.walltime_margin_s
-                        if is_batch(c.provider) else None))
+                        if is_batch(c.provider) else None),
+            mpi=None if c.mpi is None else MPIPool(**c.mpi.model_dump()),
+            container=self.container)
         # blocks whose manager runs in this loop (the inline provider), else None
         self.inline = (InlineManagers(provider, self.interchange, self.manager_options)
                        if isinstance(provider, InlineProvider) else None)
@@ -249,6 +259,13 @@ class Agent:
                 refused.append(m.TaskResult(task_id=spec.task_id, ok=False, error=m.ErrorInfo(
                     code="function_not_allowed",
                     message=f"endpoint does not allow function {spec.function_id}")))
+                continue
+            why = mpi_refusal(spec.resources, self.config.mpi is not None,
+                              self.config.nodes_per_block,
+                              self.config.mpi.slots_per_node if self.config.mpi else None)
+            if why:  # it would wait for ever
+                refused.append(m.TaskResult(task_id=spec.task_id, ok=False, error=m.ErrorInfo(
+                    code=CommandError.code, message=why)))
                 continue
             self.held.add(spec.task_id)
             fresh.append(spec)

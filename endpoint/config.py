@@ -33,6 +33,37 @@ else:
 LAUNCHERS = ("single", "srun", "mpirun", "mpiexec", "aprun", "jsrun")
 
 
+class MPIConfig(BaseModel):
+    """``mpi:``: the endpoint runs MPI tasks (funcx_flows/mpi.py, endpoint/mpi.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # auto: srun inside a Slurm allocation, else mpiexec (MPICH); mpirun: Open MPI
+    launcher: Literal["auto", "srun", "mpiexec", "mpirun"] = "auto"
+    launcher_options: str = ""  # put after the launcher, e.g. "--mpi=pmi2"
+    # ranks a node takes at once, over all tasks (blank: its cores)
+    slots_per_node: int | None = Field(None, ge=1)
+
+
+class ContainerConfig(BaseModel):
+    """``container:``: workers run inside a container (endpoint/container.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["podman", "docker", "apptainer", "singularity"]
+    image: str = Field(min_length=1)
+    options: str | list[str] = ""  # put before the image: "--network none -v /data:/data"
+    python: str = "python3"  # the image's Python, with funcx-flows importable
+
+    @field_validator("type")
+    @classmethod
+    def _can_pass_a_pipe(cls, value: str) -> str:
+        if value == "docker":
+            raise ValueError("docker cannot hand a worker its pipe (docker run has no "
+                             "--preserve-fds); use podman (it runs the same images)")
+        return value
+
+
 class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +106,10 @@ class EndpointConfig(BaseModel):
     sandbox: Literal["none", "bwrap"] = "none"
     sandbox_hide: list[str] = Field(default_factory=list)  # more paths tasks must not see
     sandbox_keep: list[str] = Field(default_factory=list)  # paths under HOME tasks may use
+    # MPI tasks: a block's one manager lends its nodes to them (blank: no MPI)
+    mpi: MPIConfig | None = None
+    # Workers inside a container of this image (blank: on the endpoint's own Python)
+    container: ContainerConfig | None = None
 
     # --- reliability ---
     heartbeat_period_s: float = Field(2.0, gt=0)
@@ -100,6 +135,16 @@ class EndpointConfig(BaseModel):
             raise ValueError("init_blocks must not exceed max_blocks")
         if self.heartbeat_threshold_s <= self.heartbeat_period_s:
             raise ValueError("heartbeat_threshold_s must be larger than heartbeat_period_s")
+        if self.mpi is not None and self.launcher != "single":
+            raise ValueError("mpi: a block runs one manager, which lends the block's nodes "
+                             "to MPI tasks; set launcher: single (not "
+                             f"{self.launcher})")
+        if self.container is not None and (self.sandbox != "none" or self.mpi is not None):
+            raise ValueError("container goes with neither sandbox: bwrap (the container "
+                             "is the sandbox) nor mpi yet")
+        if self.mpi is not None and self.sandbox != "none":
+            raise ValueError("mpi and sandbox: bwrap do not go together yet (sandboxed "
+                             "workers cannot share the block's node pool)")
         return self
 
     @field_validator("sandbox_hide", "sandbox_keep")
@@ -210,6 +255,15 @@ provider: local
                              # funcx-flows home (tokens, keys) nor sandbox_hide paths
 # sandbox_hide: []           # more paths tasks must not see
 # sandbox_keep: []           # paths under HOME that tasks may still use
+# mpi:                       # run MPIFunction tasks; a block's nodes are lent to them
+#   launcher: auto           # auto (srun in Slurm, else mpiexec) | srun | mpiexec | mpirun
+#   launcher_options: ""     # e.g. "--mpi=pmi2"
+#   slots_per_node:          # ranks a node runs at once (blank: its cores)
+# container:                 # run workers inside a container
+#   type: podman             # podman | apptainer | singularity
+#   image: localhost/analysis:1   # must hold python3 with funcx-flows
+#   options: "--network none -v /data:/data"
+#   python: python3
 
 # heartbeat_period_s: 2
 # heartbeat_threshold_s: 10

@@ -26,11 +26,20 @@ from typing import Annotated
 
 import msgspec
 
+from funcx_flows.endpoint.container import ContainerSpec
 from funcx_flows.endpoint.sandbox import SandboxSpec
 from funcx_flows.errors import ConfigError
 
 MANAGER_MODULE = "funcx_flows.endpoint.manager"
 DEFAULT_MAX_RESULT_BYTES = 10 * 1024 * 1024
+
+
+class MPIPool(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The manager lends its block's nodes to MPI tasks (endpoint/mpi.py)."""
+
+    launcher: str = "auto"
+    launcher_options: str = ""
+    slots_per_node: int | None = None
 
 
 class ManagerOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -47,6 +56,8 @@ class ManagerOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     drain_at: float | None = None  # wall-clock time: take no tasks from then on (walltime)
     credentials: str | None = None  # the file the endpoint wrote for its managers (linkauth)
     sandbox: SandboxSpec | None = None  # workers in bubblewrap (sandbox); None: forked
+    mpi: MPIPool | None = None  # None: no MPI tasks
+    container: ContainerSpec | None = None  # workers in a container; None: forked
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()
@@ -76,6 +87,8 @@ class LaunchPlan:
     credentials: str | None = None
     sandbox: SandboxSpec | None = None
     runs_for_s: float | None = None  # batch blocks: walltime less the margin; None: no end
+    mpi: MPIPool | None = None
+    container: ContainerSpec | None = None
 
     def options(self, block_id: str, max_result_bytes: int, now: float) -> ManagerOptions:
         """``now``: wall-clock time of the block's submission (its walltime starts then)."""
@@ -85,4 +98,5 @@ class LaunchPlan:
             prefetch=self.prefetch, heartbeat_period_s=self.heartbeat_period_s,
             heartbeat_threshold_s=self.heartbeat_threshold_s,
             max_result_bytes=max_result_bytes, drain_at=drain_at,
-            credentials=self.credentials, sandbox=self.sandbox)
+            credentials=self.credentials, sandbox=self.sandbox, mpi=self.mpi,
+            container=self.container)

@@ -16,7 +16,9 @@ instructions it answers with::
 The shell alone keeps time for the link: it beats when it has sent nothing for a
 heartbeat period, and stops when the interchange has been silent past the
 threshold. Workers are forked, or exec'd inside bubblewrap (sandbox.py) when the
-endpoint confines its grantees' code.
+endpoint confines its grantees' code, or inside a container (container.py). On an
+MPI endpoint the manager makes its block's node pool (mpi.py) and hands it to its
+workers in their environment.
 
 Run as ``python -m funcx_flows.endpoint.manager --options JSON`` (a
 ``ManagerOptions`` document: launch.py). It imports neither Prefect nor the
@@ -48,6 +50,7 @@ from typing import Any
 import zmq
 
 from funcx_flows import messages as m
+from funcx_flows.endpoint.container import remove_containers, start_container_worker
 from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.linkauth import ManagerCredentials
 from funcx_flows.endpoint.manager_state import (
@@ -68,6 +71,7 @@ from funcx_flows.endpoint.manager_state import (
     WorkerDied,
     WorkerResults,
 )
+from funcx_flows.endpoint.mpi import pool_environment
 from funcx_flows.endpoint.sandbox import start_sandboxed_worker
 from funcx_flows.endpoint.worker import worker_main
 from funcx_flows.errors import ConfigError, ProtocolError
@@ -115,6 +119,13 @@ class Manager:
                 credentials.apply(self.sock)
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
+        self._container_prefix = f"funcx-worker-{self.manager_id}-"
+        self._worker_env: dict[str, str] = {}  # what every worker starts with
+        self._pool_file: Path | None = None
+        if opts.mpi is not None:
+            self._worker_env, self._pool_file = pool_environment(
+                opts.mpi.launcher, opts.mpi.launcher_options, opts.mpi.slots_per_node,
+                self.manager_id)
         self._do: dict[type[Any], Callable[[Any], None]] = {
             ToWorker: self._to_worker, Send: lambda ins: self._send(ins.msg),
             StartWorker: lambda ins: self._start_worker(ins.worker),
@@ -162,9 +173,14 @@ class Manager:
         o = self.opts
         if o.sandbox is not None:
             proc, parent = start_sandboxed_worker(o.sandbox, index, o.max_result_bytes)
+        elif o.container is not None:
+            name = f"{self._container_prefix}{index}-{uuid.uuid4().hex[:6]}"
+            proc, parent = start_container_worker(o.container, name, index,
+                                                  o.max_result_bytes)
         else:
             parent, child = _fork.Pipe(duplex=True)
-            proc = _fork.Process(target=worker_main, args=(child, o.max_result_bytes),
+            proc = _fork.Process(target=worker_main,
+                                 args=(child, o.max_result_bytes, self._worker_env),
                                  name=f"funcx-worker-{index}", daemon=True)
             proc.start()
             child.close()
@@ -325,6 +341,10 @@ class Manager:
         if self.sock is not None and self._ctx is not None:
             self.sock.close(linger=500)
             self._ctx.term()
+        if self._pool_file is not None:
+            self._pool_file.unlink(missing_ok=True)
+        if self.opts.container is not None:
+            remove_containers(self.opts.container, self._container_prefix)
 
 
 def _node() -> Node:
@@ -366,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
                        else ManagerCredentials.load(Path(opts.credentials)))
         if opts.sandbox is not None:
             opts.sandbox.check()  # on this node: bwrap present, the Python not hidden
+        if opts.container is not None:
+            opts.container.check()  # on this node: the engine and the image
     except ConfigError as exc:
         sys.exit(f"manager: {exc.message}")
     _follow_parent()

@@ -102,7 +102,8 @@ class Runner:
         buf = io.StringIO()
         call = Call(spec.task_id, fn, args, kwargs, context, buf)
         try:
-            with call, contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            with call, contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), \
+                    _placement(spec.resources):
                 value = fn(*args, **kwargs)
                 if inspect.iscoroutine(value):  # an async def function
                     value = asyncio.run(value)
@@ -124,6 +125,17 @@ class Runner:
         return m.TaskResult(task_id=spec.task_id, ok=True, data=data, stdout=out, logs=logs,
                             started_at=started, finished_at=time.time(),
                             attempts=spec.attempt + 1)
+
+
+def _placement(resources: m.ResourceSpec | None) -> contextlib.AbstractContextManager[None]:
+    """An MPI task's nodes, held around its call (mpi.py, imported only for one)."""
+    if resources is None or (resources.num_nodes is None and resources.num_ranks is None
+                             and resources.ranks_per_node is None):
+        return contextlib.nullcontext()
+    from funcx_flows.endpoint.mpi import task_placement
+
+    held: contextlib.AbstractContextManager[None] = task_placement(resources)
+    return held
 
 
 def _clip(text: str) -> str:
@@ -151,9 +163,14 @@ def _close_inherited_sockets(keep: int) -> None:
             continue
 
 
-def worker_main(conn: Connection, max_result_bytes: int) -> None:
-    """Entry point of a worker process (forked, or exec'd by ``main`` in a sandbox)."""
+def worker_main(conn: Connection, max_result_bytes: int,
+                environ: dict[str, str] | None = None) -> None:
+    """Entry point of a worker process (forked, or exec'd by ``main`` in a sandbox).
+    ``environ``: what the manager adds to the worker's environment (an MPI block's
+    node pool: mpi.py)."""
     _die_with_parent()
+    if environ:
+        os.environ.update(environ)
     drop_secrets_from_environ()  # the agent dropped them already; a worker must not have them
     _close_inherited_sockets(conn.fileno())
     sys.setswitchinterval(0.005)  # Python's default, for the user's threads (the parent's is short)

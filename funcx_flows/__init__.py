@@ -17,6 +17,9 @@ _LAZY = {
     "remote_map": "funcx_flows.prefect",
     "EndpointTaskRunner": "funcx_flows.prefect",
     "transfer": "funcx_flows.prefect",
+    "ShellFunction": "funcx_flows.shell",
+    "ShellResult": "funcx_flows.shell",
+    "MPIFunction": "funcx_flows.mpi",
 }
 
 if TYPE_CHECKING:

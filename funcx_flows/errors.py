@@ -38,6 +38,9 @@ what went wrong without sharing anything but this module::
      +-- TransferFailed               a Globus transfer failed or was refused
      +-- TransferStatusUnknown        a Globus transfer was submitted; whether it runs is unknown
      +-- TimedOut                     a wait passed its deadline (also a TimeoutError)
+     |    +-- CommandTimedOut         a shell or MPI command ran past its walltime
+     +-- CommandError                 a shell or MPI command could not run as asked
+     |    +-- CommandFailed           it exited non-zero and the call asked to raise
      +-- EndpointError                endpoint life-cycle problems (CLI)
           +-- EndpointNotConfigured
           +-- EndpointAlreadyRunning
@@ -321,6 +324,32 @@ class TimedOut(FuncxFlowsError, TimeoutError):
 
     code = "timed_out"
     http_status = 504
+
+
+class CommandTimedOut(TimedOut):
+    """A shell or MPI command ran past its walltime; its whole process group was killed."""
+
+    code = "command_timed_out"
+
+
+class CommandError(FuncxFlowsError, ValueError):
+    """A shell or MPI command could not run as asked: a template key the call did not
+    give, a resource request no block can hold, no MPI launcher. Raised on the worker
+    (and by the caller for what it can see before submitting)."""
+
+    code = "command_error"
+    http_status = 400
+
+
+class CommandFailed(CommandError):
+    """A shell or MPI command exited with a non-zero code and the call asked
+    (``check=True``) for that to be an error. ``result`` holds what it printed."""
+
+    code = "command_failed"
+
+    def __init__(self, message: str = "", result: Any = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.result = result
 
 
 class EndpointError(FuncxFlowsError):

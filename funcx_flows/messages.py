@@ -52,6 +52,10 @@ class ResourceSpec(Record, kw_only=True):
     cores: int = 1
     gpus: int = 0
     walltime_s: float | None = None
+    # MPI tasks (funcx_flows/mpi.py): nodes and ranks lent from the block
+    num_nodes: int | None = None
+    ranks_per_node: int | None = None
+    num_ranks: int | None = None
 
 
 class TaskSpec(Record, kw_only=True):

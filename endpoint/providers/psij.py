@@ -119,7 +119,9 @@ class PsijProvider:
             directory=self.log_dir,
             stdout_path=self.log_dir / f"block-{block_id}.out",
             stderr_path=self.log_dir / f"block-{block_id}.err",
-            resources=ResourceSpecV1(node_count=c.nodes_per_block),
+            # an MPI endpoint's block lends all its nodes' cores to its tasks
+            resources=ResourceSpecV1(node_count=c.nodes_per_block,
+                                     exclusive_node_use=c.mpi is not None),
             attributes=JobAttributes(
                 duration=timedelta(seconds=seconds), queue_name=c.queue or None,
                 account=c.account or None, custom_attributes=custom or None),

@@ -6,9 +6,10 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from funcx_flows.errors import InvalidRequest
+from funcx_flows.errors import CommandError, InvalidRequest
+from funcx_flows.mpi import MPIRequest
 from funcx_flows.service.api.fields import Id, Metadata, Name, TaskIdIn, Text, Z85Key
 
 
@@ -101,6 +102,18 @@ class Resources(Body):
     cores: int = Field(1, ge=1, le=100_000)
     gpus: int = Field(0, ge=0, le=1024)
     walltime_s: float | None = Field(None, gt=0, le=366 * 86400, allow_inf_nan=False)
+    num_nodes: int | None = Field(None, ge=1, le=1_000_000)
+    ranks_per_node: int | None = Field(None, ge=1, le=100_000)
+    num_ranks: int | None = Field(None, ge=1, le=100_000_000)
+
+    @model_validator(mode="after")
+    def _mpi_agrees(self) -> Resources:
+        """A contradictory MPI request is refused at submission, not on a node."""
+        try:
+            MPIRequest.from_resources(self)
+        except CommandError as exc:
+            raise ValueError(exc.message) from exc
+        return self
 
 
 class TaskIn(Body):

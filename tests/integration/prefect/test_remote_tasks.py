@@ -15,7 +15,7 @@ from conftest import flow_logs, task_runs
 from prefect import flow, task, unmapped
 from prefect.cache_policies import INPUTS
 
-from funcx_flows import EndpointTaskRunner, remote_map, remote_task
+from funcx_flows import EndpointTaskRunner, ShellFunction, ShellResult, remote_map, remote_task
 from funcx_flows.errors import PartialFailure, RemoteExecutionError
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -271,3 +271,19 @@ def test_remote_map_returns_in_order_and_names_failures():
 def test_remote_map_outside_a_flow_just_runs():
     assert remote_map(pow, [2, 3], [3, 2], endpoint="ep") == [8, 9]
     assert os.environ["FUNCX_FLOWS_EXAMPLE_ENDPOINT"] == "ep"
+
+
+def test_shell_functions_as_remote_tasks_and_in_remote_map():
+    count = remote_task(ShellFunction("echo {0} | wc -c", name="count-chars"), endpoint="ep")
+
+    @flow
+    def shell_steps():
+        one = count("abc")
+        many = remote_map(ShellFunction("echo {0}-{1}; exit {1}"), ["a", "b"], [0, 2],
+                          endpoint="ep")
+        return one, many
+
+    one, many = shell_steps()
+    assert isinstance(one, ShellResult) and one.stdout.strip() == "4"
+    assert [(r.stdout, r.returncode) for r in many] == [("a-0\n", 0), ("b-2\n", 2)]
+    assert count.name == "count-chars"

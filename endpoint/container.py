@@ -1,0 +1,153 @@
+"""Workers inside a container: the endpoint's ``container:`` section.
+
+With ``container: {type: podman, image: IMAGE, options: [...]}`` each worker is
+exec'd (not forked) inside a container of IMAGE, and talks to its manager over
+the same pipe as a forked one (a socket pair), passed in as descriptor 3::
+
+    manager --socketpair--> bash -c 'exec "$@" 3<&N' podman run --rm --preserve-fds=1
+                            --name funcx-worker-<manager>-<i> OPTIONS IMAGE
+                            python3 -m funcx_flows.endpoint.worker --fd 3
+
+    apptainer / singularity exec OPTIONS IMAGE python3 -m ... --fd N
+                            (no namespaces of their own by default: the descriptor
+                            is inherited as it is)
+
+The image must hold a Python of the client's minor version with funcx-flows
+(and msgspec, cloudpickle) importable as ``python`` (default ``python3``): the
+worker runs the task and imports nothing else. Podman on cgroups v1 hosts needs
+``runc`` and explicit ulimits (``containers.conf``; docs/pilots.md). Docker is
+refused: ``docker run`` cannot pass a descriptor into the container.
+
+A killed worker (a cancel, the walltime, the manager stopping) is its container
+removed (``podman rm -f``): killing the ``podman run`` client alone would leave
+the container running. A stopping manager also removes every container named
+after it (``remove_containers``), one an engine was still creating included.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from funcx_flows.endpoint.sandbox import WORKER_MODULE, ExecWorker
+from funcx_flows.errors import ConfigError
+
+ENGINES = ("podman", "apptainer", "singularity")
+WORKER_FD = 3  # where podman's --preserve-fds=1 puts the pipe
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How workers are started in a container (validated by the endpoint config)."""
+
+    type: str  # podman | apptainer | singularity
+    image: str
+    options: tuple[str, ...] = ()
+    python: str = "python3"
+
+    def check(self) -> None:
+        """Refuse at start what would fail at every worker: no engine, no image."""
+        if self.type not in ENGINES:
+            raise ConfigError(f"container.type: {self.type!r} is not one of "
+                              f"{', '.join(ENGINES)} (docker cannot pass a worker its pipe)")
+        if shutil.which(self.type) is None:
+            raise ConfigError(f"container: the {self.type} program is not on PATH (Debian: "
+                              f"apt-get install {self.type} runc)" if self.type == "podman"
+                              else f"container: the {self.type} program is not on PATH")
+        if self.type == "podman":
+            found = subprocess.run(["podman", "image", "exists", self.image],
+                                   capture_output=True, text=True, timeout=120, check=False)
+            if found.returncode != 0:
+                raise ConfigError(f"container.image: podman has no image {self.image!r} "
+                                  "(podman pull or podman import it first)"
+                                  + (f": {found.stderr.strip()}" if found.stderr.strip()
+                                     else ""))
+
+    def argv(self, name: str, fd: int, worker_args: list[str]) -> list[str]:
+        """The engine's command line for one worker whose pipe is descriptor ``fd``."""
+        command = [self.python, "-m", WORKER_MODULE, *worker_args]
+        if self.type == "podman":
+            return ["bash", "-c", f'exec "$@" {WORKER_FD}<&{fd} {fd}<&-', "bash",
+                    "podman", "run", "--rm", f"--preserve-fds={WORKER_FD - 2}",
+                    "--name", name, *self.options, self.image,
+                    *command, "--fd", str(WORKER_FD)]
+        return [self.type, "exec", *self.options, self.image, *command, "--fd", str(fd)]
+
+
+def parse_options(text: str | list[str]) -> tuple[str, ...]:
+    """``options`` as a string (split as a shell would) or a list."""
+    return tuple(shlex.split(text) if isinstance(text, str) else text)
+
+
+class ContainerWorker:
+    """A worker in a container, answering the manager as ``ExecWorker`` does; killing
+    it removes the container."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], engine: str, name: str) -> None:
+        self.exec = ExecWorker(popen)
+        self.engine = engine
+        self.name = name
+
+    @property
+    def sentinel(self) -> int:
+        fd: int = self.exec.sentinel
+        return fd
+
+    @property
+    def pid(self) -> int:
+        pid: int = self.exec.pid
+        return pid
+
+    @property
+    def exitcode(self) -> int | None:
+        code: int | None = self.exec.exitcode
+        return code
+
+    def is_alive(self) -> bool:
+        alive: bool = self.exec.is_alive()
+        return alive
+
+    def join(self, timeout: float | None = None) -> None:
+        self.exec.join(timeout)
+
+    def kill(self) -> None:
+        self.exec.kill()
+        if self.engine == "podman":
+            subprocess.run(["podman", "rm", "-f", "-t", "0", self.name], capture_output=True,
+                           timeout=60, check=False)
+
+
+def start_container_worker(spec: ContainerSpec, name: str, index: int,
+                           max_result_bytes: int) -> tuple[ContainerWorker, Connection]:
+    """A worker in a container of ``spec.image``, and the manager's end of its pipe."""
+    ours, theirs = socket.socketpair()
+    try:
+        fd = theirs.fileno()
+        argv = spec.argv(name, fd, ["--max-result-bytes", str(max_result_bytes),
+                                    "--index", str(index)])
+        # a session of its own: a signal to the manager's process group (the endpoint
+        # stopping) must not cut an engine short while it creates a container
+        popen = subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return ContainerWorker(popen, engine=spec.type, name=name), Connection(ours.detach())
+
+
+def remove_containers(spec: ContainerSpec, prefix: str) -> None:
+    """Remove the containers whose names start with ``prefix`` (a manager's, at its end)."""
+    if spec.type != "podman":
+        return
+    found = subprocess.run(["podman", "ps", "-a", "-q", "--filter", f"name=^{prefix}"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    ids = found.stdout.split()
+    if ids:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True,
+                       timeout=120, check=False)
