@@ -17,13 +17,15 @@ _LAZY = {
     "remote_map": "funcx_flows.prefect",
     "EndpointTaskRunner": "funcx_flows.prefect",
     "transfer": "funcx_flows.prefect",
+    "GlobusComputeEndpoint": "funcx_flows.globus_compute",
 }
 
 if TYPE_CHECKING:
+    from funcx_flows.globus_compute import GlobusComputeEndpoint
     from funcx_flows.sdk.client import Client
     from funcx_flows.sdk.executor import Executor
 
-__all__ = ["Client", "Executor", "__version__"]
+__all__ = ["Client", "Executor", "GlobusComputeEndpoint", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
