@@ -23,7 +23,12 @@ from rich.table import Column, Table
 
 from funcx_flows.clirun import run
 from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
-from funcx_flows.endpoint.config import EndpointConfig, default_config_text, load_config
+from funcx_flows.endpoint.config import (
+    EndpointConfig,
+    default_config_text,
+    load_config,
+    translated_config_text,
+)
 from funcx_flows.endpoint.daemon import (
     LINK_TOKEN_FILE,
     PidLock,
@@ -75,16 +80,23 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("name")
-def configure(name: str) -> None:
-    """Write NAME's config.yaml with commented defaults."""
+@click.option("--from-globus-compute", "from_gc", type=click.Path(dir_okay=False),
+              help="Translate a Globus Compute endpoint's config.yaml into NAME's.")
+def configure(name: str, from_gc: str | None) -> None:
+    """Write NAME's config.yaml with commented defaults (or translated from a
+    Globus Compute endpoint's config.yaml)."""
     folder = _folder(name)
     path = folder / "config.yaml"
     if path.exists():
         load_config(path)  # report problems in an existing file
+        if from_gc:
+            raise ConfigError(f"endpoint {name} is already configured ({path}); "
+                              "delete it or choose another name to translate into")
         click.echo(f"endpoint {name} is already configured: {path}")
         return
+    text = translated_config_text(Path(from_gc)) if from_gc else default_config_text()
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(default_config_text())
+    path.write_text(text)
     click.echo(f"wrote {path}; edit it, then run `funcx-endpoint start {name}`")
 
 
