@@ -48,6 +48,10 @@ class Target:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoint", as_endpoint(self.endpoint))
+        if isinstance(self.endpoint, GlobusComputeEndpoint) and (self.service_url or self.token):
+            raise ValueError(f"{self.endpoint} is a Globus Compute endpoint: service_url and "
+                             "token are funcx-flows' (its credentials are the Globus Compute "
+                             "SDK's, docs/globus-compute.md)")
 
 
 # What a backend's submission answers: a Future with the remote task's ``task_id``

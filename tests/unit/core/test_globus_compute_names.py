@@ -46,3 +46,12 @@ def test_without_credentials_or_a_stored_login_no_login_prompt_starts(monkeypatc
     monkeypatch.setenv("GLOBUS_COMPUTE_CLIENT_SECRET", "a secret without its id")
     with pytest.raises(ConfigError, match="GLOBUS_COMPUTE_CLIENT_ID"):
         make_client("local")
+
+
+def test_our_service_options_with_a_globus_compute_endpoint_are_refused():
+    pytest.importorskip("prefect")
+    from funcx_flows.prefect._remote import Target
+
+    assert Target(f"gc:{EP}").endpoint == GlobusComputeEndpoint(EP)
+    with pytest.raises(ValueError, match="credentials are the Globus Compute SDK's"):
+        Target(GlobusComputeEndpoint(EP), token="ours")
