@@ -55,3 +55,15 @@ def test_our_service_options_with_a_globus_compute_endpoint_are_refused():
     assert Target(f"gc:{EP}").endpoint == GlobusComputeEndpoint(EP)
     with pytest.raises(ValueError, match="credentials are the Globus Compute SDK's"):
         Target(GlobusComputeEndpoint(EP), token="ours")
+
+
+def test_flows_naming_globus_compute_endpoints_import_without_the_extra():
+    import subprocess
+
+    code = ("import sys; sys.modules['globus_compute_sdk'] = None\n"
+            "from funcx_flows import EndpointTaskRunner, remote_map, remote_task\n"
+            f"remote_task(len, endpoint='gc:{EP}'); EndpointTaskRunner('gc:{EP}')\n"
+            "assert 'globus_sdk.services.compute' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
