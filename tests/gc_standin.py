@@ -65,6 +65,9 @@ def port_free(port: int = PORT) -> bool:
     import socket
 
     with socket.socket() as s:
+        # as the server binds (allow_reuse_address): a closed connection's TIME_WAIT
+        # does not hold the port, only a listener does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
