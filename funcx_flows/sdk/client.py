@@ -25,24 +25,19 @@ from funcx_flows.errors import (
     ConfigError,
     FuncxFlowsError,
     NotFound,
-    RemoteExecutionError,
-    SerializationError,
     ServiceError,
     ServiceUnavailable,
-    TaskCancelled,
-    TaskError,
-    TaskPending,
     code_for_status,
     error_from_code,
-    task_error_from_code,
 )
 from funcx_flows.home import home_dir
 from funcx_flows.retry import Backoff, RetryPolicy
 from funcx_flows.sdk.batch import Batch, b64decode, b64encode, function_id_of
+from funcx_flows.sdk.results import TERMINAL_STATES, original_exception, result_from_record
 
-__all__ = ["Batch", "Client", "b64decode", "b64encode", "result_from_record"]
+__all__ = ["TERMINAL_STATES", "Batch", "Client", "b64decode", "b64encode",
+           "original_exception", "result_from_record"]
 
-TERMINAL_STATES = frozenset({"success", "failed", "cancelled"})
 _TRANSIENT = frozenset({502, 503, 504})  # a proxy without a service, a busy database
 
 
@@ -78,60 +73,6 @@ def _token_from_home(home: Path) -> str | None:
         return (home / "token").read_text().strip() or None
     except OSError:
         return None
-
-
-def original_exception(error: Mapping[str, Any], remote: RemoteExecutionError) -> Exception | None:
-    """The exception the function raised, rebuilt from the pickle the worker sent,
-    with ``remote`` (the remote traceback) as its ``__cause__``; or None, having
-    said in ``remote.not_original`` why not."""
-    data = error.get("exception")
-    if not data:
-        remote.not_original = ("the worker did not send it (it could not be pickled there, "
-                               "or the endpoint runs an older funcx-flows)")
-        return None
-    try:
-        exc = serialize.unpack(data if isinstance(data, bytes) else b64decode(data),
-                               what="the exception")
-    except SerializationError as err:
-        remote.not_original = f"it cannot be unpickled here: {err.message}"
-        return None
-    if not isinstance(exc, Exception):
-        remote.not_original = (f"{type(exc).__name__} is not an Exception; raising it here "
-                               "would stop the client")
-        return None
-    exc.__cause__ = remote
-    return exc
-
-
-def result_from_record(record: Mapping[str, Any], *, original_exceptions: bool = True) -> Any:
-    """Turn a terminal task record into its value, or raise the error it carries.
-
-    ``original_exceptions``: when the function raised, raise its own exception
-    (its class, its attributes; the remote traceback in ``__cause__``), as a local
-    call would, instead of ``RemoteExecutionError``. The latter remains when the
-    exception cannot be rebuilt here, saying why (``not_original``)."""
-    state = record.get("state")
-    if state == "success":
-        data = record["result"]  # bytes from a binary (msgpack) result stream
-        return serialize.unpack(data if isinstance(data, bytes) else b64decode(data),
-                                what="result")
-    if state in ("failed", "cancelled"):
-        err = record.get("error") or {}
-        code = err.get("code") or (TaskCancelled.code if state == "cancelled"
-                                   else TaskError.code)
-        exc = task_error_from_code(
-            code,
-            err.get("message") or f"task {record.get('task_id')} {state}",
-            remote_type=err.get("remote_type", ""),
-            remote_traceback=err.get("remote_traceback", ""),
-        )
-        exc.details.setdefault("task_id", record.get("task_id"))
-        if original_exceptions and isinstance(exc, RemoteExecutionError):
-            original = original_exception(err, exc)
-            if original is not None:
-                raise original
-        raise exc
-    raise TaskPending(f"task {record.get('task_id')} is {state}", task_id=record.get("task_id"))
 
 
 class Client:
