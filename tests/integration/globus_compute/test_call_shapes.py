@@ -77,8 +77,16 @@ def test_globus_compute_shapes_run_on_our_endpoint(ours):
     assert bad["status"] == "failed" and isinstance(bad["exception"], ValueError)
     assert client.get_result(one) == 9
 
-    with Executor(endpoint_id=ep.endpoint_id, client=client) as ex:
-        assert ex.submit(square, 10).result(timeout=60) == 100
+    group = "7d1f6e0a-4b43-4f4e-9a55-5c3a3f2a0b19"
+    with Executor(endpoint_id=ep.endpoint_id, client=client, task_group_id=group,
+                  resource_specification={"cores": 1}) as ex:
+        future = ex.submit(square, 10)
+        assert future.result(timeout=60) == 100
+    record = client.get_task(future.task_id)
+    assert record["group_id"] == group
+    with pytest.raises(ValueError, match="not both"):
+        Executor(endpoint_id=ep.endpoint_id, client=client, resources={"cores": 1},
+                 resource_specification={"cores": 2})
 
 
 def test_wrong_and_mixed_shapes_are_refused_before_anything_is_sent(ours):
