@@ -7,6 +7,7 @@ Every ``FuncxFlowsError`` becomes a one-line message and exit code 1 in
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,18 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
+from funcx_flows import __version__
 from funcx_flows.clirun import run
 from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
-from funcx_flows.endpoint.config import EndpointConfig, default_config_text, load_config
+from funcx_flows.endpoint.config import (
+    EndpointConfig,
+    default_config_text,
+    load_config,
+    translated_config_text,
+)
 from funcx_flows.endpoint.daemon import (
     LINK_TOKEN_FILE,
+    LOG_LEVEL_ENV,
     PidLock,
     registration_from_folder,
     run_endpoint,
@@ -68,23 +77,73 @@ def _client(service_url: str) -> Any:
     return Client(service_url=service_url or None)
 
 
-@click.group()
-def cli() -> None:
-    """Run funcx-flows endpoints: where your functions execute."""
+def _resolve(name_or_id: str) -> str:
+    """An endpoint's name from its name or, as Globus Compute users type it, from
+    the id the service gave it (read from its folder's endpoint.json)."""
+    root = home_dir() / "endpoints"
+    if (root / name_or_id).is_dir():
+        return name_or_id
+    try:
+        wanted = str(uuid.UUID(name_or_id))
+    except ValueError:
+        return name_or_id
+    for info in sorted(root.glob("*/endpoint.json")) if root.is_dir() else []:
+        try:
+            if str(json.loads(info.read_text()).get("endpoint_id")) == wanted:
+                return info.parent.name
+        except (OSError, ValueError):
+            continue
+    return name_or_id
+
+
+class _NameOrId(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    name = "NAME|ID"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        return _resolve(str(value))
+
+
+NAME_OR_ID = _NameOrId()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="funcx-endpoint")
+@click.option("--debug", is_flag=True, help="Log at DEBUG level (a daemon started now too).")
+def cli(debug: bool) -> None:
+    """Run funcx-flows endpoints: where your functions execute. NAME may also be
+    the endpoint's id."""
+    if debug:
+        os.environ[LOG_LEVEL_ENV] = "DEBUG"  # for the daemon this process starts
+        logging.basicConfig(level=logging.DEBUG)
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+@cli.command()
+def version() -> None:
+    """Print funcx-flows' version."""
+    click.echo(f"funcx-endpoint {__version__}")
 
 
 @cli.command()
 @click.argument("name")
-def configure(name: str) -> None:
-    """Write NAME's config.yaml with commented defaults."""
+@click.option("--from-globus-compute", "from_gc", type=click.Path(dir_okay=False),
+              help="Translate a Globus Compute endpoint's config.yaml into NAME's.")
+def configure(name: str, from_gc: str | None) -> None:
+    """Write NAME's config.yaml with commented defaults (or translated from a
+    Globus Compute endpoint's config.yaml)."""
     folder = _folder(name)
     path = folder / "config.yaml"
     if path.exists():
         load_config(path)  # report problems in an existing file
+        if from_gc:
+            raise ConfigError(f"endpoint {name} is already configured ({path}); "
+                              "delete it or choose another name to translate into")
         click.echo(f"endpoint {name} is already configured: {path}")
         return
+    text = translated_config_text(Path(from_gc)) if from_gc else default_config_text()
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(default_config_text())
+    path.write_text(text)
     click.echo(f"wrote {path}; edit it, then run `funcx-endpoint start {name}`")
 
 
@@ -110,7 +169,7 @@ def _register(name: str, folder: Path, config: EndpointConfig) -> Registration:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=NAME_OR_ID)
 @click.option("--foreground", is_flag=True, help="Stay attached; log to stderr.")
 def start(name: str, foreground: bool) -> None:
     """Register NAME with the service and run it (as a daemon unless --foreground)."""
@@ -168,7 +227,7 @@ def _stop(name: str, folder: Path, timeout: float = 30.0) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=NAME_OR_ID)
 def stop(name: str) -> None:
     """Stop NAME cleanly (its blocks and workers too)."""
     _stop(name, _folder(name))
@@ -176,7 +235,7 @@ def stop(name: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=NAME_OR_ID)
 @click.pass_context
 def restart(ctx: click.Context, name: str) -> None:
     """Stop NAME if it runs, then start it again as a daemon."""
@@ -221,7 +280,7 @@ def list_() -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=NAME_OR_ID)
 def status(name: str) -> None:
     """Workers, queue, managers, blocks and recent errors of NAME."""
     folder = _configured(name)
@@ -262,10 +321,15 @@ def status(name: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
-def delete(name: str) -> None:
+@click.argument("name", type=NAME_OR_ID)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def delete(name: str, yes: bool) -> None:
     """Stop NAME, remove it from the service, and delete its folder."""
     folder = _configured(name)
+    if not yes and not click.confirm(
+            f"delete endpoint {name}: stop it, remove it from the service and delete "
+            f"{folder}?", default=False):
+        raise click.exceptions.Abort()
     if running_pid(folder) is not None:
         _stop(name, folder)
     try:
@@ -283,7 +347,7 @@ def delete(name: str) -> None:
 
 
 @cli.command("enable-on-boot")
-@click.argument("name")
+@click.argument("name", type=NAME_OR_ID)
 def enable_on_boot(name: str) -> None:
     """Keep NAME running with systemd (a user unit): restarted after a crash, started
     at boot."""
@@ -300,7 +364,7 @@ def enable_on_boot(name: str) -> None:
 
 
 @cli.command("disable-on-boot")
-@click.argument("name")
+@click.argument("name", type=NAME_OR_ID)
 def disable_on_boot(name: str) -> None:
     """Remove NAME's systemd user unit (stop it first: systemctl --user disable --now)."""
     from funcx_flows.endpoint import systemd

@@ -8,6 +8,7 @@ default on a supercomputer allocation), and every problem is reported as a
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,8 +23,11 @@ from pydantic import (
     model_validator,
 )
 
+from funcx_flows.endpoint import gcconfig
 from funcx_flows.endpoint.providers.registry import PROVIDER_NAMES, is_batch
 from funcx_flows.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # the names registry.py declares: mypy sees a str, pydantic checks the names
 if TYPE_CHECKING:
@@ -155,6 +159,17 @@ class EndpointConfig(BaseModel):
                 raise ValueError(f"{path!r} is not an absolute path")
         return [os.path.expanduser(p) for p in paths]
 
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _walltime_seconds(cls, value: Any) -> Any:
+        """An int is seconds: what YAML makes of an unquoted ``1:00:00`` (3600, base
+        60) or of ``walltime: 3600``."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value <= 0:
+                raise ValueError("walltime must be positive")
+            return f"{value // 3600:02d}:{value % 3600 // 60:02d}:{value % 60:02d}"
+        return value
+
     @field_validator("walltime")
     @classmethod
     def _walltime(cls, value: str) -> str:
@@ -188,7 +203,9 @@ def _describe(exc: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see `funcx-endpoint configure`)"
+            hint = gcconfig.equivalent(str(err["loc"][-1])) if err["loc"] else None
+            msg = f"unknown key ({hint})" if hint else \
+                "unknown key (check the spelling; see `funcx-endpoint configure`)"
         lines.append(f"  {key}: {msg}")
     return f"invalid endpoint config {source}:\n" + "\n".join(lines)
 
@@ -198,6 +215,11 @@ def parse_config(data: Any, source: str = "") -> EndpointConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"invalid endpoint config {source}: expected a mapping of keys")
+    if gcconfig.is_globus_compute(data):
+        translated = gcconfig.translate(data, source)
+        for note in translated.dropped:
+            log.warning("Globus Compute config %s: %s", source, note)
+        data = translated.config
     try:
         return EndpointConfig.model_validate(data)
     except ValidationError as exc:
@@ -206,18 +228,37 @@ def parse_config(data: Any, source: str = "") -> EndpointConfig:
         raise ConfigError(f"invalid endpoint config {source}: {exc}") from None
 
 
-def load_config(path: Path) -> EndpointConfig:
+def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(
             f"no config at {path}; create one with `funcx-endpoint configure`"
         ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: Path) -> EndpointConfig:
+    return parse_config(_read_yaml(path), str(path))
+
+
+def translated_config_text(path: Path) -> str:
+    """Our config.yaml for a Globus Compute endpoint's, checked, with the keys that
+    were dropped (and why) as comments on top."""
+    data = _read_yaml(path)
+    if not gcconfig.is_globus_compute(data):
+        raise ConfigError(f"{path} is not a Globus Compute endpoint config (it has no "
+                          "engine: section)")
+    translated = gcconfig.translate(data, str(path))
+    parse_config(translated.config, f"translated from {path}")
+    head = [f"# translated from the Globus Compute config {path}"]
+    head += [f"# {note}" for note in translated.dropped]
+    return "\n".join(head) + "\n" + yaml.safe_dump(translated.config, sort_keys=False)
 
 
 DEFAULT_CONFIG = """\
@@ -234,7 +275,7 @@ DEFAULT_CONFIG = """\
 provider: local
 # queue: ""                  # partition / queue
 # account: ""                # allocation / project
-# walltime: "00:30:00"       # per pilot job (block)
+# walltime: "00:30:00"       # per pilot job (block); an int is seconds
 # nodes_per_block: 1
 # init_blocks: 1
 # min_blocks:                # blank: 1 for local, 0 on a batch scheduler

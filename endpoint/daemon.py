@@ -123,6 +123,9 @@ def registration_from_folder(folder: Path) -> Registration:
                         link_token=link_token)
 
 
+LOG_LEVEL_ENV = "FUNCX_FLOWS_LOG_LEVEL"  # funcx-endpoint --debug sets DEBUG
+
+
 def setup_logging(log_file: Path | None) -> None:
     handler: logging.Handler
     if log_file is None:
@@ -133,7 +136,8 @@ def setup_logging(log_file: Path | None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    level = os.environ.get(LOG_LEVEL_ENV, "").upper()
+    root.setLevel(level if level in logging.getLevelNamesMapping() else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> None:

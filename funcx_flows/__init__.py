@@ -20,13 +20,15 @@ _LAZY = {
     "ShellFunction": "funcx_flows.shell",
     "ShellResult": "funcx_flows.shell",
     "MPIFunction": "funcx_flows.mpi",
+    "GlobusComputeEndpoint": "funcx_flows.globus_compute",
 }
 
 if TYPE_CHECKING:
+    from funcx_flows.globus_compute import GlobusComputeEndpoint
     from funcx_flows.sdk.client import Client
     from funcx_flows.sdk.executor import Executor
 
-__all__ = ["Client", "Executor", "__version__"]
+__all__ = ["Client", "Executor", "GlobusComputeEndpoint", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

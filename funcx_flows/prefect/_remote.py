@@ -20,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from funcx_flows.globus_compute import Endpoint, GlobusComputeEndpoint, as_endpoint
 from funcx_flows.messages import REMOTE_RUN_LOGGER
 from funcx_flows.sdk.client import Client
-from funcx_flows.sdk.executor import Executor, TaskFuture
+from funcx_flows.sdk.executor import Executor
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,90 @@ ORPHAN_GRACE_S = 60.0
 
 @dataclass(frozen=True)
 class Target:
-    """Where remote calls go: an endpoint (name or id) of a service."""
+    """Where remote calls go: an endpoint (name or id) of a funcx-flows service, or
+    a Globus Compute endpoint (``GlobusComputeEndpoint`` or ``"gc:<uuid>"``; then
+    ``service_url`` and ``token`` are not used)."""
 
-    endpoint: str
+    endpoint: Endpoint
     service_url: str | None = None
     token: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "endpoint", as_endpoint(self.endpoint))
+        if isinstance(self.endpoint, GlobusComputeEndpoint) and (self.service_url or self.token):
+            raise ValueError(f"{self.endpoint} is a Globus Compute endpoint: service_url and "
+                             "token are funcx-flows' (its credentials are the Globus Compute "
+                             "SDK's, docs/globus-compute.md)")
+
+
+# What a backend's submission answers: a Future with the remote task's ``task_id``
+# (None until Globus Compute has it) and ``record`` (funcx-flows': the output to replay).
+RemoteFuture = cf.Future[Any]
+
+
+class Backend(Protocol):
+    """One endpoint's way of running calls: funcx-flows' Executor, or Globus
+    Compute's (``funcx_flows.sdk.globus_compute``). ``cancels_remotely``: whether
+    cancelling a future also stops the task where it runs."""
+
+    cancels_remotely: bool
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteFuture: ...
+    def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                    context: dict[str, Any] | None = None) -> RemoteFuture: ...
+    def endpoint_state(self) -> str | None: ...
+    def close(self) -> None: ...
+
+
+class FuncxBackend:
+    """A funcx-flows endpoint, through one Executor (one result stream)."""
+
+    cancels_remotely = True
+
+    def __init__(self, target: Target) -> None:
+        client = Client(service_url=target.service_url, token=target.token)
+        self.executor = Executor(endpoint=str(target.endpoint), client=client,
+                                 cancel_on_close_s=ORPHAN_GRACE_S)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteFuture:
+        return self.executor.submit(fn, *args, **kwargs)
+
+    def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any], context: dict[str, Any] | None = None
+                    ) -> RemoteFuture:
+        ex = self.executor
+        return ex.submit_to_registered_function(ex.client.register_function(fn), args, kwargs,
+                                                context=context)
+
+    def endpoint_state(self) -> str | None:
+        ex = self.executor
+        state = ex.client.get_endpoint_status(ex.endpoint_id).get("state")
+        return None if state is None else str(state)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.client.close()
+
+
+def _backend(target: Target) -> Backend:
+    if isinstance(target.endpoint, GlobusComputeEndpoint):
+        from funcx_flows.sdk.globus_compute import GlobusComputeBackend
+
+        return GlobusComputeBackend(target.endpoint)
+    return FuncxBackend(target)
 
 
 class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._executors: dict[Target, Executor] = {}
+        self._executors: dict[Target, Backend] = {}
         self._offline_checked: dict[Target, float] = {}
 
-    def executor(self, target: Target) -> Executor:
+    def executor(self, target: Target) -> Backend:
         with self._lock:
             ex = self._executors.get(target)
             if ex is None:
-                client = Client(service_url=target.service_url, token=target.token)
-                ex = Executor(endpoint=target.endpoint, client=client,
-                              cancel_on_close_s=ORPHAN_GRACE_S)
+                ex = _backend(target)
                 self._executors[target] = ex
             return ex
 
@@ -70,7 +135,7 @@ class _Registry:
             self._offline_checked[target] = now
         ex = self.executor(target)
         try:
-            state = ex.client.get_endpoint_status(ex.endpoint_id).get("state")
+            state = ex.endpoint_state()
         except Exception:  # the status is advice; the task itself will report errors
             return False
         return state != "online"
@@ -79,8 +144,7 @@ class _Registry:
         with self._lock:
             executors, self._executors = list(self._executors.values()), {}
         for ex in executors:
-            ex.shutdown(wait=False, cancel_futures=True)
-            ex.client.close()
+            ex.close()
 
 
 registry = _Registry()
@@ -135,14 +199,18 @@ def call_context() -> dict[str, Any] | None:
 
 
 def start(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
-          kwargs: dict[str, Any]) -> TaskFuture:
+          kwargs: dict[str, Any]) -> RemoteFuture:
     """Submit one call; logs where it went (and that it waits, if the endpoint is offline)."""
     logger = _run_logger()
     ex = registry.executor(target)
-    future = ex.submit_to_registered_function(ex.client.register_function(fn), args, kwargs,
-                                              context=call_context())
-    logger.info("running %s on endpoint %s as remote task %s",
-                getattr(fn, "__qualname__", fn), target.endpoint, future.task_id)
+    future = ex.submit_call(fn, args, kwargs, call_context())
+    task_id = getattr(future, "task_id", None)
+    if task_id is None:  # Globus Compute's id comes when its batch is sent
+        logger.info("running %s on endpoint %s", getattr(fn, "__qualname__", fn),
+                    target.endpoint)
+    else:
+        logger.info("running %s on endpoint %s as remote task %s",
+                    getattr(fn, "__qualname__", fn), target.endpoint, task_id)
     if registry.endpoint_offline(target):
         logger.warning("endpoint %s is offline: the task waits for it (up to the task's "
                        "timeout)", target.endpoint)
@@ -177,17 +245,25 @@ def replay_output(record: dict[str, Any],
         show(rest)
 
 
-def finish(future: TaskFuture) -> Any:
+def finish(future: RemoteFuture) -> Any:
     """The result of a completed future, after replaying its remote output."""
-    if future.record:
-        replay_output(future.record, _run_logger())
+    record = getattr(future, "record", None)
+    if record:
+        replay_output(record, _run_logger())
     return future.result(timeout=0)
 
 
-def _cancel(future: TaskFuture, why: str) -> None:
+def _cancel(future: RemoteFuture, why: str, target: Target | None = None) -> None:
     if not future.done():
         future.cancel()
-        _run_logger().warning("cancelled remote task %s: %s", future.task_id, why)
+        if target is not None and not registry.executor(target).cancels_remotely:
+            _run_logger().warning(
+                "stopped waiting for remote task %s (%s); Globus Compute cannot cancel "
+                "a submitted task: it runs on to its end on endpoint %s, its result "
+                "unread", getattr(future, "task_id", None), why, target.endpoint)
+            return
+        _run_logger().warning("cancelled remote task %s: %s", getattr(future, "task_id", None),
+                              why)
 
 
 class _RunnerCancel:
@@ -233,8 +309,8 @@ def call(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"remote task {future.task_id} did not finish within "
-                                   f"{timeout}s")
+                raise TimeoutError(f"remote task {getattr(future, 'task_id', None)} did not "
+                                   f"finish within {timeout}s")
             if runner.interrupted():
                 # what Prefect's own engine raises for a task run its runner cancelled
                 raise asyncio.CancelledError("Task run cancelled by the task runner")
@@ -247,7 +323,7 @@ def call(target: Target, fn: Callable[..., Any], args: tuple[Any, ...],
             except Exception:
                 break  # finished with an error: raised by finish()
     except BaseException as exc:
-        _cancel(future, f"{type(exc).__name__}: {exc}")
+        _cancel(future, f"{type(exc).__name__}: {exc}", target)
         raise
     return finish(future)
 
@@ -259,11 +335,11 @@ async def call_async(target: Target, fn: Callable[..., Any], args: tuple[Any, ..
     try:
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
     except TimeoutError:
-        _cancel(future, "timed out")
-        raise TimeoutError(f"remote task {future.task_id} did not finish within "
-                           f"{timeout}s") from None
+        _cancel(future, "timed out", target)
+        raise TimeoutError(f"remote task {getattr(future, 'task_id', None)} did not finish "
+                           f"within {timeout}s") from None
     except asyncio.CancelledError:
-        _cancel(future, "cancelled")
+        _cancel(future, "cancelled", target)
         raise
     except Exception:
         pass  # finished with an error: raised by finish()

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from funcx_flows.errors import PartialFailure
+from funcx_flows.globus_compute import Endpoint
 from funcx_flows.prefect import _remote
-from funcx_flows.prefect._remote import Target
-from funcx_flows.sdk.executor import TaskFuture
+from funcx_flows.prefect._remote import RemoteFuture, Target
 
 RemoteMapError = PartialFailure
 _SHOWN_FAILURES = 10
@@ -31,7 +31,7 @@ def _fan_out(target: Target, fn: Callable[..., Any], calls: list[tuple[Any, ...]
     ex = _remote.registry.executor(target)
     timeout = _remote._timeout_s()
     deadline = None if timeout is None else time.monotonic() + timeout
-    futures: list[TaskFuture] = []
+    futures: list[RemoteFuture] = []
     try:
         futures = [ex.submit(fn, *args) for args in calls]
         logger.info("remote_map: %d calls of %s on endpoint %s", len(futures),
@@ -54,8 +54,10 @@ def _fan_out(target: Target, fn: Callable[..., Any], calls: list[tuple[Any, ...]
     except BaseException as exc:
         for f in futures:
             f.cancel()
-        logger.warning("remote_map interrupted (%s): cancelled the unfinished calls",
-                       type(exc).__name__)
+        logger.warning("remote_map interrupted (%s): %s", type(exc).__name__,
+                       "cancelled the unfinished calls" if ex.cancels_remotely else
+                       "stopped waiting for the unfinished calls (Globus Compute cannot "
+                       "cancel them: they run on to their end)")
         raise
     results: list[Any] = []
     failures: dict[int, BaseException] = {}
@@ -87,11 +89,13 @@ def _in_flow_run() -> bool:
         return False
 
 
-def remote_map(fn: Callable[..., Any], *iterables: Iterable[Any], endpoint: str,
+def remote_map(fn: Callable[..., Any], *iterables: Iterable[Any], endpoint: Endpoint,
                service_url: str | None = None, token: str | None = None,
                return_exceptions: bool = False, progress_every_s: float = 5.0,
                **task_options: Any) -> list[Any]:
-    """``[fn(*args) for args in zip(*iterables)]``, run on ``endpoint``.
+    """``[fn(*args) for args in zip(*iterables)]``, run on ``endpoint`` (a funcx-flows
+    endpoint's name or id, or a Globus Compute endpoint: ``GlobusComputeEndpoint``
+    or ``"gc:<uuid>"``).
 
     In a flow run this is one Prefect task (``task_options`` are those of
     ``prefect.task``: name, retries, timeout_seconds, tags...); outside one it

@@ -36,6 +36,7 @@ from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
 from prefect.utilities.collections import visit_collection
 
+from funcx_flows.globus_compute import Endpoint
 from funcx_flows.prefect._remote import Target
 from funcx_flows.prefect.task import remote_proxy
 
@@ -57,15 +58,15 @@ def _uuid7() -> uuid.UUID:
 
 
 class EndpointTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
-    def __init__(self, endpoint: str, *, service_url: str | None = None,
+    def __init__(self, endpoint: Endpoint, *, service_url: str | None = None,
                  token: str | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if not endpoint:
             raise ValueError("EndpointTaskRunner needs endpoint= (a name or an id)")
-        self.endpoint = endpoint
+        self._target = Target(endpoint, service_url, token)  # "gc:<uuid>" parsed here
+        self.endpoint = self._target.endpoint
         self.service_url = service_url
         self.token = token
-        self._target = Target(endpoint, service_url, token)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._remote: dict[int, tuple[Task[Any, Any], Task[Any, Any]]] = {}

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, overload
 
 from prefect import Task
 
+from funcx_flows.globus_compute import Endpoint
 from funcx_flows.prefect import _remote
 from funcx_flows.prefect._remote import Target
 
@@ -72,20 +73,22 @@ def _quiet_thread_timeout_warning() -> None:
 
 
 @overload
-def remote_task(fn: F, /, *, endpoint: str, service_url: str | None = None,
+def remote_task(fn: F, /, *, endpoint: Endpoint, service_url: str | None = None,
                 token: str | None = None, **task_options: Any) -> Task[Any, Any]: ...
 
 
 @overload
-def remote_task(fn: None = None, /, *, endpoint: str, service_url: str | None = None,
+def remote_task(fn: None = None, /, *, endpoint: Endpoint, service_url: str | None = None,
                 token: str | None = None,
                 **task_options: Any) -> Callable[[F], Task[Any, Any]]: ...
 
 
-def remote_task(fn: Callable[..., Any] | None = None, /, *, endpoint: str,
+def remote_task(fn: Callable[..., Any] | None = None, /, *, endpoint: Endpoint,
                 service_url: str | None = None, token: str | None = None,
                 **task_options: Any) -> Any:
-    """Make ``fn`` a Prefect task that runs on ``endpoint`` (a name or an id).
+    """Make ``fn`` a Prefect task that runs on ``endpoint``: a funcx-flows endpoint's
+    name or id, or a Globus Compute endpoint (``GlobusComputeEndpoint("<uuid>")`` or
+    ``"gc:<uuid>"``; docs/globus-compute.md says what differs there).
 
     ``task_options`` are those of ``prefect.task`` (``name``, ``retries``,
     ``retry_delay_seconds``, ``timeout_seconds``, ``cache_policy``, ``tags``,

@@ -7,17 +7,15 @@ body is not ours), and a transport failure becomes ``ServiceUnavailable``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import httpx
 import msgspec
@@ -27,21 +25,19 @@ from funcx_flows.errors import (
     ConfigError,
     FuncxFlowsError,
     NotFound,
-    RemoteExecutionError,
-    SerializationError,
     ServiceError,
     ServiceUnavailable,
-    TaskCancelled,
-    TaskError,
-    TaskPending,
     code_for_status,
     error_from_code,
-    task_error_from_code,
 )
 from funcx_flows.home import home_dir
 from funcx_flows.retry import Backoff, RetryPolicy
+from funcx_flows.sdk.batch import Batch, b64decode, b64encode, function_id_of
+from funcx_flows.sdk.results import TERMINAL_STATES, original_exception, result_from_record
 
-TERMINAL_STATES = frozenset({"success", "failed", "cancelled"})
+__all__ = ["TERMINAL_STATES", "Batch", "Client", "b64decode", "b64encode",
+           "original_exception", "result_from_record"]
+
 _TRANSIENT = frozenset({502, 503, 504})  # a proxy without a service, a busy database
 
 
@@ -50,14 +46,6 @@ _TRANSIENT = frozenset({502, 503, 504})  # a proxy without a service, a busy dat
 # httpx uses, which shows with payloads of megabytes (their base64 text is ~4/3 of that).
 _encode_json = msgspec.json.Encoder().encode
 _JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def b64decode(text: str) -> bytes:
-    return base64.b64decode(text)
 
 
 def unreachable(url: str, exc: BaseException) -> ServiceUnavailable:
@@ -85,91 +73,6 @@ def _token_from_home(home: Path) -> str | None:
         return (home / "token").read_text().strip() or None
     except OSError:
         return None
-
-
-def original_exception(error: Mapping[str, Any], remote: RemoteExecutionError) -> Exception | None:
-    """The exception the function raised, rebuilt from the pickle the worker sent,
-    with ``remote`` (the remote traceback) as its ``__cause__``; or None, having
-    said in ``remote.not_original`` why not."""
-    data = error.get("exception")
-    if not data:
-        remote.not_original = ("the worker did not send it (it could not be pickled there, "
-                               "or the endpoint runs an older funcx-flows)")
-        return None
-    try:
-        exc = serialize.unpack(data if isinstance(data, bytes) else b64decode(data),
-                               what="the exception")
-    except SerializationError as err:
-        remote.not_original = f"it cannot be unpickled here: {err.message}"
-        return None
-    if not isinstance(exc, Exception):
-        remote.not_original = (f"{type(exc).__name__} is not an Exception; raising it here "
-                               "would stop the client")
-        return None
-    exc.__cause__ = remote
-    return exc
-
-
-def result_from_record(record: Mapping[str, Any], *, original_exceptions: bool = True) -> Any:
-    """Turn a terminal task record into its value, or raise the error it carries.
-
-    ``original_exceptions``: when the function raised, raise its own exception
-    (its class, its attributes; the remote traceback in ``__cause__``), as a local
-    call would, instead of ``RemoteExecutionError``. The latter remains when the
-    exception cannot be rebuilt here, saying why (``not_original``)."""
-    state = record.get("state")
-    if state == "success":
-        data = record["result"]  # bytes from a binary (msgpack) result stream
-        return serialize.unpack(data if isinstance(data, bytes) else b64decode(data),
-                                what="result")
-    if state in ("failed", "cancelled"):
-        err = record.get("error") or {}
-        code = err.get("code") or (TaskCancelled.code if state == "cancelled"
-                                   else TaskError.code)
-        exc = task_error_from_code(
-            code,
-            err.get("message") or f"task {record.get('task_id')} {state}",
-            remote_type=err.get("remote_type", ""),
-            remote_traceback=err.get("remote_traceback", ""),
-        )
-        exc.details.setdefault("task_id", record.get("task_id"))
-        if original_exceptions and isinstance(exc, RemoteExecutionError):
-            original = original_exception(err, exc)
-            if original is not None:
-                raise original
-        raise exc
-    raise TaskPending(f"task {record.get('task_id')} is {state}", task_id=record.get("task_id"))
-
-
-@dataclass
-class Batch:
-    """Tasks collected client-side and submitted in one request."""
-
-    endpoint_id: str
-    group_id: str | None = None
-    tasks: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(
-        self,
-        function_id: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        resources: Mapping[str, Any] | None = None,
-    ) -> str:
-        task_id = str(uuid.uuid4())
-        task: dict[str, Any] = {
-            "task_id": task_id,
-            "function_id": function_id,
-            "endpoint_id": self.endpoint_id,
-            "payload": b64encode(serialize.pack_call(tuple(args), dict(kwargs or {}))),
-        }
-        if self.group_id:
-            task["group_id"] = self.group_id
-        if resources:
-            task["resources"] = dict(resources)
-        self.tasks.append(task)
-        return task_id
 
 
 class Client:
@@ -322,6 +225,9 @@ class Client:
         and the id is cached on the function object for later calls. With
         ``memoize``, repeated calls with identical arguments are answered from the
         stored result of the first successful one, without running."""
+        if not callable(function):
+            raise TypeError(f"register_function takes a function, not {type(function).__name__} "
+                            f"{function!r}")
         cache = self._memo_function_ids if memoize else self._function_ids
         try:
             cached = cache.get(function)
@@ -419,23 +325,91 @@ class Client:
 
     # -------------------------------------------------------------- tasks --
 
-    def create_batch(self, endpoint_id: str, group_id: str | None = None) -> Batch:
-        return Batch(endpoint_id=self.resolve_endpoint(endpoint_id), group_id=group_id)
+    def create_batch(self, endpoint_id: str | None = None, group_id: str | None = None, *,
+                     task_group_id: str | uuid.UUID | None = None,
+                     resource_specification: Mapping[str, Any] | None = None,
+                     create_websocket_queue: bool = False) -> Batch:
+        """A batch for ``endpoint_id``, or for the endpoint ``batch_run(endpoint_id,
+        batch)`` names later (Globus Compute's way). ``task_group_id`` is Globus
+        Compute's name of ``group_id``; ``resource_specification`` its name of the
+        tasks' ``resources``; ``create_websocket_queue`` has no use here (every
+        result can be streamed)."""
+        if group_id and task_group_id and str(group_id) != str(task_group_id):
+            raise TypeError("give group_id or task_group_id (its Globus Compute name), "
+                            "not both")
+        group = group_id or (str(task_group_id) if task_group_id else None)
+        ep = None if endpoint_id is None else self.resolve_endpoint(endpoint_id)
+        return Batch(endpoint_id=ep, group_id=group, client=self,
+                     resources=dict(resource_specification) if resource_specification else None)
 
-    def batch_run(self, batch: Batch) -> list[str]:
-        return self.submit_tasks(batch.tasks)
+    @overload
+    def batch_run(self, batch: Batch, /) -> list[str]: ...
+
+    @overload
+    def batch_run(self, endpoint_id: str | uuid.UUID, batch: Batch, /) -> dict[str, Any]: ...
+
+    def batch_run(self, *call: Any) -> list[str] | dict[str, Any]:
+        """Submit a batch. ``batch_run(batch)`` answers its task ids in order;
+        ``batch_run(endpoint_id, batch)`` (Globus Compute's shape) runs it on that
+        endpoint and answers as Globus Compute does: ``{"tasks": {function_id:
+        [task_id, ...]}, "task_group_id", "endpoint_id", "request_id"}``."""
+        if len(call) == 1 and isinstance(call[0], Batch):
+            batch = call[0]
+            if batch.endpoint_id is None:
+                raise TypeError("this batch names no endpoint: batch_run(endpoint_id, batch), "
+                                "or create_batch(endpoint_id)")
+            return self.submit_tasks(batch.tasks)
+        if len(call) != 2 or not isinstance(call[1], Batch) or isinstance(call[0], Batch):
+            raise TypeError("batch_run takes (batch) or, as Globus Compute, "
+                            "(endpoint_id, batch); got "
+                            f"({', '.join(type(c).__name__ for c in call)})")
+        endpoint_id, batch = self.resolve_endpoint(str(call[0])), call[1]
+        if not batch.tasks:
+            raise ValueError("no tasks in the batch: batch.add(function_id, args=...) first")
+        tasks = [{**t, "endpoint_id": endpoint_id} for t in batch.tasks]
+        task_ids = self.submit_tasks(tasks)
+        by_function: dict[str, list[str]] = {}
+        for task, task_id in zip(tasks, task_ids, strict=True):
+            by_function.setdefault(task["function_id"], []).append(task_id)
+        return {"request_id": str(uuid.uuid4()), "task_group_id": batch.group_id,
+                "endpoint_id": endpoint_id, "tasks": by_function}
 
     def submit_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[str]:
         """Submit task dicts as in docs/protocol.md; durable when this returns."""
         answer = self._request("POST", "/tasks", json_body={"tasks": list(tasks)})
         return [str(t) for t in answer["task_ids"]]
 
-    def run(self, function: Callable[..., Any] | str, *args: Any, endpoint_id: str,
+    def run(self, *args: Any, endpoint_id: str, function_id: str | uuid.UUID | None = None,
             **kwargs: Any) -> str:
-        """Run one call of ``function`` (or a registered function id) on an endpoint."""
-        function_id = function if isinstance(function, str) else self.register_function(function)
+        """Run one call on an endpoint; answers its task id. Two shapes:
+        ``run(fn_or_function_id, *args, endpoint_id=, **kwargs)``, and Globus
+        Compute's ``run(*args, endpoint_id=, function_id=, **kwargs)``. Mixing them
+        (a function first and ``function_id=``) is refused, as is a first argument
+        that is neither a function nor a function id."""
+        if function_id is not None:
+            if args and callable(args[0]):
+                raise TypeError(
+                    "run() got a function and function_id=: give one, "
+                    "run(fn, *args, endpoint_id=...) or run(*args, endpoint_id=..., "
+                    "function_id=...) (to pass a function as an argument, pass it by name)")
+            fid, call_args = function_id_of(function_id, "run(function_id=)"), args
+        elif not args:
+            raise TypeError("run() needs the function: run(fn, *args, endpoint_id=...), or "
+                            "as Globus Compute, run(*args, endpoint_id=..., function_id=...)")
+        elif callable(args[0]):
+            fid, call_args = self.register_function(args[0]), args[1:]
+        else:
+            try:
+                fid = function_id_of(args[0], "run()")
+            except TypeError:
+                raise TypeError(
+                    f"run()'s first argument is the function to run or its id, not "
+                    f"{type(args[0]).__name__} {args[0]!r}: run(fn, *args, endpoint_id=...), "
+                    f"or as Globus Compute, run(*args, endpoint_id=..., function_id=...)"
+                ) from None
+            call_args = args[1:]
         batch = self.create_batch(endpoint_id)
-        batch.add(function_id, args, kwargs)
+        batch.add(fid, call_args, kwargs)
         return self.batch_run(batch)[0]
 
     def get_task(self, task_id: str) -> dict[str, Any]:
@@ -502,6 +476,24 @@ class Client:
                     record, original_exceptions=original_exceptions)
             except Exception as exc:  # the task's own error, whatever its type
                 out[record["task_id"]] = exc
+        return out
+
+    def get_batch_result(self, task_ids: Iterable[str | uuid.UUID]) -> dict[str, dict[str, Any]]:
+        """Globus Compute's shape of the tasks' states: ``{task_id: {"pending": bool,
+        "status": state, "result": value | "exception": error, "completion_t"}}``;
+        a task this service does not know is left out, as there."""
+        out: dict[str, dict[str, Any]] = {}
+        for record in self.fetch_tasks([str(t) for t in task_ids]):
+            state = str(record["state"])
+            doc: dict[str, Any] = {"pending": state not in TERMINAL_STATES, "status": state}
+            if state in TERMINAL_STATES:
+                completed = (record.get("timestamps") or {}).get("completed")
+                doc["completion_t"] = "unknown" if completed is None else str(completed)
+                try:
+                    doc["result"] = result_from_record(record)
+                except Exception as exc:  # the task's own error, whatever its type
+                    doc["exception"] = exc
+            out[str(record["task_id"])] = doc
         return out
 
     def cancel(self, task_id: str) -> dict[str, Any]:

@@ -72,8 +72,13 @@ class Executor(cf.Executor):
         memoize: bool = False,
         original_exceptions: bool = True,
         cancel_on_close_s: float | None = None,
+        resource_specification: Mapping[str, Any] | None = None,
+        task_group_id: str | uuid.UUID | None = None,
     ) -> None:
-        """``original_exceptions``: a future of a call that raised raises the
+        """``resource_specification`` and ``task_group_id`` are Globus Compute's names
+        of ``resources`` and of the group the tasks share (their results' stream).
+
+        ``original_exceptions``: a future of a call that raised raises the
         function's own exception, as ``ProcessPoolExecutor`` does (its remote
         traceback as ``__cause__``); False: ``RemoteExecutionError`` always.
 
@@ -83,16 +88,20 @@ class Executor(cf.Executor):
         on, and their results wait for anyone to fetch them."""
         if endpoint_id and endpoint:
             raise ValueError("give endpoint_id or endpoint (a name), not both")
+        if resources and resource_specification:
+            raise ValueError("give resources or resource_specification (its Globus Compute "
+                             "name), not both")
         target = endpoint_id or endpoint
         if not target:
             raise ValueError("an Executor needs endpoint_id= or endpoint=")
         self._own_client = client is None
         self.client = client or Client()
         self.endpoint_id = self.client.resolve_endpoint(target)
-        self.group_id = str(uuid.uuid4())
+        self.group_id = str(task_group_id) if task_group_id else str(uuid.uuid4())
         self.batch_size = batch_size
         self.memoize = memoize
         self.original_exceptions = original_exceptions
+        resources = resources or resource_specification
         self.resources = dict(resources) if resources else None
         self._retry = retry or RetryPolicy(initial=0.1, max_delay=5.0, max_attempts=20)
         self._futures: dict[str, TaskFuture] = {}

@@ -45,8 +45,10 @@ def test_detached_daemon_life_cycle(stack):
     finally:
         stopped = stack.endpoint_cli("stop", "daemon", check=False)
     assert stopped.returncode == 0, stopped.stderr
-    assert "stopped" in stack.endpoint_cli("status", "daemon").stdout
-    assert stack.endpoint_cli("delete", "daemon").returncode == 0
+    assert "stopped" in stack.endpoint_cli("status", endpoint_id).stdout  # by its id too
+    unasked = stack.endpoint_cli("delete", "daemon", check=False)  # no --yes, no tty answer
+    assert unasked.returncode != 0 and folder.exists()
+    assert stack.endpoint_cli("delete", endpoint_id, "--yes").returncode == 0
     assert not folder.exists()
     client = stack.client()
     try:
