@@ -206,10 +206,15 @@ def globus_callback(request: Request, code: str = "", state: str = "", error: st
             raise AuthenticationError("Globus Auth is not configured on this service")
         if error:
             raise AuthenticationError(f"Globus Auth said: {error}")
-        kept = ui.sessions.decode(request.cookies.get(LOGIN_STATE))
+        refused = AuthenticationError("this sign-in was not started here, or took longer "
+                                      f"than {LOGIN_S / 60:.0f} minutes: start it again")
+        try:
+            kept = ui.sessions.decode(request.cookies.get(LOGIN_STATE))
+        except AuthenticationError as exc:
+            raise refused from exc
         expected, _, target = kept.subject.partition(" ")
         if kept.kind != "login" or not code or not secrets.compare_digest(expected, state):
-            raise AuthenticationError("this sign-in was not started here: start it again")
+            raise refused
         user, expires = ui.globus_login.user_for_code(
             str(request.url_for("globus_callback")), code)
     except FuncxFlowsError as exc:
