@@ -8,6 +8,7 @@ nothing is computed while nobody looks.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -26,8 +27,8 @@ ENDED = (lc.SUCCESS, lc.FAILED, lc.CANCELLED)
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile of a non-empty list."""
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
 
 
 def build(p: Parts, user: User, window: str, now: float | None = None) -> dict[str, Any]:
