@@ -151,7 +151,8 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
 
     for module in (health, tokens, functions, endpoints, tasks, stream, link):
         app.include_router(module.router, prefix="/v1")
-    install_dashboard(app)
+    if settings.dashboard:
+        install_dashboard(app)
     return app
 
 

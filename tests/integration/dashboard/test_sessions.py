@@ -110,3 +110,11 @@ def test_trigger_reports_reach_their_owners_page_only(app: TestClient) -> None:
     theirs = app.get("/ui/triggers", headers={"cookie": f"{COOKIE}={_sign_in(app, bobs)}"})
     assert theirs.status_code == 200 and "beamline-7" not in theirs.text
     assert "No trigger has reported yet" in theirs.text
+
+
+def test_the_dashboard_can_be_left_out(tmp_path: Path) -> None:
+    settings = ServiceSettings(home=tmp_path / "home", dashboard=False)
+    with TestClient(create_app(settings), follow_redirects=False) as http:
+        assert http.get("/ui/login").status_code == 404
+        assert http.post("/v1/triggers/status", json={}).status_code == 404
+        assert http.get("/v1/health").status_code == 200
