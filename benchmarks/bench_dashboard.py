@@ -174,7 +174,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                                     v["page_busy_p95_ms"] - v["page_busy_median_ms"]]],
                      fmt="none", color="k", capsize=4)
     axes[2].set_xticks([0, 1], ["page, idle", f"page, {VIEWERS} viewers\n+ 10,000-task burst"])
-    axes[2].set_title("dashboard page response (ms, median, bar to p95)")
+    axes[2].set_title("page response, ms (median, line to p95)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -70,12 +70,17 @@ def lines(labels: list[str], series: dict[str, list[float | None]], unit: str) -
     width = (W - LEFT - RIGHT) / max(1, len(labels))
     for name, values in series.items():
         points = []
+        color = COLORS.get(name, "#555")
         for i, v in enumerate(values):
             if v is None:
                 continue
-            points.append(f"{LEFT + (i + 0.5) * width:.1f},{H - BOTTOM - plot_h * v / top:.1f}")
+            x, y = LEFT + (i + 0.5) * width, H - BOTTOM - plot_h * v / top
+            points.append(f"{x:.1f},{y:.1f}")
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}"><title>'
+                         f'{escape(labels[i])} {escape(name)}: {_num(v)}{escape(unit)}'
+                         f'</title></circle>')  # a lone point shows too
         if points:
-            parts.append(f'<polyline fill="none" stroke="{COLORS.get(name, "#555")}" '
+            parts.append(f'<polyline fill="none" stroke="{color}" '
                          f'stroke-width="2" points="{" ".join(points)}"><title>'
                          f'{escape(name)}</title></polyline>')
     return "".join([*parts, "</svg>"])

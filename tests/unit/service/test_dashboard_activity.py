@@ -37,6 +37,8 @@ def test_tasks_are_counted_in_the_minute_they_ended_and_latency_is_per_endpoint(
     assert sum("failed: 1" in (t or "") for t in titles) == 1
     for chart in by_name.values():
         ET.fromstring(chart["svg"])
+    hpc = ET.fromstring(by_name["hpc"]["svg"])  # one task: no line, but its points show
+    assert len(list(hpc.iter("{http://www.w3.org/2000/svg}circle"))) == 3  # p50, p95, p99
 
 
 def test_names_in_charts_are_escaped() -> None:
