@@ -4,6 +4,7 @@ activity. Read-only; every page answers what the API would answer its user."""
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from pathlib import Path
@@ -141,8 +142,9 @@ def tasks_page(request: Request, state: str = "", endpoint: str = "", function: 
         try:
             minutes = float(since_min) if since_min else None
         except ValueError:
-            raise InvalidRequest(f"since_min {since_min!r} is not a number of minutes") \
-                from None
+            minutes = math.nan
+        if minutes is not None and not (math.isfinite(minutes) and minutes >= 0):
+            raise InvalidRequest(f"since_min {since_min!r} is not a number of minutes")
         rows = list_tasks(p.store, user, states={state} if state else (),
                           endpoint_id=canonical_id(endpoint) if endpoint else None,
                           function_id=canonical_id(function) if function else None,
