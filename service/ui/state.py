@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from funcx_flows.service.api.deps import parts
 from funcx_flows.service.ui.reports import TriggerReports
 from funcx_flows.service.ui.session import Sessions, load_key
+from funcx_flows.service.ui.ticker import StatusTicker, link_summary
 
 _lock = threading.Lock()
 
@@ -20,6 +21,7 @@ _lock = threading.Lock()
 class UiState:
     sessions: Sessions
     reports: TriggerReports
+    ticker: StatusTicker
     globus_login: Any = None  # a GlobusLogin when Globus Auth is configured
 
 
@@ -40,6 +42,8 @@ def ui_state(conn: HTTPConnection) -> UiState:
 
                 globus = GlobusLogin(s.globus_client_id, s.globus_client_secret,
                                      s.globus_required_scope, p.globus)
-            found = UiState(Sessions(key, p.store), TriggerReports(), globus)
+            dispatcher = p.dispatcher
+            found = UiState(Sessions(key, p.store), TriggerReports(),
+                            StatusTicker(lambda: link_summary(dispatcher)), globus)
             app.state.ui = found
     return found

@@ -38,6 +38,22 @@
     });
   }
 
+  function endpoints(status) {
+    // {endpoint id: {state, workers_busy, workers_total, ...}}: this viewer's only
+    Object.keys(status).forEach(function (id) {
+      var st = status[id];
+      document.querySelectorAll('[data-endpoint-id="' + id + '"]').forEach(function (el) {
+        el.querySelectorAll(".state").forEach(function (cell) {
+          cell.textContent = st.state;
+          cell.className = "state " + st.state;
+        });
+        el.querySelectorAll(".workers").forEach(function (cell) {
+          cell.textContent = st.workers_busy + "/" + st.workers_total;
+        });
+      });
+    });
+  }
+
   var source = new EventSource("/ui/events");
   source.onopen = function () {
     if (live) { live.className = "live on"; }
@@ -47,6 +63,7 @@
   };
   source.onerror = function () { if (live) { live.className = "live off"; } };
   source.addEventListener("tasks", function (ev) { apply(JSON.parse(ev.data)); });
+  source.addEventListener("endpoints", function (ev) { endpoints(JSON.parse(ev.data)); });
   source.addEventListener("closed", function () {
     source.close();
     location.href = "/ui/login";

@@ -55,22 +55,28 @@ def test_sign_in_find_a_failed_task_from_its_endpoint_and_read_the_traceback(
     assert (tmp_path / "traceback.png").stat().st_size > 0
 
 
-def test_a_task_moves_from_waiting_to_success_without_a_reload(
+def test_an_endpoint_goes_offline_and_a_task_from_waiting_to_success_without_a_reload(
         dash: Dashboard, browser: Any, tmp_path: Path) -> None:
     ep = dash.stack.endpoints["ep"]
-    dash.stack.stop_endpoint("ep")  # offline: a task waits for it
-    with dash.client(dash.token_a) as c:
-        assert poll_until(lambda: c.get_endpoint_status(ep.endpoint_id)["state"] == "offline",
-                          30)
-        task_id = c.run(double, 21, endpoint_id=ep.endpoint_id)
-        assert _state(c, task_id) == "waiting_for_endpoint"
     page = sign_in(browser, dash.url, dash.token_a, tmp_path, "alice")
     try:
-        page.goto(f"{dash.url}/ui/tasks/{task_id}")
+        page.goto(f"{dash.url}/ui/endpoints/{ep.endpoint_id}")
         page.wait_for_selector("#live.on")  # the event stream is open
+        assert page.locator("#endpoint-state").inner_text() == "online"
+        page.evaluate("window.__same_page = true")  # gone if the page were reloaded
+        dash.stack.stop_endpoint("ep")  # offline: a task waits for it
+        page.wait_for_function(
+            "document.getElementById('endpoint-state').textContent.trim() === 'offline'")
+        assert page.evaluate("window.__same_page") is True
+        page.screenshot(path=tmp_path / "offline.png")
+        with dash.client(dash.token_a) as c:
+            task_id = c.run(double, 21, endpoint_id=ep.endpoint_id)
+            assert _state(c, task_id) == "waiting_for_endpoint"
+        page.goto(f"{dash.url}/ui/tasks/{task_id}")
+        page.wait_for_selector("#live.on")
         state = page.locator("#task-state")
         assert state.inner_text() == "waiting_for_endpoint"
-        page.evaluate("window.__same_page = true")  # gone if the page were reloaded
+        page.evaluate("window.__same_page = true")
         page.screenshot(path=tmp_path / "waiting.png")
         outlives_test(dash.stack.start_endpoint("ep").proc.pid)  # the module's stack ends it
         page.wait_for_function(

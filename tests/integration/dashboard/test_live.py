@@ -27,31 +27,37 @@ def _cookie(dash: Dashboard, token: str) -> str:
 
 
 @contextmanager
-def _events(dash: Dashboard, token: str) -> Iterator[Iterator[list[dict[str, Any]]]]:
-    """The batches of task events of a viewer signed in with ``token``."""
+def _events(dash: Dashboard, token: str) -> Iterator[Iterator[tuple[str, Any]]]:
+    """The events (name, data) of a viewer signed in with ``token``."""
     with httpx.stream("GET", dash.url + "/ui/events",
                       headers={"cookie": f"{COOKIE}={_cookie(dash, token)}"},
                       timeout=httpx.Timeout(60, connect=10)) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
 
-        def batches() -> Iterator[list[dict[str, Any]]]:
+        def events() -> Iterator[tuple[str, Any]]:
             event = ""
             for line in r.iter_lines():
                 if line.startswith("event: "):
                     event = line[7:]
-                elif line.startswith("data: ") and event == "tasks":
-                    yield json.loads(line[6:])
-        lines = batches()
-        yield lines
+                elif line.startswith("data: "):
+                    yield event, json.loads(line[6:])
+        yield events()
 
 
-def test_a_viewer_hears_of_its_own_tasks_and_no_one_elses(dash: Dashboard) -> None:
+def _next(events: Iterator[tuple[str, Any]], name: str) -> Any:
+    return next(data for event, data in events if event == name)
+
+
+def test_a_viewer_hears_of_its_own_tasks_and_endpoints_and_no_one_elses(
+        dash: Dashboard) -> None:
     ep = dash.stack.endpoints["ep"]
     with dash.client(dash.token_a) as alice, dash.client(dash.token_b) as bob, \
             _events(dash, dash.token_a) as alice_hears, _events(dash, dash.token_b) as bob_hears:
+        assert _next(alice_hears, "endpoints")[ep.endpoint_id]["state"] == "online"
+        assert _next(bob_hears, "endpoints") == {}  # alice's endpoint is not bob's to see
         theirs = alice.run(double, 1, endpoint_id=ep.endpoint_id)
-        heard = next(alice_hears)
+        heard = _next(alice_hears, "tasks")
         assert [e["task_id"] for e in heard] == [theirs]
         assert heard[0]["state"] == "success" and set(heard[0]) == {
             "task_id", "state", "endpoint_id", "function_id"}  # no result, no traceback
@@ -59,6 +65,6 @@ def test_a_viewer_hears_of_its_own_tasks_and_no_one_elses(dash: Dashboard) -> No
         alice.share("endpoint", ep.endpoint_id, users=["bob"])
         try:
             mine = bob.run(double, 2, endpoint_id=ep.endpoint_id)
-            assert [e["task_id"] for e in next(bob_hears)] == [mine]
+            assert [e["task_id"] for e in _next(bob_hears, "tasks")] == [mine]
         finally:
             alice.share("endpoint", ep.endpoint_id)  # private again for the other tests
