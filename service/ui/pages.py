@@ -9,7 +9,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,12 +19,11 @@ from funcx_flows.errors import AuthenticationError, FuncxFlowsError, InvalidRequ
 from funcx_flows.service import lifecycle as lc
 from funcx_flows.service.api.deps import parts
 from funcx_flows.service.api.fields import canonical_id
-from funcx_flows.service.store import User
+from funcx_flows.service.store import TaskFilter, User
 from funcx_flows.service.ui import activity, views
 from funcx_flows.service.ui.globus_login import LOGIN_S
 from funcx_flows.service.ui.session import COOKIE, SESSION_S, Session
 from funcx_flows.service.ui.state import ui_state
-from funcx_flows.service.ui.tasklist import list_tasks
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -135,7 +134,7 @@ def endpoint_page(request: Request, endpoint_id: str) -> Response:
 
 @router.get("/ui/tasks")
 def tasks_page(request: Request, state: str = "", endpoint: str = "", function: str = "",
-               since_min: str = "") -> Response:
+               since_min: str = "", cursor: str = "") -> Response:
     def build(p: Any, user: User) -> dict[str, Any]:
         if state and state not in lc.STATES:
             raise InvalidRequest(f"state {state!r} is not one of {', '.join(lc.STATES)}")
@@ -145,13 +144,15 @@ def tasks_page(request: Request, state: str = "", endpoint: str = "", function: 
             minutes = math.nan
         if minutes is not None and not (math.isfinite(minutes) and minutes >= 0):
             raise InvalidRequest(f"since_min {since_min!r} is not a number of minutes")
-        rows = list_tasks(p.store, user, states={state} if state else (),
-                          endpoint_id=canonical_id(endpoint) if endpoint else None,
-                          function_id=canonical_id(function) if function else None,
-                          since=None if minutes is None else time.time() - 60 * minutes,
-                          limit=LISTED)
-        return {"tasks": rows, "filters": {"state": state, "endpoint": endpoint,
-                                           "function": function, "since_min": since_min},
+        listing = p.store.list_tasks(user, TaskFilter(
+            states=frozenset({state} if state else ()), endpoint_id=endpoint or None,
+            function_id=function or None, limit=LISTED, cursor=cursor or None,
+            since=None if minutes is None else time.time() - 60 * minutes))
+        filters = {"state": state, "endpoint": endpoint, "function": function,
+                   "since_min": since_min}
+        older = None if listing.next_cursor is None else "/ui/tasks?" + urlencode(
+            {**{k: v for k, v in filters.items() if v}, "cursor": listing.next_cursor})
+        return {"tasks": listing.tasks, "filters": filters, "older": older,
                 "endpoints": {e["endpoint_id"]: e["name"]
                               for e in p.store.list_endpoints(user, True)}}
     return page(request, "tasks.html", build)

@@ -70,7 +70,7 @@ class Sessions:
     def encode(self, s: Session) -> str:
         body = base64.urlsafe_b64encode(json.dumps(
             {"k": s.kind, "s": s.subject, "e": s.expires, "g": list(s.groups)},
-            separators=(",", ":")).encode())
+            separators=(",", ":")).encode()).rstrip(b"=")  # no "=": the cookie stays unquoted
         return f"{body.decode('ascii')}.{self._sign(body)}"
 
     def decode(self, cookie: str | None, now: float | None = None) -> Session:
@@ -81,7 +81,8 @@ class Sessions:
         if not hmac.compare_digest(self._sign(body.encode("ascii", "replace")), mac):
             raise AuthenticationError("the session cookie is not one this service signed")
         try:
-            data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body))
+            padded = body + "=" * (-len(body) % 4)
+            data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
             s = Session(str(data["k"]), str(data["s"]), float(data["e"]),
                         tuple(str(g) for g in data.get("g", ())))
         except (ValueError, KeyError, TypeError) as exc:

@@ -50,7 +50,9 @@ def test_the_session_cookie_is_secure_http_only_same_site_and_holds_no_token(
     header = r.headers["set-cookie"]
     for attribute in ("Secure", "HttpOnly", "SameSite=lax", "Path=/ui"):
         assert attribute in header
-    body = header.split("=", 1)[1].split(".", 1)[0]
+    value = header.split("=", 1)[1].split(";", 1)[0]
+    assert '"' not in value  # sent back as it was set (a value with "=" is quoted)
+    body = value.split(".", 1)[0]
     assert _token(app) not in base64.urlsafe_b64decode(body + "==").decode()
 
 
@@ -129,6 +131,8 @@ def test_bad_filters_and_ids_get_a_page_naming_the_cause(app: TestClient) -> Non
                                ("/ui/tasks?since_min=nan", 422, "since_min"),
                                ("/ui/tasks?since_min=-5", 422, "since_min"),
                                ("/ui/activity?window=week", 422, "window"),
+                               ("/ui/tasks?endpoint=ep-7", 422, "endpoint_id"),
+                               ("/ui/tasks?cursor=xyz", 422, "cursor"),
                                ("/ui/tasks/not-a-uuid", 404, "not found"),
                                ("/ui/endpoints/%00", 404, "not found")):
         app.cookies.clear()
