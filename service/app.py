@@ -37,6 +37,7 @@ from funcx_flows.service.dispatcher import Dispatcher
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.settings import ServiceSettings
 from funcx_flows.service.store import Store
+from funcx_flows.service.ui import install as install_dashboard
 from funcx_flows.service.zmqlink import ServiceKeys
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
 
     for module in (health, tokens, functions, endpoints, tasks, stream, link):
         app.include_router(module.router, prefix="/v1")
+    if settings.dashboard:
+        install_dashboard(app)
     return app
 
 

@@ -53,6 +53,11 @@ class ServiceSettings(BaseSettings):
     globus_client_secret: str = ""
     globus_required_scope: str = ""
     globus_groups: bool = False  # look up Globus groups, for sharing with groups
+    # The web dashboard at /ui and the trigger report route (docs/dashboard.md).
+    dashboard: bool = True
+    # Signs the dashboard's session cookies (docs/dashboard.md); blank: a key kept in
+    # the service's folder. Replicas behind one address must share one.
+    ui_session_secret: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:

@@ -58,6 +58,10 @@ def run(config_file: Path) -> None:
     click.echo(f"serving {len(triggers)} trigger(s); state in {store.path}; Ctrl-C stops",
                err=True)
     with contextlib.ExitStack() as stack:
+        if config.report is not None:
+            from funcx_flows.triggers.report import Reporter
+
+            stack.enter_context(Reporter(config.report, config, store, config_file))
         if _prefect_flows(config):
             from funcx_flows.prefect.server import prefect_api
 

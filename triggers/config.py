@@ -115,8 +115,19 @@ class GlobusTriggerConfig(Model):
         return self
 
 
+class ReportConfig(Model):
+    """Status reports to the service, for its dashboard's Triggers page
+    (docs/dashboard.md): every ``every_s``, as the client's user."""
+
+    every_s: float = Field(10.0, ge=1)
+    service_url: str = ""  # blank: the client's (FUNCX_FLOWS_SERVICE_URL, <home>/service.json)
+    token: str = ""  # blank: the client's (FUNCX_FLOWS_TOKEN, <home>/token)
+    process: str = Field("", max_length=200)  # blank: "<host>:<config file name>"
+
+
 class TriggersFile(Model):
     state_db: str = ""  # blank: <home>/triggers/state.db
+    report: ReportConfig | None = None  # blank: no reports
     triggers: list[Annotated[FileTriggerConfig | GlobusTriggerConfig,
                              Field(discriminator="type")]] = Field(min_length=1)
 

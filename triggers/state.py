@@ -415,6 +415,18 @@ class StateStore:
                                     (key,)).fetchall()
         return {str(t): str(v) for t, v in rows}
 
+    def backlog(self) -> dict[str, tuple[int, float | None]]:
+        """Per trigger: files recorded in all, and when its oldest queued run was made."""
+        with self._lock:
+            files = self._db.execute("SELECT trigger, count(*) FROM files GROUP BY trigger"
+                                     ).fetchall()
+            oldest = self._db.execute("SELECT trigger, min(created_at) FROM runs WHERE state=? "
+                                      "GROUP BY trigger", (QUEUED,)).fetchall()
+        first = {str(t): float(at) for t, at in oldest}
+        out = {str(t): (int(n), first.pop(str(t), None)) for t, n in files}
+        out.update({t: (0, at) for t, at in first.items()})
+        return out
+
     def waiting_files(self) -> dict[str, int]:
         """Complete files recorded but not yet in a run (a batch still filling)."""
         with self._lock:

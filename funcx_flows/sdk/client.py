@@ -301,6 +301,12 @@ class Client:
             json_body={"users": list(users), "groups": list(groups), "public": public})
         return result
 
+    def report_trigger_status(self, report: Mapping[str, Any]) -> dict[str, Any]:
+        """A trigger process's status, for the service's dashboard (POST
+        /v1/triggers/status; the fields are in docs/dashboard.md)."""
+        result: dict[str, Any] = self._request("POST", "/triggers/status", json_body=report)
+        return result
+
     def get_sharing(self, kind: str, object_id: str) -> dict[str, Any]:
         if kind not in ("function", "endpoint"):
             raise ValueError("kind is 'function' or 'endpoint'")
