@@ -3,6 +3,7 @@ become a message and an exit code (never a traceback)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -30,3 +31,12 @@ def run(group: click.Group, argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def echo_json(data: Any) -> None:
+    """What a command's ``--json`` prints: one JSON document on stdout (values JSON
+    cannot hold as their repr)."""
+    click.echo(json.dumps(data, indent=2, default=repr))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

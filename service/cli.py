@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
+from funcx_flows.clirun import echo_json, json_option
 from funcx_flows.errors import NotFound, ServiceUnavailable
 from funcx_flows.home import write_secret
 from funcx_flows.retry import poll_until
@@ -167,9 +168,13 @@ def create(user: str | None, name: str, save: bool) -> None:
 
 
 @token_group.command(name="list")
-def list_() -> None:
+@json_option
+def list_(as_json: bool) -> None:
     """Tokens of every user (ids, not secrets)."""
     store = _store(load_settings())
+    if as_json:
+        echo_json({"tokens": store.list_tokens(None)})
+        return
     table = Table("user", "name", "created", "revoked")
     table.columns.insert(0, Column("token id", no_wrap=True))
     for t in store.list_tokens(None):

@@ -196,6 +196,11 @@ def test_token_cli_lists_and_revokes(cli):
     token_id = out.stdout.split()[1]
     listing = cli("token", "list")
     assert token_id in listing.stdout and "carol" in listing.stdout
+    import json
+
+    tokens = {t["token_id"]: t for t in json.loads(cli("token", "list", "--json").stdout)
+              ["tokens"]}
+    assert tokens[token_id]["user"] == "carol" and tokens[token_id]["revoked_at"] is None
     assert cli("token", "revoke", token_id).returncode == 0
     again = cli("token", "revoke", token_id)
     assert again.returncode != 0 and "Traceback" not in again.stderr
