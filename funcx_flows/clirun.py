@@ -1,5 +1,6 @@
 """Running a click group as a user-facing command: the one place where errors
-become a message and an exit code (never a traceback)."""
+become a message and an exit code (never a traceback). Every error reads
+``Error: ...``, as click's own usage errors do, in both CLIs."""
 
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ def run(group: click.Group, argv: list[str] | None = None) -> Any:
         exc.show()
         sys.exit(exc.exit_code)
     except FuncxFlowsError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:  # a disk that is full or read-only, a folder that is gone
         where = f" ({exc.filename})" if exc.filename else ""
-        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

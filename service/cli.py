@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,12 +71,13 @@ def start(port: int | None, zmq_port: int | None, host: str | None,
     settings.folder.mkdir(parents=True, exist_ok=True)
     log_path = settings.folder / "service.log"
     with log_path.open("ab") as log:
+        offset = log.tell()
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     def started() -> dict[str, Any] | None:
         if proc.poll() is not None:
-            raise ServiceUnavailable(f"the service exited at start ({proc.returncode}):\n"
-                                     f"{log_path.read_text()[-2000:]}")
+            raise ServiceUnavailable(f"the service did not start: {_why(log_path, offset)} "
+                                     f"(log {log_path})")
         info = _info(settings)
         return info if info is not None and info.get("pid") == proc.pid else None
 
@@ -87,6 +89,15 @@ def start(port: int | None, zmq_port: int | None, host: str | None,
                f"{settings.home / 'token'}")
 
 
+def _why(log_path: Path, offset: int) -> str:
+    """What this start wrote to the log: its error line(s), else its last lines."""
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    errors = [ln.split("Error: ", 1)[1] for ln in lines if "Error: " in ln]
+    return "; ".join(errors) if errors else "\n" + "\n".join(lines[-20:])
+
+
 @service_group.command()
 def stop() -> None:
     """Stop the service started from this home."""
@@ -96,9 +107,15 @@ def stop() -> None:
         raise click.ClickException("the service is not running")
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
+    how = "stopped"
     if not poll_until(lambda: not _alive(pid), 30):
         os.kill(pid, signal.SIGKILL)
-    click.echo(f"service stopped (pid {pid})")
+        how = "killed (it did not stop within 30 s of SIGTERM)"
+        if not poll_until(lambda: not _alive(pid), 10):
+            raise click.ClickException(f"the service (pid {pid}) is still running after "
+                                       "SIGKILL")
+    # returns once the process is gone: its ports are free for the next start
+    click.echo(f"service {how} (pid {pid})")
 
 
 def _alive(pid: int) -> bool:
