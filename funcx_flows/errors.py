@@ -46,6 +46,9 @@ what went wrong without sharing anything but this module::
           +-- EndpointAlreadyRunning
           +-- EndpointNotRunning
 
+One warning sits beside the tree: ``EndpointOfflineWarning`` (a ``UserWarning``),
+once per Executor whose endpoint is not connected when its first task is sent.
+
 ``error_from_code`` rebuilds the right class from a code received on the wire,
 ``task_error_from_code`` the error a task ended with; ``code_for_status`` names
 the service error an HTTP status means, for an answer that carries no code (a
@@ -314,6 +317,12 @@ class TransferStatusUnknown(FuncxFlowsError):
 
     code = "transfer_status_unknown"
     http_status = 502
+
+
+class EndpointOfflineWarning(UserWarning):
+    """Tasks were sent to an endpoint that is not connected: they wait on the service
+    until it connects, and a ``result(timeout=...)`` meanwhile only times out. Not an
+    error (an endpoint may be started later on purpose); filter it with ``warnings``."""
 
 
 class TimedOut(FuncxFlowsError, TimeoutError):
