@@ -220,7 +220,11 @@ class RemoteExecutionError(TaskError):
         self.not_original = ""
 
     def __str__(self) -> str:
-        head = f"{self.remote_type}: {self.message}" if self.remote_type else self.message
+        # the worker's message starts with the type's name ("ValueError: bad value 1"):
+        # the type is said once, qualified only when the message does not say it
+        short = self.remote_type.rpartition(".")[2]
+        head = self.message if not self.remote_type or self.message.startswith(
+            f"{short}:") else f"{self.remote_type}: {self.message}"
         if self.remote_traceback:
             head = f"{head}\n\nRemote traceback:\n{self.remote_traceback}"
         if self.not_original:
