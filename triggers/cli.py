@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import sys
 import time
@@ -15,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
-from funcx_flows.clirun import echo_json, json_option
+from funcx_flows.clirun import LOG_LEVELS, echo_json, json_option, setup_cli_logging
 from funcx_flows.errors import InvalidRequest, NotFound
 from funcx_flows.triggers import config as cfg
 from funcx_flows.triggers import recovery
@@ -49,11 +48,15 @@ def trigger_group() -> None:
 
 @trigger_group.command()
 @click.argument("config_file", type=click.Path(path_type=Path))
-def run(config_file: Path) -> None:
-    """Watch and start pipelines as CONFIG_FILE says, until interrupted."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Prefect API request
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default=None, help="What to print (default $FUNCX_FLOWS_LOG_LEVEL, else info); "
+                                 "Prefect's and httpx's own lines only from warning, or at "
+                                 "debug.")
+@click.option("-v", "--verbose", is_flag=True, help="The same as --log-level debug.")
+def run(config_file: Path, log_level: str | None, verbose: bool) -> None:
+    """Watch and start pipelines as CONFIG_FILE says, until interrupted. Flow paths in
+    CONFIG_FILE are relative to its folder."""
+    setup_cli_logging("debug" if verbose else log_level)
     config = cfg.load(config_file)
     store = StateStore(default_state_path(config.state_db))
     triggers = build(config, store)

@@ -104,3 +104,9 @@ def test_run_starts_prefect_flows_with_one_api_and_leaves_nothing(tmp_path, home
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
+    # quiet at INFO: our own lines, not Prefect's nor httpx's (they come with -v)
+    noisy = [ln for ln in err.splitlines()
+             if (" INFO " in ln and not ln.split(" INFO ", 1)[1].startswith("funcx_flows"))
+             or "| INFO" in ln]
+    assert not noisy, "\n".join(noisy[:20])
+    assert "serving 1 trigger(s)" in err

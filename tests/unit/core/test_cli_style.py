@@ -24,3 +24,21 @@ def test_one_error_style_in_both_clis(home):
         assert out.returncode == 1, (args, out.stderr)
         assert out.stderr.startswith("Error: ") and len(out.stderr.splitlines()) == 1, \
             (args, out.stderr)
+
+
+def test_other_libraries_records_are_quiet_unless_debug():
+    import logging
+
+    from funcx_flows.clirun import OwnRecordsFirst
+
+    def passes(f: OwnRecordsFirst, name: str, level: int) -> bool:
+        return f.filter(logging.LogRecord(name, level, __file__, 1, "m", None, None))
+
+    info, debug = OwnRecordsFirst(logging.INFO), OwnRecordsFirst(logging.DEBUG)
+    assert passes(info, "funcx_flows.triggers.serve", logging.INFO)
+    assert not passes(info, "funcx_flows.triggers.serve", logging.DEBUG)
+    assert not passes(info, "prefect.flow_runs", logging.INFO)
+    assert not passes(info, "httpx", logging.INFO)
+    assert passes(info, "prefect.flow_runs", logging.WARNING)
+    assert passes(debug, "httpx", logging.INFO) and passes(debug, "prefect", logging.DEBUG)
+    assert not passes(OwnRecordsFirst(logging.ERROR), "prefect", logging.WARNING)
