@@ -131,7 +131,8 @@ def _alive(pid: int) -> bool:
 
 
 @service_group.command()
-def status() -> None:
+@json_option
+def status(as_json: bool) -> None:
     """Whether the service runs, where, and if it answers."""
     settings = load_settings()
     info = _info(settings)
@@ -139,11 +140,16 @@ def status() -> None:
         raise click.ClickException("the service is not running")
     import httpx
 
+    health: dict[str, Any] = {}
     try:
         health = httpx.get(f"{info['url']}/v1/health", timeout=5).json()
         answer = f"answers (version {health.get('version')})"
     except (httpx.HTTPError, ValueError) as exc:
         answer = f"does not answer: {exc}"
+    if as_json:
+        echo_json({"pid": info["pid"], "url": info["url"], "zmq_url": info["zmq_url"],
+                   "answers": bool(health), "version": health.get("version")})
+        return
     click.echo(f"service pid {info['pid']} at {info['url']} (endpoints dial {info['zmq_url']}): "
                f"{answer}")
 

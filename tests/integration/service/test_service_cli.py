@@ -43,6 +43,9 @@ def test_stop_returns_once_the_process_is_gone_and_start_reuses_the_ports(home):
     assert _cli(home, *args).returncode == 0
     pid = json.loads((home / "service" / "service.json").read_text())["pid"]
     try:
+        status = json.loads(_cli(home, "service", "status", "--json").stdout)
+        assert status["pid"] == pid and status["answers"] is True
+        assert status["url"].endswith(f":{http}") and status["zmq_url"].endswith(f":{zmq_port}")
         out = _cli(home, "service", "stop")
         assert out.returncode == 0 and "stopped" in out.stdout, out.stderr
         stat = Path(f"/proc/{pid}/stat")
