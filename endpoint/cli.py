@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from funcx_flows import __version__
-from funcx_flows.clirun import run
+from funcx_flows.clirun import echo_json, json_option, run
+from funcx_flows.endpoint import cliviews
 from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
 from funcx_flows.endpoint.config import (
     EndpointConfig,
@@ -257,38 +258,57 @@ def _service_states() -> dict[str, dict[str, Any]]:
 
 
 @cli.command(name="list")
-def list_() -> None:
+@json_option
+def list_(as_json: bool) -> None:
     """A table of this machine's endpoints and their states."""
     root = home_dir() / "endpoints"
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
     remote = _service_states()
-    table = Table(Column("name", no_wrap=True), Column("endpoint id", no_wrap=True), "local",
-                  "service")
+    rows = []
     for folder in folders:
         try:
             eid = json.loads((folder / "endpoint.json").read_text())["endpoint_id"]
         except (OSError, ValueError, KeyError):
             eid = ""
         pid = running_pid(folder)
-        local = f"running (pid {pid})" if pid else "stopped"
-        service = remote.get(eid, {}).get("state", "unknown" if eid else "not registered")
-        table.add_row(folder.name, eid or "-", local, service)
+        state = remote.get(eid, {}).get("state", "unknown" if eid else "not registered")
+        rows.append({"name": folder.name, "endpoint_id": eid or None, "pid": pid,
+                     "local": "running" if pid else "stopped",
+                     "service": cliviews.service_state(state, _local_status(folder) if pid
+                                                       else None)})
+    if as_json:
+        echo_json({"endpoints": rows})
+        return
     if not folders:
         click.echo("no endpoints; create one with `funcx-endpoint configure NAME`")
         return
+    table = Table(Column("name", no_wrap=True), Column("endpoint id", no_wrap=True), "local",
+                  "service")
+    for r in rows:
+        table.add_row(r["name"], r["endpoint_id"] or "-",
+                      f"running (pid {r['pid']})" if r["pid"] else "stopped", r["service"])
     console.print(table)
+
+
+def _local_status(folder: Path) -> dict[str, Any]:
+    try:
+        st: dict[str, Any] = json.loads((folder / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return st
 
 
 @cli.command()
 @click.argument("name", type=NAME_OR_ID)
-def status(name: str) -> None:
+@json_option
+def status(name: str, as_json: bool) -> None:
     """Workers, queue, managers, blocks and recent errors of NAME."""
     folder = _configured(name)
     pid = running_pid(folder)
-    try:
-        st = json.loads((folder / "status.json").read_text())
-    except (OSError, ValueError):
-        st = {}
+    st = _local_status(folder)
+    if as_json:
+        echo_json({"name": name, "running": pid is not None, "pid": pid, "status": st})
+        return
     if pid is None:
         click.echo(f"endpoint {name}: stopped")
     else:
@@ -304,7 +324,8 @@ def status(name: str) -> None:
         t = Table("block", "job id", "state", "nodes", "age", "message", title="blocks")
         for b in st["blocks"]:
             t.add_row(b["block_id"], b.get("job_id", ""), b.get("state", ""),
-                      str(b.get("nodes", 1)), f"{time.time() - b.get('submitted_at', 0):.0f}s",
+                      str(b.get("nodes", 1)),
+                      f"{time.time() - b['submitted_at']:.0f}s" if b.get("submitted_at") else "",
                       (b.get("message") or "")[:80])
         console.print(t)
     if st.get("managers"):
@@ -316,7 +337,7 @@ def status(name: str) -> None:
             t.add_row(mg["manager_id"], mg.get("hostname", ""), mg.get("block_id", ""),
                       str(mg.get("workers", 0)), str(mg.get("busy", 0)))
         console.print(t)
-    for err in st.get("recent_errors") or []:
+    for err in cliviews.errors_not_shown(st):
         click.echo(f"recent error: {err}")
 
 

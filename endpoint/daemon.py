@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         run_endpoint(folder, config, registration_from_folder(folder))
     except FuncxFlowsError as exc:
         log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -23,12 +23,17 @@ _LAZY = {
     "GlobusComputeEndpoint": "funcx_flows.globus_compute",
 }
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # typed for type checkers; imported on first use at run time
     from funcx_flows.globus_compute import GlobusComputeEndpoint
+    from funcx_flows.prefect.batch import remote_map
+    from funcx_flows.prefect.runner import EndpointTaskRunner
+    from funcx_flows.prefect.task import remote_task
+    from funcx_flows.prefect.transfer import transfer
     from funcx_flows.sdk.client import Client
     from funcx_flows.sdk.executor import Executor
 
-__all__ = ["Client", "Executor", "GlobusComputeEndpoint", "__version__"]
+__all__ = ["Client", "EndpointTaskRunner", "Executor", "GlobusComputeEndpoint", "__version__",
+           "remote_map", "remote_task", "transfer"]
 
 
 def __getattr__(name: str) -> Any:

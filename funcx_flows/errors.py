@@ -46,6 +46,9 @@ what went wrong without sharing anything but this module::
           +-- EndpointAlreadyRunning
           +-- EndpointNotRunning
 
+One warning sits beside the tree: ``EndpointOfflineWarning`` (a ``UserWarning``),
+once per Executor whose endpoint is not connected when its first task is sent.
+
 ``error_from_code`` rebuilds the right class from a code received on the wire,
 ``task_error_from_code`` the error a task ended with; ``code_for_status`` names
 the service error an HTTP status means, for an answer that carries no code (a
@@ -217,7 +220,11 @@ class RemoteExecutionError(TaskError):
         self.not_original = ""
 
     def __str__(self) -> str:
-        head = f"{self.remote_type}: {self.message}" if self.remote_type else self.message
+        # the worker's message starts with the type's name ("ValueError: bad value 1"):
+        # the type is said once, qualified only when the message does not say it
+        short = self.remote_type.rpartition(".")[2]
+        head = self.message if not self.remote_type or self.message.startswith(
+            f"{short}:") else f"{self.remote_type}: {self.message}"
         if self.remote_traceback:
             head = f"{head}\n\nRemote traceback:\n{self.remote_traceback}"
         if self.not_original:
@@ -314,6 +321,12 @@ class TransferStatusUnknown(FuncxFlowsError):
 
     code = "transfer_status_unknown"
     http_status = 502
+
+
+class EndpointOfflineWarning(UserWarning):
+    """Tasks were sent to an endpoint that is not connected: they wait on the service
+    until it connects, and a ``result(timeout=...)`` meanwhile only times out. Not an
+    error (an endpoint may be started later on purpose); filter it with ``warnings``."""
 
 
 class TimedOut(FuncxFlowsError, TimeoutError):

@@ -17,18 +17,23 @@ call that carries a context for the worker (what a Prefect task run tells its
 remote body: ``prefect.runtime`` values, the log level) is ``(args, kwargs,
 context)`` in an envelope of version 2, so that an older worker refuses it by
 its version instead of misreading it.
+
+Code that travels by value keeps the name of the file it was written in, so that
+a remote traceback names the user's own file and line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import site
 import sys
 import sysconfig
 import threading
-from types import ModuleType
+from collections import ChainMap
+from types import CodeType, ModuleType
 from typing import Any
 
 import cloudpickle
@@ -58,9 +63,29 @@ def pack(obj: Any) -> bytes:
     return _pack(obj, _HEADER)
 
 
+def _code_with_its_file(code: CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a code object, keeping the file it came from:
+    cloudpickle writes ``<dynamic-code>`` there (for payloads that do not depend on
+    the path), which left a remote traceback without file names. Loaded by the
+    standard ``CodeType`` constructor, so any worker reads it."""
+    ctor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    dispatch_table = ChainMap({CodeType: _code_with_its_file},
+                              cloudpickle.Pickler.dispatch_table)
+
+
+def _dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
 def _pack(obj: Any, header: bytes) -> bytes:
     try:
-        data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        data: bytes = _dumps(obj)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {type(obj).__name__}: {type(exc).__name__}: {exc}"

@@ -7,7 +7,6 @@ service URL and token come from where the SDK finds them.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 import click
 
+from funcx_flows.clirun import echo_json, json_option
 from funcx_flows.sdk.client import Client
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -49,10 +49,6 @@ def _stamp(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
 
 
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=repr))
-
-
 def _client() -> Client:
     return Client()
 
@@ -75,7 +71,7 @@ def task_group() -> None:
               help="Tasks per page.")
 @click.option("--cursor", default=None, help="Start after the page that gave this cursor.")
 @click.option("--all", "all_pages", is_flag=True, help="Every page, not only the first.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def list_(states: tuple[str, ...], endpoint: str | None, function_id: str | None,
           group_id: str | None, since: str | None, until: str | None, limit: int,
           cursor: str | None, all_pages: bool, as_json: bool) -> None:
@@ -93,7 +89,7 @@ def list_(states: tuple[str, ...], endpoint: str | None, function_id: str | None
         else:
             page = client.list_tasks(cursor=cursor, **filters)
     if as_json:
-        _echo_json(page)
+        echo_json(page)
         return
     _print_table(page["tasks"])
     if page["next_cursor"]:
@@ -119,13 +115,13 @@ def _print_table(tasks: list[Mapping[str, Any]]) -> None:
 
 @task_group.command()
 @click.argument("task_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def show(task_id: str, as_json: bool) -> None:
     """One task: its state, times, attempts, error and output."""
     with _client() as client:
         record = client.get_task(task_id)
     if as_json:
-        _echo_json(record)
+        echo_json(record)
         return
     for key in ("task_id", "state", "endpoint_id", "function_id", "group_id", "attempts"):
         if record.get(key) is not None:
@@ -143,13 +139,13 @@ def show(task_id: str, as_json: bool) -> None:
 
 @task_group.command()
 @click.argument("task_ids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def cancel(task_ids: tuple[str, ...], as_json: bool) -> None:
     """Cancel tasks that have not ended (ended ones are left as they are)."""
     with _client() as client:
         cancelled = client.cancel_many(task_ids)
     if as_json:
-        _echo_json({"cancelled": cancelled})
+        echo_json({"cancelled": cancelled})
         return
     for tid in task_ids:
         done = "cancelled" if tid in cancelled else "not cancelled (ended, or not yours)"
@@ -165,6 +161,6 @@ def result(task_id: str, as_json: bool) -> None:
     with _client() as client:
         value = client.get_result(task_id, original_exceptions=False)
     if as_json:
-        _echo_json(value)
+        echo_json(value)
     else:
         click.echo(repr(value))

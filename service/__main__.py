@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import logging
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.engine.url import make_url
 
 from funcx_flows.errors import ConfigError, FuncxFlowsError
@@ -70,7 +72,15 @@ def serve(settings: ServiceSettings) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit it: no Nagle delay between a response's header and body.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((settings.host, settings.port))
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        busy = exc.errno == errno.EADDRINUSE
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            + (" (another service, or an old one still stopping? choose another with "
+               "--port or FUNCX_FLOWS_PORT)" if busy else ""), setting="port") from exc
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
     scheme = "https" if settings.tls_certfile else "http"
@@ -81,7 +91,35 @@ def serve(settings: ServiceSettings) -> None:
                             ssl_certfile=settings.tls_certfile or None,
                             ssl_keyfile=settings.tls_keyfile or None)
     server = uvicorn.Server(config)
+    logging.getLogger("uvicorn.error").addFilter(OneLineStartupError(app))
     server.run(sockets=[sock])  # on uvloop where uvicorn finds it (its loop="auto")
+    if not server.started:  # the lifespan failed, and said why
+        sys.exit(1)
+
+
+class OneLineStartupError(logging.Filter):
+    """A start-up that fails with an error of ours (a busy ZeroMQ port, a database
+    refused) is logged as the one line it says: Starlette hands uvicorn the
+    lifespan's traceback as text, which would bury that line under 25 others."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = getattr(self.app.state, "startup_error", None)
+        if exc is None:
+            return True
+        text = str(record.msg)
+        if text.startswith("Traceback") or "lifespan" in text:  # the traceback, as text
+            if self.said:
+                return False
+            record.msg, record.args = "Error: %s", (exc,)
+            record.exc_info = record.exc_text = None
+            self.said = True
+            return True
+        return not text.startswith("Application startup failed")  # said already
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,17 +135,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugins, at every start
     try:
         settings = load_settings(host=args.host, port=args.port, zmq_port=args.zmq_port,
                                  database_url=args.database_url, tls_certfile=args.tls_cert,
                                  tls_keyfile=args.tls_key, cluster=args.cluster)
         serve(settings)
     except FuncxFlowsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"Error: {exc.strerror or exc}{where}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -92,7 +92,11 @@ def create_app(settings: ServiceSettings, public_url: str = "") -> FastAPI:
         app.state.parts = Parts(settings, store, hub, dispatcher,
                                 RateLimiter(settings.rate_limit_per_s), globus)
         store.pin_connection()  # this thread: the event loop
-        zmq_url = await dispatcher.start()
+        try:
+            zmq_url = await dispatcher.start()
+        except FuncxFlowsError as exc:  # a busy port: said in one line (service/__main__.py)
+            app.state.startup_error = exc
+            raise
         info = settings.folder / "service.json"
         if public_url:
             write_secret(info, json.dumps({"pid": os.getpid(), "url": public_url,

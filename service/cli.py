@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Column, Table
 
+from funcx_flows.clirun import echo_json, json_option
 from funcx_flows.errors import NotFound, ServiceUnavailable
 from funcx_flows.home import write_secret
 from funcx_flows.retry import poll_until
@@ -69,12 +71,13 @@ def start(port: int | None, zmq_port: int | None, host: str | None,
     settings.folder.mkdir(parents=True, exist_ok=True)
     log_path = settings.folder / "service.log"
     with log_path.open("ab") as log:
+        offset = log.tell()
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     def started() -> dict[str, Any] | None:
         if proc.poll() is not None:
-            raise ServiceUnavailable(f"the service exited at start ({proc.returncode}):\n"
-                                     f"{log_path.read_text()[-2000:]}")
+            raise ServiceUnavailable(f"the service did not start: {_why(log_path, offset)} "
+                                     f"(log {log_path})")
         info = _info(settings)
         return info if info is not None and info.get("pid") == proc.pid else None
 
@@ -86,6 +89,15 @@ def start(port: int | None, zmq_port: int | None, host: str | None,
                f"{settings.home / 'token'}")
 
 
+def _why(log_path: Path, offset: int) -> str:
+    """What this start wrote to the log: its error line(s), else its last lines."""
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    errors = [ln.split("Error: ", 1)[1] for ln in lines if "Error: " in ln]
+    return "; ".join(errors) if errors else "\n" + "\n".join(lines[-20:])
+
+
 @service_group.command()
 def stop() -> None:
     """Stop the service started from this home."""
@@ -95,9 +107,15 @@ def stop() -> None:
         raise click.ClickException("the service is not running")
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
+    how = "stopped"
     if not poll_until(lambda: not _alive(pid), 30):
         os.kill(pid, signal.SIGKILL)
-    click.echo(f"service stopped (pid {pid})")
+        how = "killed (it did not stop within 30 s of SIGTERM)"
+        if not poll_until(lambda: not _alive(pid), 10):
+            raise click.ClickException(f"the service (pid {pid}) is still running after "
+                                       "SIGKILL")
+    # returns once the process is gone: its ports are free for the next start
+    click.echo(f"service {how} (pid {pid})")
 
 
 def _alive(pid: int) -> bool:
@@ -113,7 +131,8 @@ def _alive(pid: int) -> bool:
 
 
 @service_group.command()
-def status() -> None:
+@json_option
+def status(as_json: bool) -> None:
     """Whether the service runs, where, and if it answers."""
     settings = load_settings()
     info = _info(settings)
@@ -121,11 +140,16 @@ def status() -> None:
         raise click.ClickException("the service is not running")
     import httpx
 
+    health: dict[str, Any] = {}
     try:
         health = httpx.get(f"{info['url']}/v1/health", timeout=5).json()
         answer = f"answers (version {health.get('version')})"
     except (httpx.HTTPError, ValueError) as exc:
         answer = f"does not answer: {exc}"
+    if as_json:
+        echo_json({"pid": info["pid"], "url": info["url"], "zmq_url": info["zmq_url"],
+                   "answers": bool(health), "version": health.get("version")})
+        return
     click.echo(f"service pid {info['pid']} at {info['url']} (endpoints dial {info['zmq_url']}): "
                f"{answer}")
 
@@ -167,9 +191,13 @@ def create(user: str | None, name: str, save: bool) -> None:
 
 
 @token_group.command(name="list")
-def list_() -> None:
+@json_option
+def list_(as_json: bool) -> None:
     """Tokens of every user (ids, not secrets)."""
     store = _store(load_settings())
+    if as_json:
+        echo_json({"tokens": store.list_tokens(None)})
+        return
     table = Table("user", "name", "created", "revoked")
     table.columns.insert(0, Column("token id", no_wrap=True))
     for t in store.list_tokens(None):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +29,7 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from funcx_flows import messages as m
-from funcx_flows.errors import ProtocolError
+from funcx_flows.errors import ConfigError, ProtocolError
 from funcx_flows.home import write_secret
 
 if TYPE_CHECKING:
@@ -126,11 +128,22 @@ class ZmqLinks:
         sock.sndhwm = 0
         sock.rcvhwm = 0
         s = self.settings
-        if s.zmq_port:
-            sock.bind(f"tcp://{s.zmq_host}:{s.zmq_port}")
-            port = s.zmq_port
-        else:
-            port = sock.bind_to_random_port(f"tcp://{s.zmq_host}")
+        try:
+            if s.zmq_port:
+                sock.bind(f"tcp://{s.zmq_host}:{s.zmq_port}")
+                port = s.zmq_port
+            else:
+                port = sock.bind_to_random_port(f"tcp://{s.zmq_host}")
+        except zmq.ZMQError as exc:
+            sock.close()
+            self._auth.stop()
+            hint = (" (another service, or an old one still stopping? choose another "
+                    "with --zmq-port or FUNCX_FLOWS_ZMQ_PORT)"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise ConfigError(
+                f"cannot listen for endpoints on tcp://{s.zmq_host}:{s.zmq_port}: "
+                f"{os.strerror(exc.errno or 0)}{hint}",
+                setting="zmq_port") from exc
         self._sock = sock
         self.url = s.zmq_public_url or f"tcp://{s.zmq_host}:{port}"
         log.info("ZeroMQ ROUTER bound on tcp://%s:%d; endpoints dial %s", s.zmq_host, port,

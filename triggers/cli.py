@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import logging
+import dataclasses
 import os
 import sys
 import time
@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
+from funcx_flows.clirun import LOG_LEVELS, echo_json, json_option, setup_cli_logging
 from funcx_flows.errors import InvalidRequest, NotFound
 from funcx_flows.triggers import config as cfg
 from funcx_flows.triggers import recovery
@@ -47,11 +48,15 @@ def trigger_group() -> None:
 
 @trigger_group.command()
 @click.argument("config_file", type=click.Path(path_type=Path))
-def run(config_file: Path) -> None:
-    """Watch and start pipelines as CONFIG_FILE says, until interrupted."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Prefect API request
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default=None, help="What to print (default $FUNCX_FLOWS_LOG_LEVEL, else info); "
+                                 "Prefect's and httpx's own lines only from warning, or at "
+                                 "debug.")
+@click.option("-v", "--verbose", is_flag=True, help="The same as --log-level debug.")
+def run(config_file: Path, log_level: str | None, verbose: bool) -> None:
+    """Watch and start pipelines as CONFIG_FILE says, until interrupted. Flow paths in
+    CONFIG_FILE are relative to its folder."""
+    setup_cli_logging("debug" if verbose else log_level)
     config = cfg.load(config_file)
     store = StateStore(default_state_path(config.state_db))
     triggers = build(config, store)
@@ -91,13 +96,35 @@ def _prefect_flows(config: cfg.TriggersFile) -> bool:
               help="The triggers YAML (for its state_db).")
 @click.option("--state-db", default=None, help="The state database (default in the home).")
 @click.option("--limit", default=20, show_default=True)
-def status(config_file: Path | None, state_db: str | None, limit: int) -> None:
+@json_option
+def status(config_file: Path | None, state_db: str | None, limit: int, as_json: bool) -> None:
     """What fired, what is queued, what failed."""
     store = _store(config_file, state_db)
     try:
-        _print_status(store, limit)
+        if as_json:
+            echo_json(_status_document(store, limit))
+        else:
+            _print_status(store, limit)
     finally:
         store.close()
+
+
+def _status_document(store: StateStore, limit: int) -> dict[str, Any]:
+    """``trigger status --json``: what the tables show, as data."""
+    counts, waiting, problems = store.counts(), store.waiting_files(), store.marks("problem")
+    recent = store.runs(states=(FAILED, INTERRUPTED, QUEUED, RUNNING), limit=limit)
+    marks = {m.run_id: m for m in store.flow_run_marks([r.run_id for r in recent],
+                                                      limit=len(recent))} if recent else {}
+    return {
+        "state_db": str(store.path),
+        "triggers": {t: {"runs": counts.get(t, {}), "waiting_files": waiting.get(t, 0),
+                         "problem": problems.get(t) or None}
+                     for t in sorted(set(counts) | set(waiting) | set(problems))},
+        "not_done": [{**dataclasses.asdict(r), "verdict": getattr(marks.get(r.run_id),
+                                                                   "verdict", None)}
+                     for r in recent],
+        "transfers": {"decided": store.transfer_counts(), "gaps": store.gaps()},
+    }
 
 
 def _print_status(store: StateStore, limit: int) -> None:

@@ -159,10 +159,24 @@ def parse(data: Any, source: str = "") -> TriggersFile:
 
 
 def load(path: Path) -> TriggersFile:
+    """A triggers file; a flow given as a relative ``file.py:flow`` is the file beside
+    it (the config names its own neighbours, wherever the command runs from)."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no trigger config at {path}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse(data, str(path))
+    config = parse(data, str(path))
+    for t in config.triggers:
+        t.target.flow = flow_beside(t.target.flow, path.parent)
+    return config
+
+
+def flow_beside(ref: str, folder: Path) -> str:
+    """``file.py:flow`` relative to ``folder``; anything else as it is."""
+    module_ref, sep, attr = ref.rpartition(":")
+    if not sep or not module_ref.endswith(".py"):
+        return ref
+    file = Path(module_ref).expanduser()
+    return ref if file.is_absolute() else f"{(folder / file).resolve()}:{attr}"

@@ -15,7 +15,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from prefect import Task
 
@@ -23,7 +23,8 @@ from funcx_flows.globus_compute import Endpoint
 from funcx_flows.prefect import _remote
 from funcx_flows.prefect._remote import Target
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def remote_proxy(fn: Callable[..., Any], target: Target,
@@ -72,15 +73,16 @@ def _quiet_thread_timeout_warning() -> None:
             logger.addFilter(_RemoteTimeoutWarning())
 
 
+# the task keeps the function's signature, as ``@task`` does (ParamSpec)
 @overload
-def remote_task(fn: F, /, *, endpoint: Endpoint, service_url: str | None = None,
-                token: str | None = None, **task_options: Any) -> Task[Any, Any]: ...
+def remote_task(fn: Callable[P, R], /, *, endpoint: Endpoint, service_url: str | None = None,
+                token: str | None = None, **task_options: Any) -> Task[P, R]: ...
 
 
 @overload
 def remote_task(fn: None = None, /, *, endpoint: Endpoint, service_url: str | None = None,
                 token: str | None = None,
-                **task_options: Any) -> Callable[[F], Task[Any, Any]]: ...
+                **task_options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def remote_task(fn: Callable[..., Any] | None = None, /, *, endpoint: Endpoint,

@@ -19,11 +19,13 @@ import logging
 import queue
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from funcx_flows import serialize
 from funcx_flows.errors import (
+    EndpointOfflineWarning,
     FuncxFlowsError,
     ServiceUnavailable,
 )
@@ -109,6 +111,7 @@ class Executor(cf.Executor):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cancel_queue: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._shutdown = False
+        self._offline_checked = False
         self._broken: Exception | None = None  # the result stream gave up, for this
         self._stream = ResultStream(
             self.client.websocket_url,
@@ -129,8 +132,30 @@ class Executor(cf.Executor):
     # ------------------------------------------------------------ public --
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        self._check_open()
         function_id = self.client.register_function(fn, memoize=self.memoize)
         return self.submit_to_registered_function(function_id, args, kwargs)
+
+    def _check_open(self) -> None:
+        """As the standard library's executors say it (and before the closed HTTP
+        client would say something else)."""
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _warn_if_offline(self) -> None:
+        """Once per executor, at its first task: tasks for an endpoint that is not
+        connected wait on the service, which a bare TimeoutError would not tell."""
+        self._offline_checked = True
+        try:
+            info = self.client.get_endpoint(self.endpoint_id)
+        except FuncxFlowsError:
+            return  # the submission itself will say what is wrong
+        if info.get("state") != "online":
+            warnings.warn(
+                f"endpoint {info.get('name', self.endpoint_id)} ({self.endpoint_id}) is "
+                f"{info.get('state', 'not connected')}: its tasks wait on the service until "
+                "it connects (start it with `funcx-endpoint start NAME` on its host)",
+                EndpointOfflineWarning, stacklevel=4)
 
     def submit_to_registered_function(
         self,
@@ -143,10 +168,11 @@ class Executor(cf.Executor):
     ) -> TaskFuture:
         """``context``: what the worker sets up around the call (see
         ``serialize.pack_call``; the Prefect integration sends a task run's)."""
-        if self._shutdown:
-            raise RuntimeError("cannot submit after shutdown")
+        self._check_open()
         if self._broken is not None:  # its results could never come back
             raise self._broken
+        if not self._offline_checked:
+            self._warn_if_offline()
         task_id = str(uuid.uuid4())
         task: dict[str, Any] = {
             "task_id": task_id,
@@ -170,6 +196,7 @@ class Executor(cf.Executor):
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
         chunksize: int = 1,
     ) -> Iterator[Any]:
+        self._check_open()
         function_id = self.client.register_function(fn)
         futures = [self.submit_to_registered_function(function_id, args) for args in zip(*iterables,
                                                                                            strict=False)]

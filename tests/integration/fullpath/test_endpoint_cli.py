@@ -19,3 +19,13 @@ def test_stop_of_an_endpoint_that_is_not_running(stack):
 def test_list_shows_the_running_endpoint(stack, endpoint):
     out = stack.endpoint_cli("list")
     assert "ep" in out.stdout
+
+
+def test_list_and_status_print_json_for_scripts(stack, endpoint):
+    import json
+
+    listed = {e["name"]: e for e in json.loads(stack.endpoint_cli("list", "--json").stdout)
+              ["endpoints"]}
+    assert listed["ep"]["local"] == "running" and listed["ep"]["service"] == "online"
+    status = json.loads(stack.endpoint_cli("status", "ep", "--json").stdout)
+    assert status["running"] and status["status"]["workers_total"] >= 1

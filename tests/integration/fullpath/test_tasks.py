@@ -265,10 +265,29 @@ def test_endpoint_listing_and_status(endpoint, client):
     assert status["workers_total"] >= 2
 
 
+def result_or_where(future, client, endpoint_id, timeout=60):
+    """The future's value; if it times out, a failure that says where the task stood
+    (stored or not, its state and times) and what the endpoint reported, so that a
+    rare stall (issue 22: this test timed out once in a full run) names its place."""
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError:
+        try:
+            where = {k: v for k, v in client.get_task(future.task_id).items()
+                     if k in ("state", "timestamps", "attempts", "error")}
+        except NotFound:
+            where = "never stored by the service (still in the Executor's submitter?)"
+        status = client.get_endpoint_status(endpoint_id)
+        pytest.fail(f"task {future.task_id} not done in {timeout}s: {where}; endpoint: "
+                    + str({k: status.get(k) for k in (
+                        "state", "workers_total", "workers_busy", "tasks_queued",
+                        "tasks_running", "blocks", "recent_errors")}))
+
+
 def test_resource_hints_are_honoured_when_placing_tasks(endpoint, client):
     with Executor(endpoint_id=endpoint.endpoint_id, client=client,
                   resources={"cores": 1}) as ex:
-        assert ex.submit(square, 6).result(timeout=60) == 36
+        assert result_or_where(ex.submit(square, 6), client, endpoint.endpoint_id) == 36
     with Executor(endpoint_id=endpoint.endpoint_id, client=client,
                   resources={"cores": 4096, "gpus": 8}) as ex:
         fut = ex.submit(square, 7)

@@ -1,17 +1,36 @@
-"""Every example flow in flows_examples/ runs against a real stack."""
+"""Every example flow in flows_examples/ runs against a real stack, started as a user's
+tests would start it: funcx_flows.testing.running_stack."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("stack")
+from funcx_flows.testing import running_stack
+
 EXAMPLES = Path(__file__).resolve().parents[3] / "flows_examples"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def endpoint(prefect_server: None) -> Iterator[str]:
+    """The examples' endpoint: theirs is named by FUNCX_FLOWS_EXAMPLE_ENDPOINT."""
+    with running_stack("examples") as stack:
+        saved = os.environ.get("FUNCX_FLOWS_EXAMPLE_ENDPOINT")
+        os.environ["FUNCX_FLOWS_EXAMPLE_ENDPOINT"] = stack.endpoint
+        try:
+            yield stack.endpoint
+        finally:
+            if saved is None:
+                os.environ.pop("FUNCX_FLOWS_EXAMPLE_ENDPOINT", None)
+            else:
+                os.environ["FUNCX_FLOWS_EXAMPLE_ENDPOINT"] = saved
 
 
 def load(name: str) -> ModuleType:
@@ -28,18 +47,19 @@ def test_hello():
     assert [line.split(",")[0] for line in out] == ["hello a", "hello b"]
 
 
-def test_fanout():
-    estimate = load("fanout").fanout(200, endpoint="ep")
+def test_fanout(endpoint):
+    estimate = load("fanout").fanout(200, endpoint=endpoint)
     assert 3.0 < estimate < 3.3
 
 
-def test_beamline(tmp_path):
+def test_beamline(tmp_path, endpoint):
     frames = []
     for i in range(5):
         p = tmp_path / f"frame_{i:04d}.raw"
         p.write_bytes(bytes(range(256)) * (i + 1))
         frames.append(str(p))
-    summary = load("beamline").beamline(frames, endpoint="ep", publish_dir=str(tmp_path / "pub"))
+    summary = load("beamline").beamline(frames, endpoint=endpoint,
+                                        publish_dir=str(tmp_path / "pub"))
     assert summary["frames"] == 5 and summary["bytes"] == 256 * 15
     written = json.loads(Path(summary["summary_file"]).read_text())
     assert [f["path"] for f in written["frames_detail"]] == frames

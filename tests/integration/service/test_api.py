@@ -196,6 +196,11 @@ def test_token_cli_lists_and_revokes(cli):
     token_id = out.stdout.split()[1]
     listing = cli("token", "list")
     assert token_id in listing.stdout and "carol" in listing.stdout
+    import json
+
+    tokens = {t["token_id"]: t for t in json.loads(cli("token", "list", "--json").stdout)
+              ["tokens"]}
+    assert tokens[token_id]["user"] == "carol" and tokens[token_id]["revoked_at"] is None
     assert cli("token", "revoke", token_id).returncode == 0
     again = cli("token", "revoke", token_id)
     assert again.returncode != 0 and "Traceback" not in again.stderr
@@ -329,3 +334,29 @@ def test_task_cli_lists_shows_and_cancels_with_json_for_scripts(api, cli):
         bad = cli(*args)
         assert bad.returncode in (1, 2) and "Traceback" not in bad.stderr, bad.stderr
         assert bad.stderr.strip(), args
+
+
+def test_executor_warns_once_of_an_offline_endpoint_and_refuses_after_shutdown(api):
+    import warnings
+
+    import pytest
+
+    from funcx_flows import Client, Executor
+    from funcx_flows.errors import EndpointOfflineWarning
+
+    eid = register_endpoint(api.alice, "ep-never-started")
+    client = Client(api.url, api.alice.headers["Authorization"].split()[1])
+    ex = Executor(endpoint_id=eid, client=client)
+    try:
+        with pytest.warns(EndpointOfflineWarning, match="ep-never-started.*offline"):
+            first = ex.submit(abs, -1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once per executor, not per task
+            second = ex.submit(abs, -2)
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
+    assert first.cancelled() and second.cancelled()
+    for call in (lambda: ex.submit(abs, -3), lambda: ex.map(abs, [1])):
+        with pytest.raises(RuntimeError, match=r"^cannot schedule new futures after shutdown$"):
+            call()
+    client.close()

@@ -57,6 +57,12 @@ def test_run_status_replay_and_bad_config(tmp_path, home):
     assert replay.returncode == 0 and "queued run" in replay.stdout
     shown = cli(env, "trigger", "status").stdout
     assert "queued" in shown and "interrupted" in shown and "frame1.raw" in shown
+    import json
+
+    doc = json.loads(cli(env, "trigger", "status", "--json").stdout)
+    assert doc["triggers"]["det"]["runs"].get("queued") == 1
+    assert [r["state"] for r in doc["not_done"]] == ["queued"]
+    assert str(watched / "frame1.raw") in doc["not_done"][0]["context"]["paths"]
     missing = cli(env, "trigger", "replay", "/no/such/file")
     assert missing.returncode != 0 and "no run of a file" in missing.stderr
     bad = tmp_path / "bad.yaml"
@@ -98,3 +104,9 @@ def test_run_starts_prefect_flows_with_one_api_and_leaves_nothing(tmp_path, home
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
+    # quiet at INFO: our own lines, not Prefect's nor httpx's (they come with -v)
+    noisy = [ln for ln in err.splitlines()
+             if (" INFO " in ln and not ln.split(" INFO ", 1)[1].startswith("funcx_flows"))
+             or "| INFO" in ln]
+    assert not noisy, "\n".join(noisy[:20])
+    assert "serving 1 trigger(s)" in err

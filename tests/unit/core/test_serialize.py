@@ -75,3 +75,35 @@ def test_an_unknown_envelope_version_says_to_upgrade():
     data[3] = 9
     with pytest.raises(SerializationError, match=r"unsupported envelope version 9.*upgrade"):
         serialize.unpack_call(bytes(data))
+
+
+def _raises_bad_value(x):
+    raise ValueError(f"bad value {x}")
+
+
+def test_a_remote_exception_names_its_type_once_and_the_users_file():
+    """Through a real worker's Runner: the remote traceback names this file (code sent
+    by value keeps its co_filename), and the error says the type once."""
+    from funcx_flows import messages as m
+    from funcx_flows.endpoint.worker import Runner
+    from funcx_flows.errors import RemoteExecutionError
+    from funcx_flows.sdk.client import result_from_record
+
+    spec = m.TaskSpec(task_id="t", function_id="f",
+                      function=serialize.pack_function(_raises_bad_value),
+                      payload=serialize.pack_call((1,), {}))
+    err = Runner(1 << 20).run(spec).error
+    assert err is not None
+    record = {"task_id": "t", "state": "failed", "error": {
+        "code": err.code, "message": err.message, "remote_type": err.remote_type,
+        "remote_traceback": err.remote_traceback, "exception": err.exception}}
+    with pytest.raises(RemoteExecutionError) as raised:
+        result_from_record(record, original_exceptions=False)
+    text = str(raised.value)
+    assert text.startswith("ValueError: bad value 1\n") and "builtins" not in text
+    line = _raises_bad_value.__code__.co_firstlineno + 1
+    assert f'File "{__file__}", line {line}, in _raises_bad_value' in text
+    assert "<dynamic-code>" not in text
+    with pytest.raises(ValueError, match="bad value 1") as original:  # the default
+        result_from_record(record)
+    assert f'File "{__file__}"' in str(original.value.__cause__)

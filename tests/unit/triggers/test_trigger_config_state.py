@@ -159,3 +159,19 @@ def test_rejections_are_kept_with_their_rules_and_a_fired_task_leaves_them(tmp_p
     assert store.note_gaps("t", [("cell", "11 of 20")]) == []
     assert store.gaps() == {"t": [("cell", "11 of 20")]}
     store.close()
+
+
+def test_a_relative_flow_file_is_the_one_beside_the_config(tmp_path, monkeypatch):
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "triggers.yaml").write_text(
+        "triggers:\n"
+        "  - {type: files, name: a, paths: [/d], target: {flow: 'flows/beam.py:beam'}}\n"
+        "  - {type: files, name: b, paths: [/d], target: {flow: 'pkg.mod:f'}}\n"
+        f"  - {{type: files, name: c, paths: [/d], target: {{flow: '{tmp_path}/x.py:f'}}}}\n")
+    monkeypatch.chdir(tmp_path)  # run from elsewhere
+    from pathlib import Path
+
+    loaded = cfg.load(Path("pipelines/triggers.yaml"))
+    assert [t.target.flow for t in loaded.triggers] == [
+        f"{folder / 'flows' / 'beam.py'}:beam", "pkg.mod:f", f"{tmp_path}/x.py:f"]
