@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from funcx_flows.endpoint.agent import Agent, Registration, scaling_decision
+from funcx_flows.endpoint.agent import Agent, Registration
 from funcx_flows.endpoint.config import EndpointConfig, load_config
 from funcx_flows.endpoint.providers.registry import make_provider
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
@@ -102,7 +102,7 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("endpoint %s starting (pid %d)", reg.endpoint_id, os.getpid())
-        agent.run(scaling_decision)
+        agent.run()
         log.info("endpoint stopped")
     finally:
         lock.release()
