@@ -5,15 +5,20 @@ ROUTER to the managers, and the managers' ZAP gate (the loop drives the
 interchange; tasks and results pass to and fro as objects). What it does with
 them is in modules of their own, each with one owner::
 
-    service <==link (link.py: ZeroMQ or WebSocket)==> agent loop
-      Tasks, Cancel, Welcome,   ----------------->    held tasks --submit/cancel--> interchange
-      ResultsAck, Bye                                                                |  ROUTER
-      Results   <-- outbox.py: hold, send, spool, resend <--results, states--------- +  managers
-      EndpointStatus <-- status.py: one builder <--status (1/s)---------------------+  (or inline)
-      Hello (held + spooled ids), Heartbeat                   |            ^
-                                                  LoopSnapshot|            |ScalerReport, notes
-                                                              v            |
-                                                  scaler thread (scaler.py): provider -> blocks
+    service                agent loop (one thread)                        interchange.py
+    -------                -----------------------                        --------------
+    link.py: ZeroMQ | WebSocket
+      Tasks, Cancel -----> held tasks (duplicates, allow-list) --submit--> queue --> managers
+                                                               --cancel--> (ROUTER, or inline
+      ResultsAck --------> outbox.py: the spool forgets them                in this loop)
+      Welcome -----------> outbox.py: resend all it spooled                   |
+      Results <----------- outbox.py: hold, send, spool  <---- results -------+ take()
+      TaskStates <-------------------------------------------- running states +
+      EndpointStatus <---- status.py: one builder (and     <-- load, 1/s -----+
+      Hello, Heartbeat       status.json)  ^ ScalerReport, notes
+                                           |      | LoopSnapshot (held, load, result limit)
+                                           |      v
+                           scaler thread (scaler.py): provider poll/submit/cancel, blocks
 
 The loop alone touches the link, the interchange, the outbox and the held
 tasks; the scaler thread alone touches the provider's blocks (a scheduler's
