@@ -283,7 +283,9 @@ class Agent:
         if states and self.link_up:
             self._send(m.TaskStates(states=states))
         if status is not None:
-            self.status = self.status_builder.build(status, self.scaler.report)
+            self._take_notes()
+            self.status = self.status_builder.build(status, self.scaler.report,
+                                                    self.interchange.errors)
             self._block_load = LoopSnapshot.load_of(self.status)
             self._post_snapshot()
             if self.link_up:
@@ -316,7 +318,8 @@ class Agent:
         return self.launch.options(block_id, self.max_result_bytes, time.time())
 
     def _take_notes(self) -> None:
-        """The scaler's notes join the endpoint's recent errors."""
+        """The scaler's notes join the endpoint's recent errors (when a status is
+        made: no cost on the other turns)."""
         notes = self.scaler.notes
         while not notes.empty():
             self.interchange.errors.append(notes.get_nowait())
@@ -361,7 +364,6 @@ class Agent:
                     ix.on_readable()
                 if inline is not None:
                     inline.on_events(events)
-                self._take_notes()
                 ix.turn()
                 if inline is not None:
                     inline.feed()

@@ -1,14 +1,15 @@
 """The endpoint's status, made in one place.
 
 What an operator and the service see of an endpoint comes from three owners:
-the interchange knows its managers, workers, queue and recent errors (its
-``status()``, once a second), the scaler knows the blocks (its report), the
-agent knows its link and its outbox (the spool). ``StatusBuilder`` puts them
-together: the ``EndpointStatus`` message the agent sends the service, and the
+the interchange knows its managers, workers and queue (its ``status()``, once a
+second) and keeps the endpoint's recent errors (the loop adds the scaler's and
+the outbox's notes to them), the scaler knows the blocks (its report), the agent
+knows its link and its outbox (the spool). ``StatusBuilder`` puts them together: the ``EndpointStatus`` message the agent sends the service, and the
 ``status.json`` file beside it that ``funcx-endpoint status`` reads::
 
     interchange.status() --load--+
     scaler.report ------blocks---+--> EndpointStatus --> service (when the link is up)
+    recent errors of all parts --+
     link, outbox, pid -----------+--> status.json (written atomically)
 """
 
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -36,8 +38,12 @@ class StatusBuilder:
         self.path = folder / STATUS_FILE
 
     @staticmethod
-    def build(load: m.EndpointStatus, report: ScalerReport) -> m.EndpointStatus:
-        """The endpoint's status from the interchange's (which it takes over)."""
+    def build(load: m.EndpointStatus, report: ScalerReport,
+              recent_errors: Iterable[str]) -> m.EndpointStatus:
+        """The endpoint's status from the interchange's (which it takes over), the
+        scaler's report and the recent errors of all parts (the interchange's list,
+        to which the loop adds the others')."""
+        load.recent_errors = list(recent_errors)
         load.blocks = [m.BlockInfo(block_id=b.block_id, job_id=b.job_id, state=b.state,
                                    nodes=b.nodes, submitted_at=b.submitted_at,
                                    message=b.message)
