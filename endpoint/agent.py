@@ -294,6 +294,8 @@ class Agent:
 
     def _flush_results(self, force: bool = False) -> None:
         """Results leave through the outbox; the tasks they answer are no longer held."""
+        if not self.outbox.waiting:  # most turns: checked before the call's arguments
+            return
         done = self.outbox.flush(held=len(self.held), workers=self.status.workers_total,
                                  link_up=self.link_up, force=force)
         if done:

@@ -4,7 +4,8 @@ What an operator and the service see of an endpoint comes from three owners:
 the interchange knows its managers, workers and queue (its ``status()``, once a
 second) and keeps the endpoint's recent errors (the loop adds the scaler's and
 the outbox's notes to them), the scaler knows the blocks (its report), the agent
-knows its link and its outbox (the spool). ``StatusBuilder`` puts them together: the ``EndpointStatus`` message the agent sends the service, and the
+knows its link and its outbox (the spool). ``StatusBuilder`` puts them together:
+the ``EndpointStatus`` message the agent sends the service, and the
 ``status.json`` file beside it that ``funcx-endpoint status`` reads::
 
     interchange.status() --load--+
