@@ -30,15 +30,12 @@ tasks it holds; the outbox resends every result not yet acknowledged.
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import socket
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -63,13 +60,13 @@ from funcx_flows.endpoint.outbox import Outbox
 from funcx_flows.endpoint.providers.base import Provider
 from funcx_flows.endpoint.providers.inline import InlineManagers, InlineProvider
 from funcx_flows.endpoint.providers.registry import is_batch
+from funcx_flows.endpoint.registration import Registration, link_transport
 from funcx_flows.endpoint.sandbox import SandboxSpec, default_spec
 from funcx_flows.endpoint.scaler import BlockLoadView, BlockScaler, LoopSnapshot
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.status import StatusBuilder
 from funcx_flows.endpoint.strategy import Actions, Inputs, decide
 from funcx_flows.errors import CommandError, ProtocolError
-from funcx_flows.home import write_secret
 from funcx_flows.memory import release_free_memory
 from funcx_flows.retry import Backoff, RetryPolicy
 
@@ -83,25 +80,6 @@ SERVICE_FRAMES_PER_TURN = 16
 MANAGER_CREDENTIALS = "manager-credentials.json"  # in the endpoint's folder (see linkauth)
 
 
-@dataclass(frozen=True)
-class Registration:
-    endpoint_id: str
-    zmq_url: str
-    service_public_key: str
-    public_key: str
-    secret_key: str
-    service_url: str = ""  # the HTTP(S) origin it registered with
-    link_token: str = ""  # its secret for the WebSocket link
-
-
-def link_transport(config: EndpointConfig, reg: Registration) -> str:
-    """``zmq`` or ``websocket``: ``auto`` takes the WebSocket when the service is
-    reached over https:// (one port, through any proxy that passes HTTPS)."""
-    if config.link != "auto":
-        return str(config.link)
-    return "websocket" if reg.service_url.startswith("https://") else "zmq"
-
-
 def open_link(ctx: zmq.Context[zmq.Socket[bytes]], transport: str,
               reg: Registration) -> ServiceLink:
     """A new link to the service over ``transport`` (see ``link_transport``)."""
@@ -110,17 +88,6 @@ def open_link(ctx: zmq.Context[zmq.Socket[bytes]], transport: str,
                                            reg.link_token))
     return ZmqServiceLink(ctx, ZmqTarget(reg.zmq_url, reg.endpoint_id, reg.public_key,
                                          reg.secret_key, reg.service_public_key))
-
-
-def load_or_create_keys(folder: Path) -> tuple[str, str]:
-    path = folder / "curve.json"
-    try:
-        data = json.loads(path.read_text())
-        return str(data["public"]), str(data["secret"])
-    except (OSError, ValueError, KeyError):
-        public, secret = zmq.curve_keypair()
-        write_secret(path, json.dumps({"public": public.decode(), "secret": secret.decode()}))
-        return public.decode(), secret.decode()
 
 
 class Agent:
@@ -439,8 +406,3 @@ def manager_auth(config: EndpointConfig) -> Mechanism:
     if config.manager_auth != "auto":
         return config.manager_auth
     return "password" if _bind_host(config.interchange_address) == "127.0.0.1" else "curve"
-
-
-def host_metadata() -> dict[str, str]:
-    return {"hostname": socket.gethostname(), "python": platform.python_version(),
-            "platform": platform.platform()}

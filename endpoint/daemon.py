@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from funcx_flows.endpoint.agent import Agent, Registration
+from funcx_flows.endpoint.agent import Agent
 from funcx_flows.endpoint.config import EndpointConfig, load_config
 from funcx_flows.endpoint.providers.registry import make_provider
+from funcx_flows.endpoint.registration import Registration
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
 from funcx_flows.home import drop_secrets_from_environ, home_dir
 from funcx_flows.memory import steady_heap
@@ -109,7 +110,7 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
 
 
 def registration_from_folder(folder: Path) -> Registration:
-    from funcx_flows.endpoint.agent import load_or_create_keys
+    from funcx_flows.endpoint.registration import load_or_create_keys
 
     data = json.loads((folder / "endpoint.json").read_text())
     public, secret = load_or_create_keys(folder)
