@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig
@@ -57,9 +58,10 @@ class BlockLoadView:
     busy: int
 
 
-@dataclass(frozen=True)
-class LoopSnapshot:
-    """What the loop knows that the scaler decides by, as of one moment."""
+class LoopSnapshot(NamedTuple):
+    """What the loop knows that the scaler decides by, as of one moment (a named
+    tuple: immutable, and made in ~0.2 us where a frozen dataclass takes ~0.9; the
+    loop posts one whenever the held tasks change)."""
 
     tasks_held: int = 0  # tasks the agent took from the service and has not answered
     tasks_queued: int = 0  # at the interchange (from the last status)

@@ -86,8 +86,11 @@ def test_the_scaler_decides_from_the_posted_snapshot(clock: Clock):
     provider = InlineProvider()
     provider.submit("b1", "")
     scaler = BlockScaler(provider, config(), PLAN, record, clock)
-    scaler.post(LoopSnapshot(tasks_held=7, tasks_queued=2, tasks_running=3,
-                             block_load=(BlockLoadView("b1", 2, 2),)))
+    snap = LoopSnapshot(tasks_held=7, tasks_queued=2, tasks_running=3,
+                        block_load=(BlockLoadView("b1", 2, 2),))
+    with pytest.raises(AttributeError):
+        snap.tasks_held = 0  # type: ignore[misc]  # posted, never changed
+    scaler.post(snap)
     scaler.step()
     (i,) = seen
     assert i.tasks_waiting == 4  # held but not running beats the queue's 2
