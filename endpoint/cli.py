@@ -26,7 +26,6 @@ from rich.table import Column, Table
 from funcx_flows import __version__
 from funcx_flows.clirun import echo_json, json_option, run
 from funcx_flows.endpoint import cliviews
-from funcx_flows.endpoint.agent import Registration, host_metadata, load_or_create_keys
 from funcx_flows.endpoint.config import (
     EndpointConfig,
     default_config_text,
@@ -41,6 +40,11 @@ from funcx_flows.endpoint.daemon import (
     run_endpoint,
     running_pid,
     setup_logging,
+)
+from funcx_flows.endpoint.registration import (
+    Registration,
+    host_metadata,
+    load_or_create_keys,
 )
 from funcx_flows.errors import (
     ConfigError,

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from funcx_flows.endpoint.agent import Agent, Registration, scaling_decision
+from funcx_flows.endpoint.agent import Agent
 from funcx_flows.endpoint.config import EndpointConfig, load_config
 from funcx_flows.endpoint.providers.registry import make_provider
+from funcx_flows.endpoint.registration import Registration
 from funcx_flows.errors import EndpointAlreadyRunning, FuncxFlowsError
 from funcx_flows.home import drop_secrets_from_environ, home_dir
 from funcx_flows.memory import steady_heap
@@ -102,14 +103,14 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("endpoint %s starting (pid %d)", reg.endpoint_id, os.getpid())
-        agent.run(scaling_decision)
+        agent.run()
         log.info("endpoint stopped")
     finally:
         lock.release()
 
 
 def registration_from_folder(folder: Path) -> Registration:
-    from funcx_flows.endpoint.agent import load_or_create_keys
+    from funcx_flows.endpoint.registration import load_or_create_keys
 
     data = json.loads((folder / "endpoint.json").read_text())
     public, secret = load_or_create_keys(folder)

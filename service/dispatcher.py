@@ -1,4 +1,4 @@
-r"""The service's side of the endpoint links, whatever carries them.
+"""The service's side of the endpoint links, whatever carries them.
 
 Runs on the service's event loop. Two transports deliver endpoints' messages to
 ``receive``, each with the channel that answers that endpoint: the CurveZMQ
@@ -6,10 +6,23 @@ ROUTER (``zmqlink.py``) and the WebSocket on the HTTPS origin
 (``api/link.py``). Routes (in worker threads) hand it work with the
 ``*_threadsafe`` methods. A bad message is logged and dropped, never fatal.
 
-    ZmqLinks (ROUTER) --\                      /--> store (results, running states)
-                         >-- receive(channel, msg) --> hub (via the store's outbox)
-    WS /endpoints/{id}/link /                    \--> channel.send (Welcome, Tasks,
-                                                      Cancel, ResultsAck, Heartbeat)
+Each endpoint's messages come in order; its results are stored before they are
+acknowledged (the agent keeps them spooled until then), and every message it is
+sent goes over the channel its last message came by::
+
+    endpoints' links                 Dispatcher (on the service's event loop)
+    ----------------                 ----------------------------------------
+    ZmqLinks (ROUTER, CurveZMQ) --+
+                                  +--> receive(channel, msgs)
+    WS /endpoints/{id}/link ------+      Hello ----------> Welcome, then Tasks (store.resend)
+    (api/link.py)                        Results --------> store.complete (one transaction per
+                                                           endpoint) --> hub --> result streams
+                                                           ResultsAck within ACK_DELAY_S
+                                         TaskStates -----> "running", written every 0.1 s
+                                         EndpointStatus -> link.status (GET .../status)
+    channel.send <-- Tasks, Cancel <---- routes (worker threads): *_threadsafe
+                 <-- Tasks, Cancel, Bye  replicas (cluster.py): send_tasks, send_cancel, drop_link
+                 <-- Heartbeat <-------- heartbeat loop: offline past the threshold
 
 (One module past 400 lines: receiving, sending, acknowledging and the links'
 timers all read and write the same ``Link`` records on one event loop.)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import zmq
 
-from funcx_flows.endpoint.agent import Agent, Registration
+from funcx_flows.endpoint.agent import Agent
+from funcx_flows.endpoint.registration import Registration
 from funcx_flows.endpoint.strategy import Actions
 
 

@@ -1,6 +1,6 @@
 """A real agent (inline block, 2 forked workers) against a test-owned CurveZMQ
 service socket: under load its results leave in a few large messages, each
-result exactly once; a lone task's result leaves on its own, not held back."""
+result exactly once (the hold's rule itself: tests/unit/endpoint/test_outbox.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from curve_peers import curve_service, running
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
-from funcx_flows.endpoint import agent as agent_module
-from funcx_flows.endpoint.agent import Agent, Registration
+from funcx_flows.endpoint.agent import Agent
 from funcx_flows.endpoint.config import EndpointConfig
+from funcx_flows.endpoint.outbox import RESULTS_HOLD_MAX
 from funcx_flows.endpoint.providers.inline import InlineProvider
 
 
@@ -83,37 +83,4 @@ def test_a_bursts_results_leave_together_each_once(service: FakeService):
     # one message per loop turn would be hundreds (about 1,000 measured with the
     # hold at zero)
     assert len(service.messages) <= 200, len(service.messages)
-    assert max(len(batch) for batch in service.messages) <= agent_module.RESULTS_HOLD_MAX
-
-
-def test_results_wait_only_while_tasks_queue(tmp_path: Path):
-    """The hold's rule, on an agent that is not running: results wait for more
-    only while more tasks are held than there are workers, and not for long."""
-    agent = Agent(EndpointConfig.model_validate({"provider": "inline"}), tmp_path,
-                  Registration(endpoint_id=str(uuid.uuid4()), zmq_url="tcp://127.0.0.1:1",
-                               service_public_key="", public_key="", secret_key=""),
-                  InlineProvider())
-    try:
-        agent.status = m.EndpointStatus(workers_total=2)
-        ids = [str(uuid.uuid4()) for _ in range(10)]
-
-        def done(n: int) -> None:
-            agent._results = [m.TaskResult(task_id=t, ok=True) for t in ids[:n]]
-            agent._results_since = None
-
-        agent.held = set(ids[:2])
-        done(1)
-        assert not agent._hold()  # one task at a time: it leaves at once
-        agent.held = set(ids)
-        done(1)
-        assert agent._hold()  # nine more held for two workers: a burst, wait
-        agent._results_since = time.monotonic() - agent_module.RESULTS_HOLD_S
-        assert not agent._hold()  # but not past the hold's time
-        done(8)
-        assert not agent._hold()  # two left to run on two workers: no queue, go
-        agent._flush_results(now=True)  # the link is down: spooled, not sent
-        assert not agent._results and agent.spool.task_ids == set(ids[:8])
-    finally:
-        agent.interchange.close()
-        agent.spool.close()
-        agent.ctx.destroy(linger=0)
+    assert max(len(batch) for batch in service.messages) <= RESULTS_HOLD_MAX
