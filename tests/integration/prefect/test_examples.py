@@ -66,11 +66,12 @@ def test_beamline(tmp_path, endpoint):
     assert written["frames_detail"][0]["histogram"] == [16] * 16
 
 
-def test_shell_step(tmp_path):
+def test_shell_step(tmp_path, endpoint):
     import hashlib
 
     data = tmp_path / "frame one.raw"  # a space: the example quotes its paths
     data.write_bytes(b"detector frame")
-    out = load("shell_step").checksums([str(data), str(tmp_path / "missing")], endpoint="ep")
+    out = load("shell_step").checksums([str(data), str(tmp_path / "missing")],
+                                           endpoint=endpoint)
     assert out[str(data)] == hashlib.sha256(b"detector frame").hexdigest()
     assert out[str(tmp_path / "missing")].startswith("error: sha256sum:")
