@@ -233,19 +233,25 @@ class Dispatcher:
                 for eid, link in list(self.links.items())]
 
     def link_info(self, endpoint_id: str) -> dict[str, Any]:
-        """The endpoint's link and status as this replica knows it; with replicas,
-        as the replica that holds it recorded it (from a worker thread: a query)."""
-        link = self.links.get(endpoint_id)
-        if self.replicas is not None and (link is None or not link.online):
-            recorded: dict[str, Any] | None = self.replicas.state.link_of(
-                endpoint_id, self.settings.heartbeat_threshold_s)
-            if recorded is not None:
-                return recorded
-        if link is None:
-            return {"state": "offline", "last_seen": None, "workers_total": 0,
-                    "workers_busy": 0, "tasks_queued": 0, "tasks_running": 0,
-                    "managers": [], "managers_total": 0, "blocks": [], "recent_errors": []}
-        return self._local_info(link)
+        return self.link_infos([endpoint_id])[endpoint_id]
+
+    def link_infos(self, endpoint_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each endpoint's link and status as this replica knows it; with replicas,
+        those not online here as the replica that holds them recorded it (from a
+        worker thread: one query for them all, not one per endpoint)."""
+        recorded: dict[str, dict[str, Any]] = {}
+        if self.replicas is not None:
+            away = [eid for eid in endpoint_ids
+                    if (link := self.links.get(eid)) is None or not link.online]
+            recorded = self.replicas.state.links_of(away, self.settings.heartbeat_threshold_s)
+        out = {}
+        for eid in endpoint_ids:
+            found = recorded.get(eid)
+            if found is None:
+                link = self.links.get(eid)
+                found = _offline() if link is None else self._local_info(link)
+            out[eid] = found
+        return out
 
     @staticmethod
     def _local_info(link: Link) -> dict[str, Any]:
@@ -430,6 +436,13 @@ class Dispatcher:
                     log.warning("endpoint %s missed its heartbeats: offline", link.endpoint_id)
                     continue
                 self._send(link.endpoint_id, m.Heartbeat(sent_at=now))
+
+
+def _offline() -> dict[str, Any]:
+    """An endpoint no replica holds a link to."""
+    return {"state": "offline", "last_seen": None, "workers_total": 0, "workers_busy": 0,
+            "tasks_queued": 0, "tasks_running": 0, "managers": [], "managers_total": 0,
+            "blocks": [], "recent_errors": []}
 
 
 def _plain(record: Any) -> dict[str, Any]:

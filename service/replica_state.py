@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, update
@@ -55,18 +56,23 @@ class ReplicaState:
                     endpoint_links.c.replica == self.replica).values(
                         online=False, info=info, updated_at=row["updated_at"]))
 
-    def link_of(self, endpoint_id: str, fresh_s: float) -> dict[str, Any] | None:
-        """The status a replica recorded for the endpoint, if it is online there and
-        the record is younger than ``fresh_s`` (a replica that died holding it
-        leaves a record that goes stale)."""
+    def links_of(self, endpoint_ids: Sequence[str], fresh_s: float) -> dict[str, dict[str, Any]]:
+        """The status a replica recorded for each of the endpoints (one query), for
+        those online there with a record younger than ``fresh_s`` (a replica that
+        died holding one leaves a record that goes stale)."""
+        if not endpoint_ids:
+            return {}
         with self.engine.connect() as conn:
-            row = conn.execute(select(endpoint_links).where(
-                endpoint_links.c.endpoint_id == endpoint_id)).mappings().first()
-        if row is None or not row["online"] or time.time() - row["updated_at"] > fresh_s:
-            return None
-        info = row["info"]
-        out: dict[str, Any] = json.loads(info) if isinstance(info, str) else dict(info)
-        out["replica"] = row["replica"]
+            rows = conn.execute(select(endpoint_links).where(
+                endpoint_links.c.endpoint_id.in_(list(endpoint_ids)))).mappings().all()
+        now, out = time.time(), {}
+        for row in rows:
+            if not row["online"] or now - row["updated_at"] > fresh_s:
+                continue
+            info = row["info"]
+            found: dict[str, Any] = json.loads(info) if isinstance(info, str) else dict(info)
+            found["replica"] = row["replica"]
+            out[str(row["endpoint_id"])] = found
         return out
 
     def forget_links(self) -> None:

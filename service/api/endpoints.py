@@ -24,8 +24,7 @@ UserDep = Annotated[User, Depends(current_user)]
 PartsDep = Annotated[Parts, Depends(parts_dep)]
 
 
-def _info(row: dict[str, Any], p: Parts) -> dict[str, Any]:
-    link = p.dispatcher.link_info(row["endpoint_id"])
+def _info(row: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
     return {
         "endpoint_id": row["endpoint_id"], "name": row["name"], "state": link["state"],
         "created_at": row["created_at"],
@@ -47,20 +46,24 @@ def register_endpoint(body: EndpointIn, user: UserDep, p: PartsDep) -> EndpointC
 @router.get("/endpoints", response_model=EndpointList)
 def list_endpoints(user: UserDep, p: PartsDep, shared: bool = False) -> EndpointList:
     """Your endpoints; with ``shared=true`` also those shared with you or everyone."""
-    return EndpointList(endpoints=[EndpointInfo(**_info(r, p))
-                                   for r in p.store.list_endpoints(user, shared)])
+    rows = p.store.list_endpoints(user, shared)
+    links = p.dispatcher.link_infos([r["endpoint_id"] for r in rows])  # one query for all
+    return EndpointList(endpoints=[EndpointInfo(**_info(r, links[r["endpoint_id"]]))
+                                   for r in rows])
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=EndpointInfo)
 def get_endpoint(endpoint_id: Id, user: UserDep, p: PartsDep) -> EndpointInfo:
-    return EndpointInfo(**_info(p.store.get_endpoint(user, endpoint_id), p))
+    row = p.store.get_endpoint(user, endpoint_id)
+    return EndpointInfo(**_info(row, p.dispatcher.link_info(row["endpoint_id"])))
 
 
 @router.get("/endpoints/{endpoint_id}/status", response_model=EndpointStatusOut)
 def endpoint_status(endpoint_id: Id, user: UserDep, p: PartsDep) -> EndpointStatusOut:
     row = p.store.get_endpoint(user, endpoint_id)
-    info = _info(row, p)
     link = p.dispatcher.link_info(endpoint_id)
+    info = _info(row, link)
+    link = dict(link)
     depths = p.store.queue_depths(endpoint_id)
     link.update(info)
     link["tasks_waiting"] = depths.get("waiting_for_endpoint", 0)

@@ -30,14 +30,12 @@ TIMELINE = [("received", "t_received"), ("waiting", "t_waiting"),
 
 def endpoint_rows(p: Parts, user: User) -> list[dict[str, Any]]:
     """The user's endpoints and those shared with them, with their link's status."""
-    out = []
-    for row in p.store.list_endpoints(user, shared=True):
-        out.append(_endpoint(p, row))
-    return out
+    rows = p.store.list_endpoints(user, shared=True)
+    links = p.dispatcher.link_infos([r["endpoint_id"] for r in rows])  # one query for all
+    return [_endpoint(p, row, links[row["endpoint_id"]]) for row in rows]
 
 
-def _endpoint(p: Parts, row: dict[str, Any]) -> dict[str, Any]:
-    link = p.dispatcher.link_info(row["endpoint_id"])
+def _endpoint(p: Parts, row: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
     depths = p.store.queue_depths(row["endpoint_id"])
     return {**link, "endpoint_id": row["endpoint_id"], "name": row["name"],
             "owned": row.get("owned", True),
@@ -49,7 +47,8 @@ def _endpoint(p: Parts, row: dict[str, Any]) -> dict[str, Any]:
 def endpoint_detail(p: Parts, user: User, endpoint_id: str) -> dict[str, Any]:
     """One endpoint (NotFound unless the API would show it) and the user's recent
     failed tasks on it."""
-    info = _endpoint(p, p.store.get_endpoint(user, endpoint_id))
+    row = p.store.get_endpoint(user, endpoint_id)
+    info = _endpoint(p, row, p.dispatcher.link_info(row["endpoint_id"]))
     info["failed"] = list_tasks(p.store, user, states={lc.FAILED}, endpoint_id=endpoint_id,
                                 limit=RECENT_FAILED)
     return info

@@ -14,6 +14,7 @@ from concurrent.futures import as_completed
 
 import pytest
 import sqlalchemy as sa
+import zmq
 from replicastack import PG_URL, Cluster
 from waiting import wait_until
 
@@ -188,6 +189,41 @@ def test_the_rate_limit_is_counted_once_for_all_replicas(cluster: Cluster) -> No
         # the burst and what refilled while the loop ran (fast: well under 2 s)
         assert 10 <= taken <= 13, taken
         assert refused.value.details["limit"] == "rate_limit_per_s"
+    finally:
+        engine.dispose()
+
+
+def test_the_links_other_replicas_hold_are_read_in_one_query(cluster: Cluster) -> None:
+    """Listing endpoints reads every link held elsewhere at once (it was a query per
+    endpoint): fresh records of online links only, with the replica that holds each."""
+    engine = sa.create_engine(PG_URL)
+    try:
+        with cluster.client() as c:
+            ids = [str(c.register_endpoint(f"away-{i}", zmq.curve_keypair()[0].decode())
+                       ["endpoint_id"]) for i in range(4)]
+        try:
+            one, two = ReplicaState(engine, "one:1"), ReplicaState(engine, "two:2")
+            one.record_link(ids[0], True, {"state": "online", "workers_total": 3})
+            two.record_link(ids[1], True, {"state": "online", "workers_total": 5})
+            two.record_link(ids[2], True, {"state": "online"})
+            two.record_link(ids[2], False, {"state": "offline"})  # it went away since
+            statements: list[str] = []
+            sa.event.listen(engine, "before_cursor_execute",
+                            lambda _c, _cur, statement, *_: statements.append(statement))
+            found = one.links_of(ids, fresh_s=60)
+            assert len(statements) == 1, statements
+            assert found[ids[0]]["workers_total"] == 3 and found[ids[0]]["replica"] == "one:1"
+            assert found[ids[1]]["workers_total"] == 5 and found[ids[1]]["replica"] == "two:2"
+            assert ids[2] not in found and ids[3] not in found  # offline now; never linked
+            assert one.links_of(ids, fresh_s=0) == {}  # every record is stale by then
+            with cluster.client() as c:
+                listed = {e["endpoint_id"]: e["state"] for e in c.list_endpoints()}
+            assert listed[ids[0]] == listed[ids[1]] == "online"
+            assert listed[ids[2]] == listed[ids[3]] == "offline"
+        finally:
+            with cluster.client() as c:
+                for eid in ids:
+                    c.delete_endpoint(eid)
     finally:
         engine.dispose()
 
