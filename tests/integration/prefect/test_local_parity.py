@@ -133,7 +133,8 @@ def chatty(n):
 
 
 def _chatty_logs(records, n):
-    return [(level, message) for level, message in records if f" {n}" in message
+    # (ends with: " 5" is also in "... as remote task 5cc2...", one task id in 16)
+    return [(level, message) for level, message in records if message.endswith(f" {n}")
             or "printed" in message]
 
 
