@@ -66,6 +66,7 @@ from funcx_flows.endpoint.scaler import BlockLoadView, BlockScaler, LoopSnapshot
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.status import StatusBuilder
 from funcx_flows.endpoint.strategy import Actions, Inputs, decide
+from funcx_flows.endpoint.taskdir import TaskDirSpec
 from funcx_flows.errors import CommandError, ProtocolError
 from funcx_flows.memory import release_free_memory
 from funcx_flows.retry import Backoff, RetryPolicy
@@ -127,6 +128,12 @@ class Agent:
             self.container = ContainerSpec(type=k.type, image=k.image, python=k.python,
                                            options=parse_options(k.options))
             self.container.check()  # no engine, no image: a message now, not per worker
+        self.task_dir: TaskDirSpec | None = None
+        if config.task_dir is not None:
+            self.task_dir = TaskDirSpec(root=config.task_dir.root,
+                                        keep_on_failure=config.task_dir.keep_on_failure)
+            if self.container is None:  # (a container's root is in its image)
+                self.task_dir.check()
         # only the managers this run starts may connect (see linkauth)
         self.gate = Gate(manager_auth(config))
         # absolute: a pilot job runs its managers in another working directory
@@ -150,7 +157,7 @@ class Agent:
             runs_for_s=(walltime_seconds(c.walltime) - c.walltime_margin_s
                         if is_batch(c.provider) else None),
             mpi=None if c.mpi is None else MPIPool(**c.mpi.model_dump()),
-            container=self.container)
+            container=self.container, task_dir=self.task_dir)
         self.scaler = BlockScaler(provider, config, self.launch)
         self.status_builder = StatusBuilder(reg.endpoint_id, folder)
         # blocks whose manager runs in this loop (the inline provider), else None

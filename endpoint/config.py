@@ -68,6 +68,23 @@ class ContainerConfig(BaseModel):
         return value
 
 
+class TaskDirConfig(BaseModel):
+    """``task_dir:``: each task runs in a fresh folder of its own (endpoint/taskdir.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str = ""  # where the folders go (blank: the node's temporary folder, $TMPDIR)
+    keep_on_failure: bool = False  # a failed task's folder stays (its error says where)
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, value: str) -> str:
+        path = os.path.expandvars(os.path.expanduser(value))
+        if value and not os.path.isabs(path):
+            raise ValueError(f"{value!r} is not an absolute path")
+        return path
+
+
 class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -114,6 +131,8 @@ class EndpointConfig(BaseModel):
     mpi: MPIConfig | None = None
     # Workers inside a container of this image (blank: on the endpoint's own Python)
     container: ContainerConfig | None = None
+    # Each task in a fresh working folder, removed after it (blank: the worker's own)
+    task_dir: TaskDirConfig | None = None
 
     # --- reliability ---
     heartbeat_period_s: float = Field(2.0, gt=0)
@@ -150,6 +169,14 @@ class EndpointConfig(BaseModel):
             raise ValueError("mpi and sandbox: bwrap do not go together yet (sandboxed "
                              "workers cannot share the block's node pool)")
         return self
+
+    @field_validator("task_dir", mode="before")
+    @classmethod
+    def _task_dir_switch(cls, value: Any) -> Any:
+        """``task_dir: true`` is the defaults; ``false`` is none."""
+        if isinstance(value, bool):
+            return {} if value else None
+        return value
 
     @field_validator("sandbox_hide", "sandbox_keep")
     @classmethod
@@ -305,6 +332,9 @@ provider: local
 #   image: localhost/analysis:1   # must hold python3 with funcx-flows
 #   options: "--network none -v /data:/data"
 #   python: python3
+# task_dir:                  # each task in a fresh working folder, removed after it
+#   root: ""                 # where the folders go (blank: $TMPDIR or /tmp); must exist
+#   keep_on_failure: false   # keep a failed task's folder (its error says where)
 
 # heartbeat_period_s: 2
 # heartbeat_threshold_s: 10

@@ -121,14 +121,14 @@ class ContainerWorker:
                            timeout=60, check=False)
 
 
-def start_container_worker(spec: ContainerSpec, name: str, index: int,
-                           max_result_bytes: int) -> tuple[ContainerWorker, Connection]:
-    """A worker in a container of ``spec.image``, and the manager's end of its pipe."""
+def start_container_worker(spec: ContainerSpec, name: str, worker_args: list[str]
+                           ) -> tuple[ContainerWorker, Connection]:
+    """A worker in a container of ``spec.image``, and the manager's end of its pipe
+    (``worker_args``: ManagerOptions.worker_args)."""
     ours, theirs = socket.socketpair()
     try:
         fd = theirs.fileno()
-        argv = spec.argv(name, fd, ["--max-result-bytes", str(max_result_bytes),
-                                    "--index", str(index)])
+        argv = spec.argv(name, fd, worker_args)
         # a session of its own: a signal to the manager's process group (the endpoint
         # stopping) must not cut an engine short while it creates a container
         popen = subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL,

@@ -73,6 +73,7 @@ from funcx_flows.endpoint.manager_state import (
 )
 from funcx_flows.endpoint.mpi import pool_environment
 from funcx_flows.endpoint.sandbox import start_sandboxed_worker
+from funcx_flows.endpoint.taskdir import after_worker
 from funcx_flows.endpoint.worker import worker_main
 from funcx_flows.errors import ConfigError, ProtocolError
 
@@ -120,6 +121,9 @@ class Manager:
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
         self._container_prefix = f"funcx-worker-{self.manager_id}-"
+        # task folders of forked workers (a container's or a sandbox's are their own)
+        self._task_dirs = (opts.task_dir if opts.sandbox is None and opts.container is None
+                           else None)
         self._worker_env: dict[str, str] = {}  # what every worker starts with
         self._pool_file: Path | None = None
         if opts.mpi is not None:
@@ -172,15 +176,15 @@ class Manager:
     def _start_worker(self, index: int) -> None:
         o = self.opts
         if o.sandbox is not None:
-            proc, parent = start_sandboxed_worker(o.sandbox, index, o.max_result_bytes)
+            proc, parent = start_sandboxed_worker(o.sandbox, o.worker_args(index))
         elif o.container is not None:
             name = f"{self._container_prefix}{index}-{uuid.uuid4().hex[:6]}"
-            proc, parent = start_container_worker(o.container, name, index,
-                                                  o.max_result_bytes)
+            proc, parent = start_container_worker(o.container, name, o.worker_args(index))
         else:
             parent, child = _fork.Pipe(duplex=True)
             proc = _fork.Process(target=worker_main,
-                                 args=(child, o.max_result_bytes, self._worker_env),
+                                 args=(child, o.max_result_bytes, self._worker_env,
+                                       o.task_dir),
                                  name=f"funcx-worker-{index}", daemon=True)
             proc.start()
             child.close()
@@ -196,6 +200,8 @@ class Manager:
         w.proc.join(join_s)
         w.conn.close()
         self._workers_changed = True
+        if self._task_dirs:  # the folder of the task it was running (cancelled)
+            after_worker(self._task_dirs, w.proc.pid, keep=False)
 
     # -------------------------------------------------------- what happens --
 
@@ -250,7 +256,17 @@ class Manager:
                     self.workers.pop(w.index)
                     w.conn.close()
                     self._workers_changed = True
+                    if self._task_dirs:
+                        self._left_behind(w.proc.pid)
                     self._run(WorkerDied(w.index, code, time.time()))
+
+    def _left_behind(self, pid: int) -> None:
+        """A worker died in the middle of a task: its folder is the manager's to clean."""
+        assert self._task_dirs is not None
+        kept = after_worker(self._task_dirs, pid, keep=self._task_dirs.keep_on_failure)
+        for path in kept:
+            log.warning("task_dir: a worker died in the middle of a task; its folder is "
+                        "kept at %s", path)
 
     def _read(self, w: WorkerProcess) -> None:
         try:
@@ -388,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
             opts.sandbox.check()  # on this node: bwrap present, the Python not hidden
         if opts.container is not None:
             opts.container.check()  # on this node: the engine and the image
+        elif opts.task_dir is not None:
+            opts.task_dir.check()  # on this node: the root exists and is writable
     except ConfigError as exc:
         sys.exit(f"manager: {exc.message}")
     _follow_parent()
