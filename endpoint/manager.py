@@ -130,8 +130,8 @@ class Manager:
             self._worker_env, self._pool_file = pool_environment(
                 opts.mpi.launcher, opts.mpi.launcher_options, opts.mpi.slots_per_node,
                 self.manager_id)
-        self._do: dict[type[Any], Callable[[Any], None]] = {
-            ToWorker: self._to_worker, Send: lambda ins: self._send(ins.msg),
+        self._do: dict[type[Any], Callable[[Any], None]] = {  # (ToWorker: inline in _run)
+            Send: lambda ins: self._send(ins.msg),
             StartWorker: lambda ins: self._start_worker(ins.worker),
             KillWorker: lambda ins: self._kill_worker(ins.worker)}
 
@@ -152,15 +152,15 @@ class Manager:
         if instructions:
             do = self._do
             for ins in instructions:
-                do[type(ins)](ins)
-
-    def _to_worker(self, ins: ToWorker) -> None:
-        w = self.workers.get(ins.worker)
-        if w is not None:
-            try:  # (no contextlib.suppress: this is once per task)  # noqa: SIM105
-                w.conn.send_bytes(ins.frame)
-            except OSError:
-                pass  # its death is noticed by the sentinel
+                if type(ins) is ToWorker:  # once per task: no call to dispatch it
+                    w = self.workers.get(ins.worker)
+                    if w is not None:
+                        try:  # (no contextlib.suppress: this is once per task)  # noqa: SIM105
+                            w.conn.send_bytes(ins.frame)
+                        except OSError:
+                            pass  # its death is noticed by the sentinel
+                else:
+                    do[type(ins)](ins)
 
     def _send(self, msg: m.Message) -> None:
         if self._uplink is not None:
@@ -296,7 +296,7 @@ class Manager:
         mind its silence."""
         now = time.monotonic()
         silent = now - self.last_heard
-        if silent > self.opts.heartbeat_threshold_s and not self.stopping:
+        if silent > self.opts.heartbeat_threshold_s and not self.state.stopping:
             log.error("no word from the interchange for %.0fs: stopping", silent)
             self.stop("the interchange went silent")
         self._run(Tick(time.time()))
@@ -311,14 +311,15 @@ class Manager:
         self.start()
         poller = zmq.Poller()
         try:
-            while not self.stopping:
+            state = self.state
+            while not state.stopping:
                 if self._workers_changed:
                     poller = zmq.Poller()
                     poller.register(self.sock, zmq.POLLIN)
                     for fd in self.poll_fds():
                         poller.register(fd, zmq.POLLIN)
                 events = dict(poller.poll(self.poll_ms()))
-                if self.stopping:  # SIGTERM arrived: the pilot ends; leave it to Bye
+                if state.stopping:  # SIGTERM arrived: the pilot ends; leave it to Bye
                     break
                 if self.sock in events:
                     self._receive()

@@ -214,7 +214,10 @@ class ManagerState:
         return max(base, o.workers * DEEP_PER_WORKER) if self.short_tasks else base
 
     def held(self) -> int:
-        return len(self.queue) + sum(len(p.tasks) for p in self.pipes.values())
+        n = len(self.queue)
+        for p in self.pipes.values():  # (a loop, not sum() of a generator: every turn)
+            n += len(p.tasks)
+        return n
 
     @property
     def watching(self) -> bool:
@@ -382,29 +385,32 @@ class ManagerState:
 
     # ---------------------------------------------------------- to the wire --
 
-    def _give_back(self, now: float, out: list[Instruction]) -> None:
+    def _give_back(self, now: float, out: list[Instruction]) -> tuple[int, int]:
         """Tasks turned long: what is held beyond the capacity and still queued here
-        (not in a worker's pipe) goes back to the interchange, newest first."""
+        (not in a worker's pipe) goes back to the interchange, newest first. Returns
+        the capacity and what is held then (once per turn: _flush needs both)."""
         if self.short_tasks:
             busy = [p.head_since for p in self.pipes.values() if p.tasks]
             running_for = now - min(busy) if busy else 0.0
             if running_for >= LONG_RUNNING_S:
                 self.run_time_s = running_for
-        excess = min(self.held() - self.capacity(), len(self.queue))
+        capacity, held = self.capacity(), self.held()
+        excess = min(held - capacity, len(self.queue))
         if excess > 0:
             back = [self.queue.pop() for _ in range(excess)]
             out.append(Send(m.Requeue(task_ids=[t.task_id for t in reversed(back)])))
+            held -= excess
+        return capacity, held
 
     def _flush(self, now: float, out: list[Instruction]) -> None:
         self.turn += 1
-        self._give_back(now, out)
+        capacity, held = self._give_back(now, out)
         due = [t for t, (_, turn) in self.started.items() if turn < self.turn - 1]
         if due:  # still running a whole turn later: now they are worth a message
             out.append(Send(m.TaskStates(states=[
                 m.TaskState(task_id=t, state="running", at=self.started.pop(t)[0])
                 for t in due])))
-        free = 0 if self.draining or self.stopping else max(
-            0, self.capacity() - self.credit - self.held())
+        free = 0 if self.draining or self.stopping else max(0, capacity - self.credit - held)
         if self.results:
             out.append(Send(m.Results(results=self.results, free=free)))
             self.results = []
