@@ -55,9 +55,14 @@ class ContainerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["podman", "docker", "apptainer", "singularity"]
-    image: str = Field(min_length=1)
+    # the workers' image; blank: workers run on the host, and the engine runs only the
+    # images tasks ask for (resources={"container_image": ...})
+    image: str = ""
     options: str | list[str] = ""  # put before the image: "--network none -v /data:/data"
     python: str = "python3"  # the image's Python, with funcx-flows importable
+    # containers of tasks' own images a manager keeps warm at most (per node); the
+    # least recently used idle one is stopped to start another image
+    max_warm: int = Field(2, ge=1, le=1024)
 
     @field_validator("type")
     @classmethod
@@ -329,9 +334,11 @@ provider: local
 #   slots_per_node:          # ranks a node runs at once (blank: its cores)
 # container:                 # run workers inside a container
 #   type: podman             # podman | apptainer | singularity
-#   image: localhost/analysis:1   # must hold python3 with funcx-flows
+#   image: localhost/analysis:1   # must hold python3 with funcx-flows (blank: workers
+                             # on the host; tasks' own images still run in containers)
 #   options: "--network none -v /data:/data"
 #   python: python3
+#   max_warm: 2              # containers of tasks' own images kept per node
 # task_dir:                  # each task in a fresh working folder, removed after it
 #   root: ""                 # where the folders go (blank: $TMPDIR or /tmp); must exist
 #   keep_on_failure: false   # keep a failed task's folder (its error says where)

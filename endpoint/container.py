@@ -26,6 +26,8 @@ after it (``remove_containers``), one an engine was still creating included.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import shutil
 import socket
@@ -45,9 +47,10 @@ class ContainerSpec:
     """How workers are started in a container (validated by the endpoint config)."""
 
     type: str  # podman | apptainer | singularity
-    image: str
+    image: str  # "": the endpoint's workers run on the host; tasks' own images only
     options: tuple[str, ...] = ()
     python: str = "python3"
+    max_warm: int = 2  # containers of tasks' own images a manager keeps (warmpool.py)
 
     def check(self) -> None:
         """Refuse at start what would fail at every worker: no engine, no image."""
@@ -58,14 +61,23 @@ class ContainerSpec:
             raise ConfigError(f"container: the {self.type} program is not on PATH (Debian: "
                               f"apt-get install {self.type} runc)" if self.type == "podman"
                               else f"container: the {self.type} program is not on PATH")
-        if self.type == "podman":
-            found = subprocess.run(["podman", "image", "exists", self.image],
-                                   capture_output=True, text=True, timeout=120, check=False)
-            if found.returncode != 0:
-                raise ConfigError(f"container.image: podman has no image {self.image!r} "
-                                  "(podman pull or podman import it first)"
-                                  + (f": {found.stderr.strip()}" if found.stderr.strip()
-                                     else ""))
+        if self.image:
+            missing = self.image_missing(self.image)
+            if missing:
+                raise ConfigError(f"container.image: {missing}")
+
+    def image_missing(self, image: str) -> str:
+        """Why the engine cannot start ``image`` ("" when it can, as far as one can
+        tell before starting it: podman is asked, an apptainer image is a file)."""
+        if self.type != "podman":
+            return ("" if "://" in image or os.path.exists(image)
+                    else f"{self.type} has no image file {image!r}")
+        found = subprocess.run(["podman", "image", "exists", image], capture_output=True,
+                               text=True, timeout=120, check=False)
+        if found.returncode == 0:
+            return ""
+        return (f"podman has no image {image!r} (podman pull or podman import it first)"
+                + (f": {found.stderr.strip()}" if found.stderr.strip() else ""))
 
     def argv(self, name: str, fd: int, worker_args: list[str]) -> list[str]:
         """The engine's command line for one worker whose pipe is descriptor ``fd``."""
@@ -76,6 +88,24 @@ class ContainerSpec:
                     "--name", name, *self.options, self.image,
                     *command, "--fd", str(WORKER_FD)]
         return [self.type, "exec", *self.options, self.image, *command, "--fd", str(fd)]
+
+
+IMAGE_NAME = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./:@+-]*")  # never an engine option
+
+
+def image_refusal(resources: object, engine: ContainerSpec | None) -> str:
+    """Why an endpoint cannot take a task that asks for a container image of its own
+    ("" when it can, or when the task asks for none)."""
+    image = getattr(resources, "container_image", None)
+    if image is None:
+        return ""
+    if not IMAGE_NAME.fullmatch(image):
+        return f"container_image {image!r} is not an image name"
+    if engine is None:
+        return (f"the task asks for the container image {image!r}, but this endpoint "
+                "runs no container engine (its config has no container: section, e.g. "
+                "container: {type: podman})")
+    return ""
 
 
 def parse_options(text: str | list[str]) -> tuple[str, ...]:

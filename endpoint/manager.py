@@ -42,7 +42,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ from funcx_flows.endpoint.manager_state import (
     Tick,
     ToWorker,
     WorkerDied,
+    WorkerNotStarted,
     WorkerResults,
 )
 from funcx_flows.endpoint.mpi import pool_environment
@@ -122,8 +123,9 @@ class Manager:
         self.last_sent = 0.0
         self._container_prefix = f"funcx-worker-{self.manager_id}-"
         # task folders of forked workers (a container's or a sandbox's are their own)
-        self._task_dirs = (opts.task_dir if opts.sandbox is None and opts.container is None
-                           else None)
+        boxed = opts.sandbox is not None or (opts.container and opts.container.image)
+        self._task_dirs = None if boxed else opts.task_dir
+        self._images: set[str] = set()  # tasks' own images the engine was found to have
         self._worker_env: dict[str, str] = {}  # what every worker starts with
         self._pool_file: Path | None = None
         if opts.mpi is not None:
@@ -132,7 +134,7 @@ class Manager:
                 self.manager_id)
         self._do: dict[type[Any], Callable[[Any], None]] = {  # (ToWorker: inline in _run)
             Send: lambda ins: self._send(ins.msg),
-            StartWorker: lambda ins: self._start_worker(ins.worker),
+            StartWorker: lambda ins: self._start_worker(ins.worker, ins.image),
             KillWorker: lambda ins: self._kill_worker(ins.worker)}
 
     @property
@@ -173,11 +175,21 @@ class Manager:
             self.sock.send(m.encode(msg), copy=False)
         self.last_sent = time.monotonic()
 
-    def _start_worker(self, index: int) -> None:
+    def _start_worker(self, index: int, image: str | None = None) -> None:
         o = self.opts
-        if o.sandbox is not None:
+        if image is not None:  # a task's own image (warmpool.py), or why it cannot be
+            assert o.container is not None
+            why = "" if image in self._images else o.container.image_missing(image)
+            if why:
+                self._run(WorkerNotStarted(index, f"container_image: {why}", time.time()))
+                return
+            self._images.add(image)
+            name = f"{self._container_prefix}{index}-{uuid.uuid4().hex[:6]}"
+            proc, parent = start_container_worker(replace(o.container, image=image), name,
+                                                  o.worker_args(index))
+        elif o.sandbox is not None:
             proc, parent = start_sandboxed_worker(o.sandbox, o.worker_args(index))
-        elif o.container is not None:
+        elif o.container is not None and o.container.image:
             name = f"{self._container_prefix}{index}-{uuid.uuid4().hex[:6]}"
             proc, parent = start_container_worker(o.container, name, o.worker_args(index))
         else:
@@ -405,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
             opts.sandbox.check()  # on this node: bwrap present, the Python not hidden
         if opts.container is not None:
             opts.container.check()  # on this node: the engine and the image
-        elif opts.task_dir is not None:
+        if opts.task_dir is not None and not (opts.container and opts.container.image):
             opts.task_dir.check()  # on this node: the root exists and is writable
     except ConfigError as exc:
         sys.exit(f"manager: {exc.message}")

@@ -33,7 +33,12 @@ from funcx_flows import messages as m
 from funcx_flows import serialize
 from funcx_flows.endpoint.callcontext import Call, name_block_log
 from funcx_flows.endpoint.taskdir import TaskDirSpec, TaskFolders
-from funcx_flows.errors import FuncxFlowsError, ResultTooLarge, SerializationError
+from funcx_flows.errors import (
+    FuncxFlowsError,
+    ResultTooLarge,
+    SerializationError,
+    SystemFailure,
+)
 from funcx_flows.home import drop_secrets_from_environ
 
 MAX_STDOUT = 64 * 1024
@@ -138,7 +143,7 @@ class Runner:
         try:
             folder = folders.enter(spec.task_id, spec.attempt)
         except OSError as exc:
-            return _failure(spec, "task_dir_failed", "task_dir: cannot make the task's folder "
+            return _failure(spec, SystemFailure.code, "task_dir: cannot make the task's folder "
                             f"under {folders.spec.base()}: {exc}", time.time())
         result = self.run(spec)
         keep = not result.ok and folders.spec.keep_on_failure

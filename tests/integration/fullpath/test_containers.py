@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containerimage import containers_conf, worker_image
+from containerimage import (
+    assert_none_left,
+    conmon_pids,
+    containers_conf,
+    worker_containers,
+    worker_image,
+)
 from guards import outlives_test
 from waiting import wait_until
 
@@ -44,9 +49,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Loca
         yield s
     finally:
         s.stop()
-    left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", "name=funcx-worker-"],
-                          capture_output=True, text=True, check=False).stdout.split()
-    assert not left, f"containers left behind: {left}"
+    assert_none_left()
 
 
 def where_am_i(host_only: str) -> dict[str, object]:
@@ -108,9 +111,7 @@ def test_engine_command_lines():
 
 
 def containers() -> set[str]:
-    return set(subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}", "--filter",
-                               "name=funcx-worker-"], capture_output=True, text=True,
-                              check=False).stdout.split())
+    return set(worker_containers())
 
 
 def state(client, task_id: str) -> str | None:
@@ -144,8 +145,5 @@ def test_cancelling_a_running_task_removes_its_container(stack):
             assert ex.submit(sleeps, 0).result(timeout=120) is None
     finally:
         client.close()
-        for name in containers() - before:  # the new worker's: the endpoint's to end
-            conmon = subprocess.run(["podman", "inspect", "--format", "{{.State.ConmonPid}}",
-                                     name], capture_output=True, text=True, check=False)
-            if conmon.stdout.strip().isdigit():
-                outlives_test(int(conmon.stdout))
+        for pid in conmon_pids(sorted(containers() - before)):  # the endpoint's to end
+            outlives_test(pid)
