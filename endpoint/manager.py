@@ -126,6 +126,7 @@ class Manager:
         boxed = opts.sandbox is not None or (opts.container and opts.container.image)
         self._task_dirs = None if boxed else opts.task_dir
         self._images: set[str] = set()  # tasks' own images the engine was found to have
+        self._unstarted: list[WorkerNotStarted] = []  # told to the core one at a time
         self._worker_env: dict[str, str] = {}  # what every worker starts with
         self._pool_file: Path | None = None
         if opts.mpi is not None:
@@ -181,7 +182,8 @@ class Manager:
             assert o.container is not None
             why = "" if image in self._images else o.container.image_missing(image)
             if why:
-                self._run(WorkerNotStarted(index, f"container_image: {why}", time.time()))
+                self._not_started(WorkerNotStarted(index, f"container_image: {why}",
+                                                   time.time()))
                 return
             self._images.add(image)
             name = f"{self._container_prefix}{index}-{uuid.uuid4().hex[:6]}"
@@ -202,6 +204,15 @@ class Manager:
             child.close()
         self.workers[index] = WorkerProcess(index, proc, parent)
         self._workers_changed = True
+
+    def _not_started(self, event: WorkerNotStarted) -> None:
+        """Tell the core, after the instruction that asked for the worker: one at a
+        time (what it answers may ask for another worker that cannot start)."""
+        self._unstarted.append(event)
+        if len(self._unstarted) == 1:
+            while self._unstarted:
+                self._run(self._unstarted[0])
+                self._unstarted.pop(0)
 
     def _kill_worker(self, index: int, join_s: float = 1.0) -> None:
         w = self.workers.pop(index, None)

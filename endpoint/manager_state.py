@@ -398,8 +398,7 @@ class ManagerState:
 
     def _not_started(self, e: WorkerNotStarted, out: list[Instruction]) -> None:
         if self.warm is not None:
-            lost = self.warm.not_started(e.worker, e.reason, e.now)
-            self._warm_ended([] if lost is None else [lost], e.now, out)
+            self._warm_ended(self.warm.not_started(e.worker, e.reason, e.now), e.now, out)
 
     def _feed_warm(self, now: float, out: list[Instruction]) -> None:
         assert self.warm is not None

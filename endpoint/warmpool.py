@@ -140,9 +140,27 @@ class WarmPool:
         return m.TaskResult(task_id=spec.task_id, ok=False, attempts=spec.attempt + 1,
                             finished_at=now, error=m.ErrorInfo(code=code, message=why))
 
-    def not_started(self, worker: int, why: str, now: float) -> m.TaskResult | None:
-        """The engine could not start the worker's image: its task fails naming it."""
-        return self.lost(worker, why, now, code=ContainerError.code)
+    def not_started(self, worker: int, why: str, now: float) -> list[m.TaskResult]:
+        """The engine could not start the worker's image: its task fails naming it,
+        and so do those waiting for the same image (a task that comes later tries
+        again: the image may have been pulled since)."""
+        w = self.workers.get(worker)
+        if w is None:
+            return []
+        image, failed = w.image, []
+        lost = self.lost(worker, why, now, code=ContainerError.code)
+        if lost is not None:
+            failed.append(lost)
+        waiting: collections.deque[m.TaskSpec] = collections.deque()
+        for spec in self.queue:
+            if image_of(spec) == image:
+                failed.append(m.TaskResult(
+                    task_id=spec.task_id, ok=False, attempts=spec.attempt + 1,
+                    finished_at=now, error=m.ErrorInfo(code=ContainerError.code, message=why)))
+            else:
+                waiting.append(spec)
+        self.queue = waiting
+        return failed
 
     def died(self, worker: int, exitcode: int | None, hostname: str, now: float
              ) -> m.TaskResult | None:

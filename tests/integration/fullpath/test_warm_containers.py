@@ -1,5 +1,6 @@
 """Tasks that ask for a container image of their own, through the whole path on a
-real endpoint with podman (its own workers on the host): the manager keeps the
+real endpoint with podman (its own workers on the host; a manager process, and
+one in the endpoint's loop): the manager keeps the
 container warm for the next task of the image, stops the least recently used one
 for another image, and says which image when it cannot have one. Two images: the
 worker test image (tests/containerimage.py) and a second tag of it."""
@@ -39,15 +40,15 @@ def images(need) -> Iterator[tuple[str, str]]:
         subprocess.run(["podman", "untag", first, second], check=False, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory,
-          images: tuple[str, str]) -> Iterator[LocalStack]:
+@pytest.fixture(scope="module", params=["local", "inline"])
+def stack(tmp_path_factory: pytest.TempPathFactory, images: tuple[str, str],
+          request: pytest.FixtureRequest) -> Iterator[LocalStack]:
     folder = Path(tmp_path_factory.mktemp("warm"))
     s = LocalStack(folder / "home", env={"CONTAINERS_CONF": str(containers_conf(folder))})
     try:
         s.start_service()
         common = {"max_workers_per_node": 1, "heartbeat_period_s": 0.5,
-                  "heartbeat_threshold_s": 5}
+                  "heartbeat_threshold_s": 5, "provider": request.param}
         s.start_endpoint("warm", {**common, "container": {
             "type": "podman", "options": "--network none", "max_warm": 1}})
         s.start_endpoint("plain", common)
@@ -122,6 +123,13 @@ def test_two_images_alternate_in_one_warm_container(stack, images):
 def test_an_image_the_engine_does_not_have_fails_the_task_naming_it(stack):
     with pytest.raises(ContainerError, match="podman has no image 'localhost/not-there:1'"):
         run_in(stack, "warm", "localhost/not-there:1")
+    with Executor(stack.endpoints["warm"].endpoint_id, client=stack.client(),
+                  resources={"container_image": "localhost/not-there:2"}) as ex:
+        futures = [ex.submit(which_container) for _ in range(6)]  # several wait at once
+        errors = [f.exception(timeout=180) for f in futures]
+        ex.client.close()
+    assert all(isinstance(e, ContainerError) and "'localhost/not-there:2'" in str(e)
+               for e in errors), errors
 
 
 def test_an_endpoint_without_an_engine_refuses_a_task_that_asks_for_an_image(stack, images):

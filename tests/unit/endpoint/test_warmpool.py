@@ -181,17 +181,22 @@ def test_cancel_death_and_a_missing_image():
     assert wa in sh.stopped and "t3" not in {t.task_id for t in sh.state.warm.queue}
     sh.run(WorkerDied(wb, 125, T0))
     sh.image.pop(wb), sh.task.pop(wb)
-    sh.arrive([spec(4, "nope")])
+    sh.arrive([spec(4, "nope"), spec(5, "a"), spec(6, "nope"), spec(7, "nope")])
     w4 = sh.worker_of("t4")
     sh.image.pop(w4), sh.task.pop(w4)
+    assert [t.task_id for t in sh.state.warm.queue] == ["t6", "t7"]  # (t5: a new "a")
     sh.run(WorkerNotStarted(w4, "container_image: podman has no image 'nope'", T0))
+    assert not sh.state.warm.queue  # those waiting for the same image failed with it
+    sh.finish(sh.worker_of("t5"))
     done = sh.results()
     assert done["t1"].error.code == done["t3"].error.code == "cancelled"
     assert done["t2"].error.code == "worker_lost"
     assert "container of image 'b' ended (exited with code 125)" in done["t2"].error.message
-    assert done["t4"].error.code == "container_error"
-    assert "podman has no image 'nope'" in done["t4"].error.message
-    assert sh.state.warm.workers == {} and sh.state.held() == 0
+    for t in ("t4", "t6", "t7"):
+        assert done[t].error.code == "container_error"
+        assert "podman has no image 'nope'" in done[t].error.message
+    assert done["t5"].ok
+    assert list(sh.state.warm.workers) == list(sh.image) and sh.state.held() == 0
 
 
 def test_closing_stops_every_container():
