@@ -59,14 +59,6 @@ class ContainerConfig(BaseModel):
     options: str | list[str] = ""  # put before the image: "--network none -v /data:/data"
     python: str = "python3"  # the image's Python, with funcx-flows importable
 
-    @field_validator("type")
-    @classmethod
-    def _can_pass_a_pipe(cls, value: str) -> str:
-        if value == "docker":
-            raise ValueError("docker cannot hand a worker its pipe (docker run has no "
-                             "--preserve-fds); use podman (it runs the same images)")
-        return value
-
 
 class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
