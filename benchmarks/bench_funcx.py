@@ -104,6 +104,7 @@ def measure(ex: Executor, args: argparse.Namespace, pids: list[int]) -> dict[str
         n = args.tp_n
         everyone = [os.getpid(), *pids]
         cpu0 = tree_cpu_s(everyone)
+        parts0 = [tree_cpu_s([pid]) for pid in pids]  # service, endpoint (each a tree)
         t0 = time.perf_counter()
         futures = [ex.submit(noop, i) for i in range(n)]
         t1 = time.perf_counter()
@@ -111,6 +112,8 @@ def measure(ex: Executor, args: argparse.Namespace, pids: list[int]) -> dict[str
         t2 = time.perf_counter()
         assert results[-1] == n - 1 and len(results) == n
         r["tp_cpu_us_per_task"] = (tree_cpu_s(everyone) - cpu0) / n * 1e6
+        for name, pid, before in zip(("service", "endpoint"), pids, parts0, strict=True):
+            r[f"tp_cpu_{name}_us_per_task"] = (tree_cpu_s([pid]) - before) / n * 1e6
         r["tp_tasks_per_s"] = n / (t2 - t0)
         r["tp_submit_s"] = t1 - t0
         r["tp_total_s"] = t2 - t0
