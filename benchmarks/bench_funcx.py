@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def pss_mb(pids: list[int]) -> float:
-    total = 0
+def _tree(pids: list[int]) -> Iterator[psutil.Process]:
+    """The processes and their descendants, each once (one may descend from another)."""
+    seen: set[int] = set()
     for pid in pids:
         try:
             proc = psutil.Process(pid)
@@ -60,12 +62,33 @@ def pss_mb(pids: list[int]) -> float:
         except psutil.Error:
             continue
         for p in procs:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_full_info().pss
+            if p.pid not in seen:
+                seen.add(p.pid)
+                yield p
+
+
+def pss_mb(pids: list[int]) -> float:
+    total = 0
+    for p in _tree(pids):
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_full_info().pss
     return total / 1e6
 
 
-def measure(ex: Executor, args: argparse.Namespace) -> dict[str, float]:
+def tree_cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes and their children have used: less
+    moved by other load on the machine than wall-clock rates are."""
+    total = 0.0
+    for p in _tree(pids):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def measure(ex: Executor, args: argparse.Namespace, pids: list[int]) -> dict[str, float]:
+    """``pids``: the stack's processes (service, endpoint), whose CPU time, with this
+    client's, the throughput workload reports per task."""
     only = set(args.only.split(","))
     r: dict[str, float] = {}
     if "lat" in only:
@@ -79,12 +102,18 @@ def measure(ex: Executor, args: argparse.Namespace) -> dict[str, float]:
         r["lat_min_us"] = min(samples) * 1e6
     if "tp" in only:
         n = args.tp_n
+        everyone = [os.getpid(), *pids]
+        cpu0 = tree_cpu_s(everyone)
+        parts0 = [tree_cpu_s([pid]) for pid in pids]  # service, endpoint (each a tree)
         t0 = time.perf_counter()
         futures = [ex.submit(noop, i) for i in range(n)]
         t1 = time.perf_counter()
         results = [f.result() for f in futures]
         t2 = time.perf_counter()
         assert results[-1] == n - 1 and len(results) == n
+        r["tp_cpu_us_per_task"] = (tree_cpu_s(everyone) - cpu0) / n * 1e6
+        for name, pid, before in zip(("service", "endpoint"), pids, parts0, strict=True):
+            r[f"tp_cpu_{name}_us_per_task"] = (tree_cpu_s([pid]) - before) / n * 1e6
         r["tp_tasks_per_s"] = n / (t2 - t0)
         r["tp_submit_s"] = t1 - t0
         r["tp_total_s"] = t2 - t0
@@ -151,7 +180,7 @@ def main() -> None:
                 idle_pss = pss_mb(pids)
                 reps = []
                 for rep in range(args.reps):
-                    r = measure(ex, args)
+                    r = measure(ex, args, pids)
                     print(f"rep {rep}: {json.dumps({k: round(v, 2) for k, v in r.items()})}",
                           file=sys.stderr, flush=True)
                     reps.append(r)

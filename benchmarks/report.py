@@ -18,7 +18,9 @@ import payload
 
 NOOP_KEYS = ["lat_median_us", "lat_p99_us", "tp_tasks_per_s", "sleep_efficiency",
              "peak_pss_mib"]
-KEYS = ["lat_min_us", *NOOP_KEYS, *payload.METRICS]
+CPU_KEYS = ["tp_cpu_us_per_task", "tp_cpu_service_us_per_task", "tp_cpu_endpoint_us_per_task"]
+KEYS = ["lat_min_us", *NOOP_KEYS, *CPU_KEYS, *payload.METRICS]
+BEFORE = "@before"  # a system's name run on the older checkout (run.py --before)
 NAN = float("nan")
 
 Rounds = list[dict[str, dict[str, float]]]
@@ -34,15 +36,24 @@ def summarize(rounds: Rounds) -> dict[str, Any]:
     med = {s: {k: statistics.median(r[s][k] for r in rounds if k in r[s])
                for k in KEYS if any(k in r[s] for r in rounds)} for s in systems}
     ratios: dict[str, dict[str, float]] = {}  # "ours / peer" -> metric -> ratio
-    for mine in filter(ours, systems):
+    before_after: dict[str, dict[str, float]] = {}  # "ours / ours@before" -> ...
+    for mine in (s for s in systems if ours(s) and BEFORE not in s):
         for peer in (s for s in systems if not ours(s)):
-            pair = ratios[f"{mine} / {peer}"] = {}
-            for k in KEYS:
-                vals = [r[mine][k] / r[peer][k] for r in rounds
-                        if k in r[mine] and k in r[peer] and r[peer][k]]
-                if vals:
-                    pair[k] = statistics.median(vals)
-    return {"medians": med, "ratios": ratios, "rounds": rounds}
+            ratios[f"{mine} / {peer}"] = _ratios(rounds, mine, peer)
+        if mine + BEFORE in systems:
+            before_after[f"{mine} / {mine}{BEFORE}"] = _ratios(rounds, mine, mine + BEFORE)
+    return {"medians": med, "ratios": ratios, "before_after": before_after, "rounds": rounds}
+
+
+def _ratios(rounds: Rounds, a: str, b: str) -> dict[str, float]:
+    """Per metric, the median over rounds of a's value over b's (same round, same
+    noise)."""
+    out = {}
+    for k in KEYS:
+        vals = [r[a][k] / r[b][k] for r in rounds if k in r[a] and k in r[b] and r[b][k]]
+        if vals:
+            out[k] = statistics.median(vals)
+    return out
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -93,6 +104,14 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += _table(["funcx-flows / peer", *(h.replace(" (ms)", "") for h in header[1:])],
                         [[p, *(_f(r.get(k), ".2f") for k in payload.METRICS)]
                          for p, r in ratios.items()])
+    if summary.get("before_after"):
+        keys = [k for k in KEYS if any(k in r for r in summary["before_after"].values())]
+        lines += ["", "This checkout / the older one (run.py --before), median of per-round "
+                  "ratios (latency, CPU, memory: lower is better; tasks/s, MB/s, efficiency: "
+                  "higher is better):", ""]
+        lines += _table(["after / before", *keys],
+                        [[p, *(_f(r.get(k), ".3f") for k in keys)]
+                         for p, r in summary["before_after"].items()])
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,13 @@ reported. Peers come from ../shared/bench/peers and run under ``--peer-python``
     python benchmarks/run.py --rounds 3 --reps 1
                              [--systems funcx,funcx-inline,ppe,parsl-direct,dask]
                              [--only lat,tp,sleep,pay] [--peer-python python]
+                             [--before PYTHON]
+
+``--before``: a Python whose funcx-flows is an older checkout (its own venv with
+``pip install --no-deps -e OLD``); funcx and funcx-inline then also run on it, as
+``funcx@before`` and ``funcx-inline@before``, in the same rounds, and the report
+adds this checkout's ratios to the older one's (a change's cost, measured in one
+run).
 
 Writes benchmarks/results/<stamp>.{json,md} and a PNG (see ``report.py``).
 """
@@ -23,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import KEYS, markdown, ours, plot, summarize
+from report import BEFORE, KEYS, markdown, ours, plot, summarize
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE.parent.parent / "shared" / "bench" / "peers"
@@ -75,11 +82,13 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, float]:
     pay = ["--pay-scale", str(args.pay_scale)]
     flat: dict[str, float] = {}
     if ours(name):  # like the peers: no-op workloads and payloads in two processes
+        python, script = ((args.before, SYSTEMS[name.removesuffix(BEFORE)])
+                          if name.endswith(BEFORE) else (sys.executable, SYSTEMS[name]))
         if only & NOOP:
-            flat |= _run(name, [sys.executable, *SYSTEMS[name], *common,
+            flat |= _run(name, [python, *script, *common,
                                 "--only", ",".join(sorted(only & NOOP))], HERE)
         if "pay" in only:
-            paid = _run(f"{name} payload", [sys.executable, *SYSTEMS[name], *common,
+            paid = _run(f"{name} payload", [python, *script, *common,
                                             "--only", "pay", *pay], HERE)
             paid.pop("peak_pss_mib", None)  # memory is compared on the no-op workloads
             flat |= paid
@@ -103,8 +112,13 @@ def main() -> None:
     ap.add_argument("--pay-scale", type=float, default=1.0,
                     help="multiplies the payload workload's call counts")
     ap.add_argument("--peer-python", default=DEFAULT_PEER_PY)
+    ap.add_argument("--before", default="",
+                    help="a Python whose funcx-flows is an older checkout: funcx systems "
+                         "also run on it, and the report gives this one's ratios to it")
     args = ap.parse_args()
     systems = args.systems.split(",")
+    if args.before:
+        systems += [s + BEFORE for s in systems if ours(s)]
     rounds = []
     for n in range(args.rounds):
         order = systems[n % len(systems):] + systems[:n % len(systems)]

@@ -64,14 +64,6 @@ class ContainerConfig(BaseModel):
     # least recently used idle one is stopped to start another image
     max_warm: int = Field(2, ge=1, le=1024)
 
-    @field_validator("type")
-    @classmethod
-    def _can_pass_a_pipe(cls, value: str) -> str:
-        if value == "docker":
-            raise ValueError("docker cannot hand a worker its pipe (docker run has no "
-                             "--preserve-fds); use podman (it runs the same images)")
-        return value
-
 
 class TaskDirConfig(BaseModel):
     """``task_dir:``: each task runs in a fresh folder of its own (endpoint/taskdir.py)."""

@@ -49,6 +49,7 @@ NODES_ENV = "FUNCX_FLOWS_MPI_NODES"  # host:slots,host:slots
 LAUNCHER_ENV = "FUNCX_FLOWS_MPI_LAUNCHER"
 OPTIONS_ENV = "FUNCX_FLOWS_MPI_LAUNCHER_OPTIONS"
 HOSTS_ENV = "FUNCX_FLOWS_MPI_HOSTS"  # what a task was given: host:ranks,...
+PARSL_PREFIX_ENV = "PARSL_MPI_PREFIX"  # the same, named as Globus Compute's MPIFunction reads it
 WAIT_S = 0.05  # how often a waiting claim looks again
 
 
@@ -238,7 +239,8 @@ def launcher_prefix(launcher: str, options: str, placement: Placement) -> str:
 @contextlib.contextmanager
 def task_placement(resources: Any) -> Iterator[None]:
     """Around one call on a worker: when the task asks for MPI resources, its nodes
-    claimed and ``$FUNCX_FLOWS_MPI_PREFIX`` set; otherwise nothing."""
+    claimed and ``$FUNCX_FLOWS_MPI_PREFIX`` set (and ``$PARSL_MPI_PREFIX``, the one
+    Globus Compute's own ``MPIFunction`` puts before its command); otherwise nothing."""
     req = MPIRequest.from_resources(resources) if resources is not None else None
     if req is None:
         yield
@@ -248,15 +250,16 @@ def task_placement(resources: Any) -> Iterator[None]:
         raise CommandError("this task asks for MPI resources, but the endpoint has no "
                            "mpi: section in its config (no nodes are lent to MPI tasks)")
     with pool.lend(req) as placement:
-        os.environ[PREFIX_ENV] = launcher_prefix(
-            os.environ.get(LAUNCHER_ENV, "mpiexec"), os.environ.get(OPTIONS_ENV, ""),
-            placement)
+        prefix = launcher_prefix(os.environ.get(LAUNCHER_ENV, "mpiexec"),
+                                 os.environ.get(OPTIONS_ENV, ""), placement)
+        os.environ[PREFIX_ENV] = prefix
+        os.environ[PARSL_PREFIX_ENV] = prefix
         os.environ[HOSTS_ENV] = placement.hosts
         try:
             yield
         finally:
-            os.environ.pop(PREFIX_ENV, None)
-            os.environ.pop(HOSTS_ENV, None)
+            for name in (PREFIX_ENV, PARSL_PREFIX_ENV, HOSTS_ENV):
+                os.environ.pop(name, None)
 
 
 def refusal(resources: Any, has_mpi: bool, nodes_per_block: int,

@@ -195,7 +195,7 @@ def _close_inherited_sockets(keep: int) -> None:
             continue
 
 
-def worker_main(conn: Connection, max_result_bytes: int,
+def worker_main(conn: Connection | StdioPipe, max_result_bytes: int,
                 environ: dict[str, str] | None = None,
                 task_dir: TaskDirSpec | None = None) -> None:
     """Entry point of a worker process (forked, or exec'd by ``main`` in a sandbox).
@@ -228,7 +228,7 @@ class _Pipe:
     task runs, everything already in the pipe is read, so that a cancel sent while
     the task waited is seen first."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection | StdioPipe) -> None:
         self.conn = conn
         # (Connection.poll builds a selector per call: ~10 us a task where this is ~1)
         self._poller = select.poll()
@@ -261,17 +261,46 @@ class _Pipe:
         return self.waiting.popleft()
 
 
+class StdioPipe:
+    """The pipe to the manager as this process's standard input and output (a
+    docker container's: container.py). Both move to descriptors of their own at
+    once: 0 then reads /dev/null and 1 writes to 2, so that what a task or its
+    child processes print or read cannot reach the pipe."""
+
+    def __init__(self) -> None:
+        reading, writing = os.dup(0), os.dup(1)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.dup2(2, 1)
+        self._in = Connection(reading, writable=False)
+        self._out = Connection(writing, readable=False)
+
+    def fileno(self) -> int:
+        return self._in.fileno()
+
+    def recv_bytes(self) -> bytes:
+        return self._in.recv_bytes()
+
+    def send_bytes(self, frame: bytes) -> None:
+        self._out.send_bytes(frame)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m funcx_flows.endpoint.worker --fd N``: a worker exec'd in a sandbox
-    (endpoint/sandbox.py), its pipe to the manager inherited as descriptor N."""
+    or a container (sandbox.py, container.py), its pipe to the manager inherited as
+    descriptor N; ``--stdio``: as its standard input and output (docker)."""
     p = argparse.ArgumentParser(prog=f"python -m {__name__}")
-    p.add_argument("--fd", type=int, required=True)
+    pipe = p.add_mutually_exclusive_group(required=True)
+    pipe.add_argument("--fd", type=int)
+    pipe.add_argument("--stdio", action="store_true")
     p.add_argument("--max-result-bytes", type=int, required=True)
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--task-dir", default=None, help="a TaskDirSpec as JSON (taskdir.py)")
     a = p.parse_args(argv)
     task_dir = None if a.task_dir is None else msgspec.json.decode(a.task_dir, type=TaskDirSpec)
-    worker_main(Connection(a.fd), a.max_result_bytes, task_dir=task_dir)
+    worker_main(StdioPipe() if a.stdio else Connection(a.fd), a.max_result_bytes,
+                task_dir=task_dir)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,9 @@ class GlobusAuthValidator:
                 token, include="identity_set").data)
         except globus_sdk.GlobusAPIError as exc:
             raise ServiceUnavailable(f"Globus Auth refused the introspection: {exc.code}: "
-                                     f"{exc.message}") from None
+                                     f"{exc.message}") from exc
         except globus_sdk.GlobusConnectionError as exc:
-            raise ServiceUnavailable(f"Globus Auth is unreachable: {exc}") from None
+            raise ServiceUnavailable(f"Globus Auth is unreachable: {exc}") from exc
         verdict, until = self._judge(data, now)
         if isinstance(verdict, User) and self.groups:
             verdict = dataclasses.replace(verdict, groups=self._groups_of(token))

@@ -22,7 +22,14 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from waiting import wait_until
+
+from funcx_flows.errors import NotFound
+from funcx_flows.localstack import LocalStack
+from funcx_flows.sdk.executor import Executor
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_STDLIB = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
@@ -99,17 +106,78 @@ def _rootfs(tar_path: Path) -> None:
         tar.addfile(link)
 
 
-def worker_image(engine: str = "podman") -> str:
-    """The tag of the worker test image, built and imported if not there yet."""
+def worker_image(engine: str = "podman", env: dict[str, str] | None = None) -> str:
+    """The tag of the worker test image, built and imported if not there yet
+    (``env``: the engine's, e.g. a private docker daemon's DOCKER_HOST)."""
     tag = f"localhost/funcx-flows-worker-test:{_digest()}"
-    if subprocess.run([engine, "image", "exists", tag], check=False).returncode == 0:
+    if subprocess.run([engine, "image", "inspect", tag], env=env, capture_output=True,
+                      check=False).returncode == 0:
         return tag
     with tempfile.TemporaryDirectory(prefix="funcx-image-") as folder:
         tar_path = Path(folder) / "rootfs.tar"
         _rootfs(tar_path)
-        subprocess.run([engine, "import", "-q", str(tar_path), tag], check=True,
+        subprocess.run([engine, "import", str(tar_path), tag], env=env, check=True,
                        capture_output=True)
     return tag
+
+
+def container_stack(home: Path, env: dict[str, str], name: str,
+                    container: dict[str, object]) -> LocalStack:
+    """A service and an endpoint ``name`` whose two workers run in ``container``."""
+    s = LocalStack(home, env=env)
+    try:
+        s.start_service()
+        s.start_endpoint(name, {"max_workers_per_node": 2, "heartbeat_period_s": 0.5,
+                                "heartbeat_threshold_s": 5, "container": container})
+    except BaseException:
+        s.stop()
+        raise
+    return s
+
+
+def refused_start(stack: LocalStack, engine: str) -> str:
+    """What ``funcx-endpoint start`` says of an endpoint whose image ``engine`` lacks
+    (it must fail, without a traceback)."""
+    stack.configure_endpoint(f"noimage-{engine}", {
+        "container": {"type": engine, "image": "localhost/not-there:1"}})
+    out = stack.endpoint_cli("start", f"noimage-{engine}", check=False)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    return out.stdout + out.stderr
+
+
+def sleeps(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def cancel_replaces_a_container(stack: LocalStack, endpoint: str,
+                                names: Callable[[], set[str]]) -> set[str]:
+    """Cancel a running task: its worker's container (one of the endpoint's two) goes
+    and a new worker's takes its place, which runs the next task. The new names."""
+    client = stack.client()
+    try:
+        before = names()
+        assert len(before) == 2
+        with Executor(stack.endpoints[endpoint].endpoint_id, client=client) as ex:
+            future = ex.submit(sleeps, 600)
+
+            def state() -> str | None:
+                try:
+                    return str(client.get_task(future.task_id)["state"])
+                except NotFound:  # not submitted yet (the executor batches)
+                    return None
+
+            wait_until(lambda: state() == "running", what="the task to run")
+            assert future.cancel()
+            wait_until(lambda: state() == "cancelled", what="the cancel")
+            wait_until(lambda: len(before - names()) == 1 == len(names() - before),
+                       timeout=60, what="the killed worker's container to be replaced")
+            assert ex.submit(sleeps, 0).result(timeout=120) is None
+    finally:
+        client.close()
+    return names() - before
 
 
 def containers_conf(folder: Path) -> Path:

@@ -283,7 +283,7 @@ class _Step:
             self.store.end(self.key, record.generation, REFUSED, self.ttl)
             assert isinstance(exc, globus_sdk.GlobusAPIError)
             raise TransferFailed(f"Globus refused the transfer: {exc.code}: {exc.message}",
-                                 http_status=exc.http_status) from None
+                                 http_status=exc.http_status) from exc
         task_id = str(answer["task_id"])
         self.store.set_task(self.key, record.generation, task_id, self.ttl)
         if answer.get("code") == "Duplicate":

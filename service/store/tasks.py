@@ -298,11 +298,19 @@ class Tasks:
         return rows
 
     @staticmethod
-    def queue_depths(conn: Connection, endpoint_id: str) -> dict[str, int]:
-        q = (select(tasks.c.state, func.count()).where(
-            tasks.c.endpoint_id == endpoint_id, tasks.c.state.in_(lc.ACTIVE))
-             .group_by(tasks.c.state))
-        return {str(s): int(n) for s, n in conn.execute(q)}
+    def queue_depths(conn: Connection, endpoint_ids: Sequence[str]
+                     ) -> dict[str, dict[str, int]]:
+        """Unfinished tasks per state, of each endpoint (one query for all: the
+        dashboard lists many; ix_tasks_endpoint_state answers it)."""
+        out: dict[str, dict[str, int]] = {eid: {} for eid in endpoint_ids}
+        if not endpoint_ids:
+            return out
+        q = (select(tasks.c.endpoint_id, tasks.c.state, func.count()).where(
+            tasks.c.endpoint_id.in_(list(endpoint_ids)), tasks.c.state.in_(lc.ACTIVE))
+             .group_by(tasks.c.endpoint_id, tasks.c.state))
+        for eid, state, n in conn.execute(q):
+            out[str(eid)][str(state)] = int(n)
+        return out
 
 
 def spec(row: Mapping[str, Any], bodies: Mapping[str, bytes]) -> TaskSpec:

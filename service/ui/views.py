@@ -31,12 +31,15 @@ TIMELINE = [("received", "t_received"), ("waiting", "t_waiting"),
 def endpoint_rows(p: Parts, user: User) -> list[dict[str, Any]]:
     """The user's endpoints and those shared with them, with their link's status."""
     rows = p.store.list_endpoints(user, shared=True)
-    links = p.dispatcher.link_infos([r["endpoint_id"] for r in rows])  # one query for all
-    return [_endpoint(p, row, links[row["endpoint_id"]]) for row in rows]
+    ids = [r["endpoint_id"] for r in rows]
+    links = p.dispatcher.link_infos(ids)  # one query for all
+    depths = p.store.queue_depths_of(ids)  # and one more
+    return [_endpoint(row, links[row["endpoint_id"]], depths[row["endpoint_id"]])
+            for row in rows]
 
 
-def _endpoint(p: Parts, row: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
-    depths = p.store.queue_depths(row["endpoint_id"])
+def _endpoint(row: dict[str, Any], link: dict[str, Any], depths: dict[str, int]
+              ) -> dict[str, Any]:
     return {**link, "endpoint_id": row["endpoint_id"], "name": row["name"],
             "owned": row.get("owned", True),
             "last_seen": link.get("last_seen") or row.get("last_seen"),
@@ -48,7 +51,8 @@ def endpoint_detail(p: Parts, user: User, endpoint_id: str) -> dict[str, Any]:
     """One endpoint (NotFound unless the API would show it) and the user's recent
     failed tasks on it."""
     row = p.store.get_endpoint(user, endpoint_id)
-    info = _endpoint(p, row, p.dispatcher.link_info(row["endpoint_id"]))
+    info = _endpoint(row, p.dispatcher.link_info(row["endpoint_id"]),
+                     p.store.queue_depths(row["endpoint_id"]))
     info["failed"] = list_tasks(p.store, user, states={lc.FAILED}, endpoint_id=endpoint_id,
                                 limit=RECENT_FAILED)
     return info

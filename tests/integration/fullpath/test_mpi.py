@@ -102,3 +102,17 @@ def test_walltime_stops_every_rank(executor, tmp_path):
         executor.submit(stuck).result(timeout=120)
     again = executor.submit(hello, "").result(timeout=120)  # its slots were lent back
     assert ranks_said(again.stdout, 2) == [0, 1]
+
+
+def test_globus_computes_own_mpi_function_runs_under_the_launcher(executor, need):
+    """A Globus Compute user's MPIFunction (the SDK's class, unchanged) puts
+    ``$PARSL_MPI_PREFIX`` before its command: the worker sets it to the placement's
+    launcher line, as Globus Compute's endpoints do."""
+    try:
+        from globus_compute_sdk import MPIFunction as GCMPIFunction
+    except ImportError:
+        need(False, "globus-compute-sdk (the extra funcx-flows[globus-compute])")
+    executor.resources = {"num_ranks": 2}
+    result = executor.submit(GCMPIFunction(f"{sys.executable} {HELLO}")).result(timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert ranks_said(result.stdout, 2) == [0, 1], result

@@ -89,9 +89,10 @@ def test_refused_submission_is_a_clear_error(tc, tmp_path):
     load_response(globus_sdk.TransferClient.get_submission_id)
     load_response(globus_sdk.TransferClient.submit_transfer, case="failure")
     with pytest.raises(TransferFailed, match=r"Globus refused the transfer: ClientError\.BadRequest"
-                                             r"\.NoTransferItems: A transfer requires"):
+                                             r"\.NoTransferItems: A transfer requires") as info:
         run_transfer("s", "d", [("/a", "/b")], client=tc, key="k4", poll_interval_s=0,
                      home=tmp_path)
+    assert isinstance(info.value.__cause__, globus_sdk.TransferAPIError)  # Globus's own, kept
 
 
 def test_timeout_cancels_the_transfer(tc, tmp_path):

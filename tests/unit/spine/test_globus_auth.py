@@ -86,8 +86,9 @@ def test_a_cached_user_never_outlives_the_token(validator):
 def test_globus_trouble_is_a_503_not_a_401(validator):
     v, _ = validator
     responses.add(responses.POST, URL, status=500, json={"errors": [{"code": "boom"}]})
-    with pytest.raises(ServiceUnavailable, match="Globus Auth"):
+    with pytest.raises(ServiceUnavailable, match="Globus Auth") as info:
         v.user_for("tok")
+    assert isinstance(info.value.__cause__, globus_sdk.GlobusAPIError)  # kept for the log
 
 
 def test_globus_group_members_use_what_is_shared_with_the_group(validator):
