@@ -16,9 +16,10 @@ instructions it answers with::
 The shell alone keeps time for the link: it beats when it has sent nothing for a
 heartbeat period, and stops when the interchange has been silent past the
 threshold. Workers are forked, or exec'd inside bubblewrap (sandbox.py) when the
-endpoint confines its grantees' code, or inside a container (container.py). On an
-MPI endpoint the manager makes its block's node pool (mpi.py) and hands it to its
-workers in their environment.
+endpoint confines its grantees' code, or inside a container (container.py);
+tasks that name an image of their own run in containers of it, kept warm (the
+policy: warmpool.py). On an MPI endpoint the manager makes its block's node pool
+(mpi.py) and hands it to its workers in their environment.
 
 Run as ``python -m funcx_flows.endpoint.manager --options JSON`` (a
 ``ManagerOptions`` document: launch.py). It imports neither Prefect nor the

@@ -110,7 +110,9 @@ class TaskFolders:
     def __init__(self, spec: TaskDirSpec) -> None:
         self.spec = spec
         self.home = os.getcwd()  # the worker's own, gone back to after each task
-        self._saved_env: dict[str, str] = {}
+        # the worker's own environment, put back after each task (taken once: a task
+        # ends with it restored, so it is the same before the next)
+        self.environ = dict(os.environ)
         self._saved_tempdir: str | None = None
 
     def enter(self, task_id: str, attempt: int) -> str:
@@ -128,7 +130,6 @@ class TaskFolders:
         except OSError:
             remove(folder)
             raise
-        self._saved_env = dict(os.environ)
         self._saved_tempdir = tempfile.tempdir
         for name in TMP_VARS:
             os.environ[name] = tmp
@@ -139,9 +140,15 @@ class TaskFolders:
         """Back to the worker's own directory and environment; the folder removed
         unless ``keep`` (then where it is kept)."""
         tempfile.tempdir = self._saved_tempdir
-        if dict(os.environ) != self._saved_env:  # the task's variables go with it
+        saved = self.environ
+        for name in TMP_VARS:
+            if name in saved:
+                os.environ[name] = saved[name]
+            else:
+                os.environ.pop(name, None)
+        if dict(os.environ) != saved:  # the task set variables: they go with it
             os.environ.clear()
-            os.environ.update(self._saved_env)
+            os.environ.update(saved)
         os.chdir(self.home)
         if keep:
             return _kept(folder, os.getpid())
