@@ -111,6 +111,19 @@ rate_buckets = Table(
     Column("at", Float, nullable=False),
 )
 
+# The newest status report of each trigger process, per user (the dashboard's
+# Triggers page; service/store/reports.py): in the database, so that every
+# replica shows what any of them was sent, and a restart forgets nothing.
+trigger_reports = Table(
+    "trigger_reports", metadata,
+    Column("user_id", String(36), ForeignKey("users.user_id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("process", String(200), primary_key=True),
+    Column("report", JSON, nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+
+
 def _partial(name: str, columns: tuple[str, ...], where: str) -> Index:
     return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 

@@ -48,6 +48,7 @@ from funcx_flows.errors import NotFound, StorageUnavailable
 from funcx_flows.messages import TaskResult, TaskSpec
 
 from ..db import counters, create_schema, disk_problem
+from . import reports
 from .blobs import Blobs
 from .finishing import Finishing
 from .identity import Identity, User, hash_token
@@ -350,6 +351,16 @@ class Store:
         """Unfinished tasks per state of each endpoint, in one query."""
         with self.tx.read() as conn:
             return self.tasks.queue_depths(conn, endpoint_ids)
+
+    def put_trigger_report(self, user: User, process: str, report: dict[str, Any],
+                           at: float, limit: int) -> None:
+        """A trigger process's newest status report (store/reports.py)."""
+        with self.tx.write() as tx:
+            reports.put(tx.conn, user.user_id, process, report, at, limit)
+
+    def trigger_reports(self, user_id: str) -> list[dict[str, Any]]:
+        with self.tx.read() as conn:
+            return reports.of(conn, user_id)
 
     def purge(self, older_than: float) -> int:
         """Delete the tasks that finished before ``older_than``; how many."""

@@ -3,14 +3,12 @@ the Triggers page shows each user the reports of their own triggers.
 
 A report is a snapshot a trigger process sends every few seconds (folders
 watched, files seen, runs by state, lag), so the latest one per (user, trigger
-process) is all that is kept, in this process's memory: a restart forgets them
-until each trigger's next report. With several replicas, each keeps what was
-posted to it; the page shows the newest report of each trigger it has heard.
+process) is all that is kept, in the database (service/store/reports.py): every
+replica shows what any of them was sent, and a restart forgets nothing.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Annotated, Any
 
@@ -19,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from funcx_flows.service.api.deps import current_user
 from funcx_flows.service.api.fields import Name
-from funcx_flows.service.store import User
+from funcx_flows.service.store import Store, User
 
 MAX_TRIGGERS = 200  # reports kept per user
 STALE_S = 120.0  # a trigger not heard from this long is shown as silent
@@ -52,26 +50,19 @@ class ReportAccepted(BaseModel):
 
 
 class TriggerReports:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_user: dict[str, dict[str, dict[str, Any]]] = {}
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
-    def put(self, user_id: str, report: TriggerReport, now: float | None = None) -> float:
+    def put(self, user: User, report: TriggerReport, now: float | None = None) -> float:
         at = time.time() if now is None else now
-        with self._lock:
-            mine = self._by_user.setdefault(user_id, {})
-            if report.process not in mine and len(mine) >= MAX_TRIGGERS:
-                oldest = min(mine, key=lambda k: mine[k]["received_at"])
-                del mine[oldest]
-            mine[report.process] = {**report.model_dump(), "received_at": at}
+        self.store.put_trigger_report(user, report.process, report.model_dump(), at,
+                                      MAX_TRIGGERS)
         return at
 
     def of(self, user_id: str, now: float | None = None) -> list[dict[str, Any]]:
         at = time.time() if now is None else now
-        with self._lock:
-            mine = list(self._by_user.get(user_id, {}).values())
         return [{**r, "silent": at - r["received_at"] > STALE_S}
-                for r in sorted(mine, key=lambda r: r["process"])]
+                for r in self.store.trigger_reports(user_id)]
 
 
 @router.post("/triggers/status", response_model=ReportAccepted)
@@ -80,4 +71,4 @@ def report_status(body: TriggerReport, request: Request,
     """A trigger process's status, for the dashboard's Triggers page (its owner's)."""
     from funcx_flows.service.ui.state import ui_state
 
-    return ReportAccepted(received_at=ui_state(request).reports.put(user.user_id, body))
+    return ReportAccepted(received_at=ui_state(request).reports.put(user, body))

@@ -43,7 +43,7 @@ def ui_state(conn: HTTPConnection) -> UiState:
                 globus = GlobusLogin(s.globus_client_id, s.globus_client_secret,
                                      s.globus_required_scope, p.globus)
             dispatcher = p.dispatcher
-            found = UiState(Sessions(key, p.store), TriggerReports(),
+            found = UiState(Sessions(key, p.store), TriggerReports(p.store),
                             StatusTicker(lambda: link_summary(dispatcher)), globus)
             app.state.ui = found
     return found

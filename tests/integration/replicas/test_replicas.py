@@ -254,3 +254,27 @@ def test_a_replica_killed_mid_run_loses_nothing(cluster: Cluster) -> None:
         assert states == {"success"}
     # the endpoint's link is held by a survivor now
     assert cluster.holder_pid(eid) != victim.proc.pid
+
+
+def test_a_trigger_report_sent_to_one_replica_shows_on_anothers_page(cluster: Cluster
+                                                                      ) -> None:
+    """The Triggers page reads the reports from the database (each replica kept only
+    what was posted to it)."""
+    import re
+
+    import httpx
+
+    from funcx_flows.service.ui.session import COOKIE
+
+    process = f"beamline-{uuid.uuid4().hex[:6]}"
+    sent = httpx.post(cluster.replicas[0].url + "/v1/triggers/status",
+                      headers={"authorization": f"Bearer {cluster.token}"},
+                      json={"process": process, "host": "det01",
+                            "triggers": [{"name": "frames", "watching": ["/data/in"]}]})
+    assert sent.status_code == 200, sent.text
+    other = cluster.replicas[1].url
+    login = httpx.post(other + "/ui/login", data={"token": cluster.token, "next": "/ui/triggers"})
+    cookie = re.search(rf"{COOKIE}=([^;]+)", login.headers["set-cookie"])
+    assert cookie is not None
+    page = httpx.get(other + "/ui/triggers", headers={"cookie": f"{COOKIE}={cookie.group(1)}"})
+    assert page.status_code == 200 and process in page.text and "/data/in" in page.text
