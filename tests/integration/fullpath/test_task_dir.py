@@ -156,3 +156,37 @@ def test_a_cancelled_tasks_folder_is_removed_by_the_manager(stack):
             wait_until(lambda: task_folders(base) == before, what="the folder to go")
     finally:
         client.close()
+
+
+def test_sandboxed_workers_get_their_folders_inside_the_sandbox(stack, need):
+    """Exec'd workers are told on their command line (--task-dir); with a blank root
+    the folders are in the sandbox's private /tmp, which the host does not see."""
+    import re
+    import shutil
+
+    need(shutil.which("bwrap") is not None, "bubblewrap (apt-get install bubblewrap)")
+    import yaml
+
+    name = "sandboxed"  # (on the stack's provider: a manager process, or the endpoint's loop)
+    provider = yaml.safe_load((stack.endpoints["keep"].folder / "config.yaml").read_text())
+    stack.start_endpoint(name, {"max_workers_per_node": 1, "heartbeat_period_s": 0.5,
+                                "heartbeat_threshold_s": 5, "sandbox": "bwrap",
+                                "task_dir": {"keep_on_failure": True},
+                                "provider": provider["provider"]})
+    try:
+        with Executor(stack.endpoints[name].endpoint_id, client=stack.client()) as ex:
+            first = ex.submit(look_around, "first").result(timeout=60)
+            second = ex.submit(look_around, "second").result(timeout=60)
+            failed = ex.submit(fails_after_writing).exception(timeout=60)
+            ex.client.close()
+    finally:
+        stack.stop_endpoint(name)
+    kept = re.search(r"kept at (\S+)\)", str(failed.__cause__))
+    assert kept and kept[1].startswith("/tmp/funcx-task-")
+    assert not Path(kept[1]).exists()  # in the sandbox's /tmp, not the host's
+    for seen in (first, second):
+        cwd = Path(str(seen["cwd"]))
+        assert cwd.name == "work" and cwd.parent.name.startswith("funcx-task-")
+        assert cwd.parent.parent == Path("/tmp") and seen["files"] == []
+        assert Path(str(seen["mkstemp"])).parent == cwd.parent / "tmp"
+    assert first["cwd"] != second["cwd"] and second["leaked"] is None

@@ -49,7 +49,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, images: tuple[str, str],
         s.start_service()
         common = {"max_workers_per_node": 1, "heartbeat_period_s": 0.5,
                   "heartbeat_threshold_s": 5, "provider": request.param}
-        s.start_endpoint("warm", {**common, "container": {
+        s.start_endpoint("warm", {**common, "task_dir": True, "container": {
             "type": "podman", "options": "--network none", "max_warm": 1}})
         s.start_endpoint("plain", common)
         yield s
@@ -77,7 +77,7 @@ def which_container() -> dict[str, str]:
     if not os.path.exists(mark):
         with open(mark, "w") as f:
             f.write(uuid.uuid4().hex)
-    return {"host": socket.gethostname(), "mark": open(mark).read(),
+    return {"host": socket.gethostname(), "mark": open(mark).read(), "cwd": os.getcwd(),
             "engine": os.environ.get("container", "")}  # noqa: SIM112 (podman's name)
 
 
@@ -104,7 +104,9 @@ def test_the_second_task_of_an_image_runs_in_the_same_container(stack, images):
     one = run_in(stack, "warm", first)
     two = run_in(stack, "warm", first)
     assert one["engine"] == "podman"  # in a container; the endpoint's own workers are not
-    assert one == two  # same container: its name and the mark the first task left
+    assert (one["host"], one["mark"]) == (two["host"], two["mark"])  # the same container
+    # (task_dir: each task in a fresh folder of the container's own /tmp)
+    assert one["cwd"] != two["cwd"] and one["cwd"].startswith("/tmp/funcx-task-")
     assert run_in(stack, "warm", None)["engine"] == ""
     assert len(live(first)) == 1
 
