@@ -42,7 +42,7 @@ import zmq
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
-from funcx_flows.endpoint.container import ContainerSpec, parse_options
+from funcx_flows.endpoint.container import ContainerSpec, image_refusal, parse_options
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.launch import LaunchPlan, ManagerOptions, MPIPool
 from funcx_flows.endpoint.link import (
@@ -66,7 +66,8 @@ from funcx_flows.endpoint.scaler import BlockLoadView, BlockScaler, LoopSnapshot
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.status import StatusBuilder
 from funcx_flows.endpoint.strategy import Actions, Inputs, decide
-from funcx_flows.errors import CommandError, ProtocolError
+from funcx_flows.endpoint.taskdir import TaskDirSpec
+from funcx_flows.errors import CommandError, ContainerError, ProtocolError
 from funcx_flows.memory import release_free_memory
 from funcx_flows.retry import Backoff, RetryPolicy
 
@@ -125,8 +126,15 @@ class Agent:
         if config.container is not None:
             k = config.container
             self.container = ContainerSpec(type=k.type, image=k.image, python=k.python,
-                                           options=parse_options(k.options))
+                                           options=parse_options(k.options),
+                                           max_warm=k.max_warm)
             self.container.check()  # no engine, no image: a message now, not per worker
+        self.task_dir: TaskDirSpec | None = None
+        if config.task_dir is not None:
+            self.task_dir = TaskDirSpec(root=config.task_dir.root,
+                                        keep_on_failure=config.task_dir.keep_on_failure)
+            if not (self.container and self.container.image):  # (else: in the image)
+                self.task_dir.check()
         # only the managers this run starts may connect (see linkauth)
         self.gate = Gate(manager_auth(config))
         # absolute: a pilot job runs its managers in another working directory
@@ -150,7 +158,7 @@ class Agent:
             runs_for_s=(walltime_seconds(c.walltime) - c.walltime_margin_s
                         if is_batch(c.provider) else None),
             mpi=None if c.mpi is None else MPIPool(**c.mpi.model_dump()),
-            container=self.container)
+            container=self.container, task_dir=self.task_dir)
         self.scaler = BlockScaler(provider, config, self.launch)
         self.status_builder = StatusBuilder(reg.endpoint_id, folder)
         # blocks whose manager runs in this loop (the inline provider), else None
@@ -213,6 +221,16 @@ class Agent:
         elif isinstance(msg, m.Bye):
             self._link_lost(f"the service said goodbye: {msg.reason}")
 
+    def _refusal(self, resources: m.ResourceSpec) -> m.ErrorInfo | None:
+        """Why a task's resources cannot be had here (MPI nodes, a container image)."""
+        c = self.config
+        why = mpi_refusal(resources, c.mpi is not None, c.nodes_per_block,
+                          c.mpi.slots_per_node if c.mpi else None)
+        if why:
+            return m.ErrorInfo(code=CommandError.code, message=why)
+        why = image_refusal(resources, self.container)
+        return m.ErrorInfo(code=ContainerError.code, message=why) if why else None
+
     def _on_tasks(self, specs: list[m.TaskSpec]) -> None:
         allowed = set(self.config.allowed_functions)
         fresh: list[m.TaskSpec] = []
@@ -225,12 +243,9 @@ class Agent:
                     code="function_not_allowed",
                     message=f"endpoint does not allow function {spec.function_id}")))
                 continue
-            why = mpi_refusal(spec.resources, self.config.mpi is not None,
-                              self.config.nodes_per_block,
-                              self.config.mpi.slots_per_node if self.config.mpi else None)
-            if why:  # it would wait for ever
-                refused.append(m.TaskResult(task_id=spec.task_id, ok=False, error=m.ErrorInfo(
-                    code=CommandError.code, message=why)))
+            why = None if spec.resources is None else self._refusal(spec.resources)
+            if why is not None:  # it would wait for ever, or fail on a node
+                refused.append(m.TaskResult(task_id=spec.task_id, ok=False, error=why))
                 continue
             self.held.add(spec.task_id)
             fresh.append(spec)

@@ -55,9 +55,31 @@ class ContainerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["podman", "docker", "apptainer", "singularity"]
-    image: str = Field(min_length=1)
+    # the workers' image; blank: workers run on the host, and the engine runs only the
+    # images tasks ask for (resources={"container_image": ...})
+    image: str = ""
     options: str | list[str] = ""  # put before the image: "--network none -v /data:/data"
     python: str = "python3"  # the image's Python, with funcx-flows importable
+    # containers of tasks' own images a manager keeps warm at most (per node); the
+    # least recently used idle one is stopped to start another image
+    max_warm: int = Field(2, ge=1, le=1024)
+
+
+class TaskDirConfig(BaseModel):
+    """``task_dir:``: each task runs in a fresh folder of its own (endpoint/taskdir.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str = ""  # where the folders go (blank: the node's temporary folder, $TMPDIR)
+    keep_on_failure: bool = False  # a failed task's folder stays (its error says where)
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, value: str) -> str:
+        path = os.path.expandvars(os.path.expanduser(value))
+        if value and not os.path.isabs(path):
+            raise ValueError(f"{value!r} is not an absolute path")
+        return path
 
 
 class EndpointConfig(BaseModel):
@@ -106,6 +128,8 @@ class EndpointConfig(BaseModel):
     mpi: MPIConfig | None = None
     # Workers inside a container of this image (blank: on the endpoint's own Python)
     container: ContainerConfig | None = None
+    # Each task in a fresh working folder, removed after it (blank: the worker's own)
+    task_dir: TaskDirConfig | None = None
 
     # --- reliability ---
     heartbeat_period_s: float = Field(2.0, gt=0)
@@ -142,6 +166,14 @@ class EndpointConfig(BaseModel):
             raise ValueError("mpi and sandbox: bwrap do not go together yet (sandboxed "
                              "workers cannot share the block's node pool)")
         return self
+
+    @field_validator("task_dir", mode="before")
+    @classmethod
+    def _task_dir_switch(cls, value: Any) -> Any:
+        """``task_dir: true`` is the defaults; ``false`` is none."""
+        if isinstance(value, bool):
+            return {} if value else None
+        return value
 
     @field_validator("sandbox_hide", "sandbox_keep")
     @classmethod
@@ -294,9 +326,14 @@ provider: local
 #   slots_per_node:          # ranks a node runs at once (blank: its cores)
 # container:                 # run workers inside a container
 #   type: podman             # podman | apptainer | singularity
-#   image: localhost/analysis:1   # must hold python3 with funcx-flows
+#   image: localhost/analysis:1   # must hold python3 with funcx-flows (blank: workers
+                             # on the host; tasks' own images still run in containers)
 #   options: "--network none -v /data:/data"
 #   python: python3
+#   max_warm: 2              # containers of tasks' own images kept per node
+# task_dir:                  # each task in a fresh working folder, removed after it
+#   root: ""                 # where the folders go (blank: $TMPDIR or /tmp); must exist
+#   keep_on_failure: false   # keep a failed task's folder (its error says where)
 
 # heartbeat_period_s: 2
 # heartbeat_threshold_s: 10

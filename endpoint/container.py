@@ -35,6 +35,8 @@ creating included.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import shutil
 import socket
@@ -59,9 +61,10 @@ class ContainerSpec:
     """How workers are started in a container (validated by the endpoint config)."""
 
     type: str  # podman | docker | apptainer | singularity
-    image: str
+    image: str  # "": the endpoint's workers run on the host; tasks' own images only
     options: tuple[str, ...] = ()
     python: str = "python3"
+    max_warm: int = 2  # containers of tasks' own images a manager keeps (warmpool.py)
 
     def check(self) -> None:
         """Refuse at start what would fail at every worker: no engine, no image."""
@@ -72,17 +75,27 @@ class ContainerSpec:
             raise ConfigError(f"container: the {self.type} program is not on PATH" + (
                 f" (Debian: apt-get install {INSTALL[self.type]})" if self.type in INSTALL
                 else ""))
-        if self.type in NAMED:
-            # (docker has no "image exists"; inspect says the same, and that the
-            # daemon answers)
-            found = subprocess.run([self.type, "image", "inspect", "--format", "{{.Id}}",
-                                    self.image],
-                                   capture_output=True, text=True, timeout=120, check=False)
-            if found.returncode != 0:
-                why = found.stderr.strip().splitlines()[-1:] or [""]
-                raise ConfigError(f"container.image: {self.type} has no image {self.image!r} "
-                                  f"({self.type} pull or {self.type} import it first)"
-                                  + (f": {why[0]}" if why[0] else ""))
+        if self.image:
+            missing = self.image_missing(self.image)
+            if missing:
+                raise ConfigError(f"container.image: {missing}")
+
+    def image_missing(self, image: str) -> str:
+        """Why the engine cannot start ``image`` ("" when it can, as far as one can
+        tell before starting it: podman and docker are asked, an apptainer image is a
+        file or a URI)."""
+        if self.type not in NAMED:
+            return ("" if "://" in image or os.path.exists(image)
+                    else f"{self.type} has no image file {image!r}")
+        # (docker has no "image exists"; inspect says the same, and that the daemon
+        # answers)
+        found = subprocess.run([self.type, "image", "inspect", "--format", "{{.Id}}", image],
+                               capture_output=True, text=True, timeout=120, check=False)
+        if found.returncode == 0:
+            return ""
+        why = found.stderr.strip().splitlines()[-1:] or [""]
+        return (f"{self.type} has no image {image!r} ({self.type} pull or {self.type} "
+                "import it first)" + (f": {why[0]}" if why[0] else ""))
 
     def argv(self, name: str, fd: int, worker_args: list[str]) -> list[str]:
         """The engine's command line for one worker whose pipe is descriptor ``fd``."""
@@ -96,6 +109,24 @@ class ContainerSpec:
             return ["docker", "run", "-i", "--rm", "--name", name, *self.options, self.image,
                     *command, "--stdio"]
         return [self.type, "exec", *self.options, self.image, *command, "--fd", str(fd)]
+
+
+IMAGE_NAME = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./:@+-]*")  # never an engine option
+
+
+def image_refusal(resources: object, engine: ContainerSpec | None) -> str:
+    """Why an endpoint cannot take a task that asks for a container image of its own
+    ("" when it can, or when the task asks for none)."""
+    image = getattr(resources, "container_image", None)
+    if image is None:
+        return ""
+    if not IMAGE_NAME.fullmatch(image):
+        return f"container_image {image!r} is not an image name"
+    if engine is None:
+        return (f"the task asks for the container image {image!r}, but this endpoint "
+                "runs no container engine (its config has no container: section, e.g. "
+                "container: {type: podman})")
+    return ""
 
 
 def parse_options(text: str | list[str]) -> tuple[str, ...]:
@@ -141,14 +172,14 @@ class ContainerWorker:
                            capture_output=True, timeout=60, check=False)
 
 
-def start_container_worker(spec: ContainerSpec, name: str, index: int,
-                           max_result_bytes: int) -> tuple[ContainerWorker, Connection]:
-    """A worker in a container of ``spec.image``, and the manager's end of its pipe."""
+def start_container_worker(spec: ContainerSpec, name: str, worker_args: list[str]
+                           ) -> tuple[ContainerWorker, Connection]:
+    """A worker in a container of ``spec.image``, and the manager's end of its pipe
+    (``worker_args``: ManagerOptions.worker_args)."""
     ours, theirs = socket.socketpair()
     try:
         fd = theirs.fileno()
-        argv = spec.argv(name, fd, ["--max-result-bytes", str(max_result_bytes),
-                                    "--index", str(index)])
+        argv = spec.argv(name, fd, worker_args)
         # a session of its own: a signal to the manager's process group (the endpoint
         # stopping) must not cut an engine short while it creates a container
         docker = spec.type == "docker"  # its client's stdin and stdout are the pipe

@@ -28,6 +28,7 @@ import msgspec
 
 from funcx_flows.endpoint.container import ContainerSpec
 from funcx_flows.endpoint.sandbox import SandboxSpec
+from funcx_flows.endpoint.taskdir import TaskDirSpec
 from funcx_flows.errors import ConfigError
 
 MANAGER_MODULE = "funcx_flows.endpoint.manager"
@@ -58,6 +59,14 @@ class ManagerOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     sandbox: SandboxSpec | None = None  # workers in bubblewrap (sandbox); None: forked
     mpi: MPIPool | None = None  # None: no MPI tasks
     container: ContainerSpec | None = None  # workers in a container; None: forked
+    task_dir: TaskDirSpec | None = None  # each task in a fresh folder; None: the worker's
+
+    def worker_args(self, index: int) -> list[str]:
+        """What an exec'd worker (sandbox, container) is told on its command line."""
+        args = ["--max-result-bytes", str(self.max_result_bytes), "--index", str(index)]
+        if self.task_dir is not None:
+            args += ["--task-dir", msgspec.json.encode(self.task_dir).decode()]
+        return args
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()
@@ -89,6 +98,7 @@ class LaunchPlan:
     runs_for_s: float | None = None  # batch blocks: walltime less the margin; None: no end
     mpi: MPIPool | None = None
     container: ContainerSpec | None = None
+    task_dir: TaskDirSpec | None = None
 
     def options(self, block_id: str, max_result_bytes: int, now: float) -> ManagerOptions:
         """``now``: wall-clock time of the block's submission (its walltime starts then)."""
@@ -99,4 +109,4 @@ class LaunchPlan:
             heartbeat_threshold_s=self.heartbeat_threshold_s,
             max_result_bytes=max_result_bytes, drain_at=drain_at,
             credentials=self.credentials, sandbox=self.sandbox, mpi=self.mpi,
-            container=self.container)
+            container=self.container, task_dir=self.task_dir)

@@ -16,9 +16,10 @@ instructions it answers with::
 The shell alone keeps time for the link: it beats when it has sent nothing for a
 heartbeat period, and stops when the interchange has been silent past the
 threshold. Workers are forked, or exec'd inside bubblewrap (sandbox.py) when the
-endpoint confines its grantees' code, or inside a container (container.py). On an
-MPI endpoint the manager makes its block's node pool (mpi.py) and hands it to its
-workers in their environment.
+endpoint confines its grantees' code, or inside a container (container.py);
+tasks that name an image of their own run in containers of it, kept warm (the
+policy: warmpool.py). On an MPI endpoint the manager makes its block's node pool
+(mpi.py) and hands it to its workers in their environment.
 
 Run as ``python -m funcx_flows.endpoint.manager --options JSON`` (a
 ``ManagerOptions`` document: launch.py). It imports neither Prefect nor the
@@ -42,7 +43,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,12 @@ from funcx_flows.endpoint.manager_state import (
     Tick,
     ToWorker,
     WorkerDied,
+    WorkerNotStarted,
     WorkerResults,
 )
 from funcx_flows.endpoint.mpi import pool_environment
 from funcx_flows.endpoint.sandbox import start_sandboxed_worker
+from funcx_flows.endpoint.taskdir import after_worker
 from funcx_flows.endpoint.worker import worker_main
 from funcx_flows.errors import ConfigError, ProtocolError
 
@@ -120,6 +123,11 @@ class Manager:
         self.last_heard = time.monotonic()
         self.last_sent = 0.0
         self._container_prefix = f"funcx-worker-{self.manager_id}-"
+        # task folders of forked workers (a container's or a sandbox's are their own)
+        boxed = opts.sandbox is not None or (opts.container and opts.container.image)
+        self._task_dirs = None if boxed else opts.task_dir
+        self._images: set[str] = set()  # tasks' own images the engine was found to have
+        self._unstarted: list[WorkerNotStarted] = []  # told to the core one at a time
         self._worker_env: dict[str, str] = {}  # what every worker starts with
         self._pool_file: Path | None = None
         if opts.mpi is not None:
@@ -128,7 +136,7 @@ class Manager:
                 self.manager_id)
         self._do: dict[type[Any], Callable[[Any], None]] = {  # (ToWorker: inline in _run)
             Send: lambda ins: self._send(ins.msg),
-            StartWorker: lambda ins: self._start_worker(ins.worker),
+            StartWorker: lambda ins: self._start_worker(ins.worker, ins.image),
             KillWorker: lambda ins: self._kill_worker(ins.worker)}
 
     @property
@@ -169,23 +177,43 @@ class Manager:
             self.sock.send(m.encode(msg), copy=False)
         self.last_sent = time.monotonic()
 
-    def _start_worker(self, index: int) -> None:
+    def _start_worker(self, index: int, image: str | None = None) -> None:
         o = self.opts
-        if o.sandbox is not None:
-            proc, parent = start_sandboxed_worker(o.sandbox, index, o.max_result_bytes)
-        elif o.container is not None:
+        if image is not None:  # a task's own image (warmpool.py), or why it cannot be
+            assert o.container is not None
+            why = "" if image in self._images else o.container.image_missing(image)
+            if why:
+                self._not_started(WorkerNotStarted(index, f"container_image: {why}",
+                                                   time.time()))
+                return
+            self._images.add(image)
             name = f"{self._container_prefix}{index}-{uuid.uuid4().hex[:6]}"
-            proc, parent = start_container_worker(o.container, name, index,
-                                                  o.max_result_bytes)
+            proc, parent = start_container_worker(replace(o.container, image=image), name,
+                                                  o.worker_args(index))
+        elif o.sandbox is not None:
+            proc, parent = start_sandboxed_worker(o.sandbox, o.worker_args(index))
+        elif o.container is not None and o.container.image:
+            name = f"{self._container_prefix}{index}-{uuid.uuid4().hex[:6]}"
+            proc, parent = start_container_worker(o.container, name, o.worker_args(index))
         else:
             parent, child = _fork.Pipe(duplex=True)
             proc = _fork.Process(target=worker_main,
-                                 args=(child, o.max_result_bytes, self._worker_env),
+                                 args=(child, o.max_result_bytes, self._worker_env,
+                                       o.task_dir),
                                  name=f"funcx-worker-{index}", daemon=True)
             proc.start()
             child.close()
         self.workers[index] = WorkerProcess(index, proc, parent)
         self._workers_changed = True
+
+    def _not_started(self, event: WorkerNotStarted) -> None:
+        """Tell the core, after the instruction that asked for the worker: one at a
+        time (what it answers may ask for another worker that cannot start)."""
+        self._unstarted.append(event)
+        if len(self._unstarted) == 1:
+            while self._unstarted:
+                self._run(self._unstarted[0])
+                self._unstarted.pop(0)
 
     def _kill_worker(self, index: int, join_s: float = 1.0) -> None:
         w = self.workers.pop(index, None)
@@ -196,6 +224,8 @@ class Manager:
         w.proc.join(join_s)
         w.conn.close()
         self._workers_changed = True
+        if self._task_dirs:  # the folder of the task it was running (cancelled)
+            after_worker(self._task_dirs, w.proc.pid, keep=False)
 
     # -------------------------------------------------------- what happens --
 
@@ -250,7 +280,17 @@ class Manager:
                     self.workers.pop(w.index)
                     w.conn.close()
                     self._workers_changed = True
+                    if self._task_dirs:
+                        self._left_behind(w.proc.pid)
                     self._run(WorkerDied(w.index, code, time.time()))
+
+    def _left_behind(self, pid: int) -> None:
+        """A worker died in the middle of a task: its folder is the manager's to clean."""
+        assert self._task_dirs is not None
+        kept = after_worker(self._task_dirs, pid, keep=self._task_dirs.keep_on_failure)
+        for path in kept:
+            log.warning("task_dir: a worker died in the middle of a task; its folder is "
+                        "kept at %s", path)
 
     def _read(self, w: WorkerProcess) -> None:
         try:
@@ -389,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
             opts.sandbox.check()  # on this node: bwrap present, the Python not hidden
         if opts.container is not None:
             opts.container.check()  # on this node: the engine and the image
+        if opts.task_dir is not None and not (opts.container and opts.container.image):
+            opts.task_dir.check()  # on this node: the root exists and is writable
     except ConfigError as exc:
         sys.exit(f"manager: {exc.message}")
     _follow_parent()

@@ -17,6 +17,8 @@ instructions that come back, in order::
     Feed            all that happened is in     (tasks go into pipes)
     Tick            the shell's turn            (Feed, then walltime, give-back, credit)
     Closing         the shell ends
+    WorkerNotStarted  no such image             StartWorker(i, image): a task's own
+                                                container (warmpool.py: the warm pool)
 
 Tasks go into pipes only on ``Feed`` (and ``Tick``), once the shell has turned
 everything its poll saw into events: a worker whose death the shell has seen but
@@ -53,10 +55,13 @@ import collections
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.launch import ManagerOptions
+
+if TYPE_CHECKING:
+    from funcx_flows.endpoint.warmpool import WarmPool
 
 SHORT_TASK_S = 0.002
 DEEP_PER_WORKER = 16
@@ -134,14 +139,22 @@ class Closing:
     now: float
 
 
+@dataclass(slots=True)
+class WorkerNotStarted:  # the engine has no image for a StartWorker(i, image)
+    worker: int
+    reason: str
+    now: float
+
+
 Event = Union[Started, TasksArrived, CancelArrived, WorkerResults, WorkerDied, StopAsked,  # noqa: UP007
-              Feed, Tick, Closing]
+              Feed, Tick, Closing, WorkerNotStarted]
 
 # ----------------------------------------------------------- instructions --
 
 @dataclass(slots=True)
 class StartWorker:
     worker: int
+    image: str | None = None  # a task's own container image (warmpool.py)
 
 
 @dataclass(slots=True)
@@ -194,7 +207,14 @@ class ManagerState:
             CancelArrived: self._cancel_arrived, WorkerResults: self._worker_results,
             WorkerDied: self._worker_died, StopAsked: self._stop_asked,
             Feed: lambda e, out: self._feed(e.now, out), Tick: self._tick,
-            Closing: self._closing}
+            Closing: self._closing, WorkerNotStarted: self._not_started}
+        # tasks that ask for a container image of their own (None: no engine here)
+        self.warm: WarmPool | None = None
+        if opts.container is not None:
+            from funcx_flows.endpoint.warmpool import WarmPool  # (it imports this module)
+
+            self.warm = WarmPool(opts.container.max_warm, first_index=opts.workers)
+            self._handlers[TasksArrived] = self._tasks_arrived_warm  # (no cost without)
 
     def handle(self, event: Event) -> list[Instruction]:
         out: list[Instruction] = []
@@ -217,7 +237,7 @@ class ManagerState:
         n = len(self.queue)
         for p in self.pipes.values():  # (a loop, not sum() of a generator: every turn)
             n += len(p.tasks)
-        return n
+        return n if self.warm is None else n + self.warm.held()
 
     @property
     def watching(self) -> bool:
@@ -268,6 +288,8 @@ class ManagerState:
     def _worker_results(self, e: WorkerResults, out: list[Instruction]) -> None:
         p = self.pipes.get(e.worker)
         if p is None:
+            if self.warm is not None:
+                self._warm_ended(self.warm.finished(e.worker, e.results), e.now, out)
             return
         for r in e.results:
             tasks = p.tasks
@@ -289,6 +311,13 @@ class ManagerState:
             self.started[p.tasks[0].task_id] = (e.now, self.turn)
 
     def _worker_died(self, e: WorkerDied, out: list[Instruction]) -> None:
+        if self.warm is not None and e.worker in self.warm.workers:
+            lost = self.warm.died(e.worker, e.exitcode, self.node.hostname, e.now)
+            if self.stopping or e.exitcode == -signal.SIGTERM:  # as below: Bye says it
+                self.stopping = True
+                return
+            self._warm_ended([] if lost is None else [lost], e.now, out)
+            return
         self._lose_worker(e.worker, e.exitcode, e.now, out, cancelled=False)
 
     def _lose_worker(self, worker: int, exitcode: int | None, now: float,
@@ -357,6 +386,33 @@ class ManagerState:
             else:
                 kept.append(spec)
         self.queue = kept
+        if self.warm is not None:
+            self._warm_ended(self.warm.cancel(wanted, e.now, out), e.now, out)
+
+    def _tasks_arrived_warm(self, e: TasksArrived, out: list[Instruction]) -> None:
+        """With an engine: tasks that ask for an image go to the warm pool."""
+        assert self.warm is not None
+        self.queue.extend(self.warm.take(e.tasks))
+        self.credit = max(0, self.credit - len(e.tasks))
+        self._feed_warm(e.now, out)
+
+    def _not_started(self, e: WorkerNotStarted, out: list[Instruction]) -> None:
+        if self.warm is not None:
+            self._warm_ended(self.warm.not_started(e.worker, e.reason, e.now), e.now, out)
+
+    def _feed_warm(self, now: float, out: list[Instruction]) -> None:
+        assert self.warm is not None
+        for spec in self.warm.feed(out):
+            self.started[spec.task_id] = (now, self.turn)
+
+    def _warm_ended(self, results: list[m.TaskResult], now: float,
+                    out: list[Instruction]) -> None:
+        """Tasks of the warm pool answered: its workers may take what waits."""
+        for r in results:
+            self.results.append(r)
+            self.started.pop(r.task_id, None)
+        if not self.stopping:
+            self._feed_warm(now, out)
 
     def _stop_asked(self, e: StopAsked, out: list[Instruction]) -> None:
         self.stopping = True
@@ -378,6 +434,8 @@ class ManagerState:
         self.stopping = True
         for p in self.pipes.values():
             out.append(KillWorker(p.worker))
+        if self.warm is not None:
+            self.warm.close(out)
         self._flush(e.now, out)
         self.pipes.clear()
         self.queue.clear()

@@ -152,13 +152,14 @@ class ExecWorker:
             self.sentinel = -1
 
 
-def start_sandboxed_worker(spec: SandboxSpec, index: int, max_result_bytes: int
+def start_sandboxed_worker(spec: SandboxSpec, worker_args: list[str]
                            ) -> tuple[ExecWorker, Connection]:
-    """A worker exec'd in the sandbox, and the manager's end of its pipe."""
+    """A worker exec'd in the sandbox, and the manager's end of its pipe
+    (``worker_args``: ManagerOptions.worker_args)."""
     ours, theirs = socket.socketpair()
     try:
         command = [sys.executable, "-m", WORKER_MODULE, "--fd", str(theirs.fileno()),
-                   "--max-result-bytes", str(max_result_bytes), "--index", str(index)]
+                   *worker_args]
         popen = subprocess.Popen(spec.argv(command), pass_fds=(theirs.fileno(),),
                                  stdin=subprocess.DEVNULL)
     except BaseException:

@@ -27,10 +27,18 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+import msgspec
+
 from funcx_flows import messages as m
 from funcx_flows import serialize
 from funcx_flows.endpoint.callcontext import Call, name_block_log
-from funcx_flows.errors import FuncxFlowsError, ResultTooLarge, SerializationError
+from funcx_flows.endpoint.taskdir import TaskDirSpec, TaskFolders
+from funcx_flows.errors import (
+    FuncxFlowsError,
+    ResultTooLarge,
+    SerializationError,
+    SystemFailure,
+)
 from funcx_flows.home import drop_secrets_from_environ
 
 MAX_STDOUT = 64 * 1024
@@ -79,9 +87,10 @@ def _raised(exc: BaseException) -> m.ErrorInfo:
 class Runner:
     """Runs task specs; keeps deserialized functions by id."""
 
-    def __init__(self, max_result_bytes: int) -> None:
+    def __init__(self, max_result_bytes: int, task_dir: TaskDirSpec | None = None) -> None:
         self.max_result_bytes = max_result_bytes
         self._functions: dict[str, Any] = {}
+        self.folders = None if task_dir is None else TaskFolders(task_dir)
 
     def _function(self, spec: m.TaskSpec) -> Any:
         fn = self._functions.get(spec.function_id)
@@ -126,6 +135,29 @@ class Runner:
                             started_at=started, finished_at=time.time(),
                             attempts=spec.attempt + 1)
 
+    def run_in_folder(self, spec: m.TaskSpec) -> m.TaskResult:
+        """``run`` in a fresh folder of the task's own (taskdir.py): the worker's loop
+        calls this one instead of ``run`` when the endpoint has ``task_dir:``."""
+        folders = self.folders
+        assert folders is not None
+        try:
+            folder = folders.enter(spec.task_id, spec.attempt)
+        except OSError as exc:
+            return _failure(spec, SystemFailure.code, "task_dir: cannot make the task's folder "
+                            f"under {folders.spec.base()}: {exc}", time.time())
+        result = self.run(spec)
+        keep = not result.ok and folders.spec.keep_on_failure
+        try:
+            folder = folders.leave(folder, keep)
+        except OSError as exc:  # the root is gone: the result stands
+            folder = f"{folder} (not renamed: {exc})"
+        if keep and result.error is not None:
+            note = f"(task_dir: the task's folder is kept at {folder})"
+            result.error.message = f"{result.error.message} {note}"
+            if result.error.remote_traceback:
+                result.error.remote_traceback += note + "\n"
+        return result
+
 
 def _placement(resources: m.ResourceSpec | None) -> contextlib.AbstractContextManager[None]:
     """An MPI task's nodes, held around its call (mpi.py, imported only for one)."""
@@ -164,10 +196,11 @@ def _close_inherited_sockets(keep: int) -> None:
 
 
 def worker_main(conn: Connection | StdioPipe, max_result_bytes: int,
-                environ: dict[str, str] | None = None) -> None:
+                environ: dict[str, str] | None = None,
+                task_dir: TaskDirSpec | None = None) -> None:
     """Entry point of a worker process (forked, or exec'd by ``main`` in a sandbox).
     ``environ``: what the manager adds to the worker's environment (an MPI block's
-    node pool: mpi.py)."""
+    node pool: mpi.py); ``task_dir``: each task in a fresh folder (taskdir.py)."""
     _die_with_parent()
     if environ:
         os.environ.update(environ)
@@ -178,13 +211,14 @@ def worker_main(conn: Connection | StdioPipe, max_result_bytes: int,
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     name_block_log()
     pipe = _Pipe(conn)
-    runner = Runner(max_result_bytes)
+    runner = Runner(max_result_bytes, task_dir)
+    run = runner.run if task_dir is None else runner.run_in_folder
     while True:
         spec = pipe.next_task()
         if spec is None:
             os._exit(0)
         result = (m.cancelled_result(spec, time.time()) if spec.task_id in pipe.cancelled
-                  else runner.run(spec))
+                  else run(spec))
         conn.send_bytes(m.encode(m.Results(results=[result])))
 
 
@@ -262,8 +296,11 @@ def main(argv: list[str] | None = None) -> None:
     pipe.add_argument("--stdio", action="store_true")
     p.add_argument("--max-result-bytes", type=int, required=True)
     p.add_argument("--index", type=int, default=0)
+    p.add_argument("--task-dir", default=None, help="a TaskDirSpec as JSON (taskdir.py)")
     a = p.parse_args(argv)
-    worker_main(StdioPipe() if a.stdio else Connection(a.fd), a.max_result_bytes)
+    task_dir = None if a.task_dir is None else msgspec.json.decode(a.task_dir, type=TaskDirSpec)
+    worker_main(StdioPipe() if a.stdio else Connection(a.fd), a.max_result_bytes,
+                task_dir=task_dir)
 
 
 if __name__ == "__main__":

@@ -365,6 +365,14 @@ class CommandFailed(CommandError):
         self.result = result
 
 
+class ContainerError(TaskError):
+    """A task asked for a container image (``resources={"container_image": ...}``) that
+    could not be had: the endpoint runs no container engine, the engine has no such
+    image, or the container ended before the task did."""
+
+    code = "container_error"
+
+
 class EndpointError(FuncxFlowsError):
     """An endpoint life-cycle operation failed."""
 

@@ -56,6 +56,8 @@ class ResourceSpec(Record, kw_only=True):
     num_nodes: int | None = None
     ranks_per_node: int | None = None
     num_ranks: int | None = None
+    # a container image the task runs in, kept warm by the manager (endpoint/warmpool.py)
+    container_image: str | None = None
 
 
 class TaskSpec(Record, kw_only=True):

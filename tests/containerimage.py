@@ -189,6 +189,31 @@ def containers_conf(folder: Path) -> Path:
     return path
 
 
+def worker_containers() -> list[str]:
+    """The names of the worker containers podman has, running or not."""
+    return subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}", "--filter",
+                           "name=funcx-worker-"], capture_output=True, text=True,
+                          check=False).stdout.split()
+
+
+def assert_none_left() -> None:
+    """After an endpoint stopped: no worker container of its is left."""
+    left = worker_containers()
+    assert not left, f"containers left behind: {left}"
+
+
+def conmon_pids(names: list[str]) -> list[int]:
+    """The conmon processes of these containers (they outlive a test when the
+    endpoint keeps their containers)."""
+    pids = []
+    for name in names:
+        out = subprocess.run(["podman", "inspect", "--format", "{{.State.ConmonPid}}", name],
+                             capture_output=True, text=True, check=False).stdout.strip()
+        if out.isdigit():
+            pids.append(int(out))
+    return pids
+
+
 if __name__ == "__main__":
     if shutil.which("podman") is None:
         sys.exit("podman is not installed")

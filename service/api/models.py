@@ -105,6 +105,10 @@ class Resources(Body):
     num_nodes: int | None = Field(None, ge=1, le=1_000_000)
     ranks_per_node: int | None = Field(None, ge=1, le=100_000)
     num_ranks: int | None = Field(None, ge=1, le=100_000_000)
+    # an image reference (registry/name:tag, @digest, or an apptainer file's path):
+    # never an engine option (it goes on the engine's command line)
+    container_image: str | None = Field(None, max_length=512,
+                                        pattern=r"^[A-Za-z0-9_./][A-Za-z0-9_./:@+-]*$")
 
     @model_validator(mode="after")
     def _mpi_agrees(self) -> Resources:

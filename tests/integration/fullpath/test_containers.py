@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from containerimage import (
+    assert_none_left,
     cancel_replaces_a_container,
+    conmon_pids,
     container_stack,
     containers_conf,
     refused_start,
+    worker_containers,
     worker_image,
 )
 from guards import outlives_test
@@ -46,9 +48,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Loca
         yield s
     finally:
         s.stop()
-    left = subprocess.run(["podman", "ps", "-a", "-q", "--filter", "name=funcx-worker-"],
-                          capture_output=True, text=True, check=False).stdout.split()
-    assert not left, f"containers left behind: {left}"
+    assert_none_left()
 
 
 def where_am_i(host_only: str) -> dict[str, object]:
@@ -105,15 +105,10 @@ def test_engine_command_lines():
 
 
 def containers() -> set[str]:
-    return set(subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}", "--filter",
-                               "name=funcx-worker-"], capture_output=True, text=True,
-                              check=False).stdout.split())
+    return set(worker_containers())
 
 
 def test_cancelling_a_running_task_removes_its_container(stack):
     for name in cancel_replaces_a_container(stack, "boxed", containers):
-        # the new worker's conmon: the endpoint's to end
-        conmon = subprocess.run(["podman", "inspect", "--format", "{{.State.ConmonPid}}",
-                                 name], capture_output=True, text=True, check=False)
-        if conmon.stdout.strip().isdigit():
-            outlives_test(int(conmon.stdout))
+        for pid in conmon_pids([name]):  # the new worker's conmon: the endpoint's to end
+            outlives_test(pid)
