@@ -39,6 +39,7 @@ from funcx_flows.errors import ConfigError
 
 PREFIX = "funcx-task-"
 TMP_VARS = ("TMPDIR", "TEMP", "TMP")
+GC_SANDBOX_VAR, GC_TASK_VAR = "GC_TASK_SANDBOX_DIR", "GC_TASK_UUID"  # Globus Compute's names
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,10 @@ class TaskFolders:
         self._saved_tempdir = tempfile.tempdir
         for name in TMP_VARS:
             os.environ[name] = tmp
+        # Globus Compute's ShellFunction (and MPIFunction) runs in, and writes its
+        # output files to, GC_TASK_SANDBOX_DIR: the task's folder, as on its endpoints
+        os.environ[GC_SANDBOX_VAR] = work
+        os.environ[GC_TASK_VAR] = task_id
         tempfile.tempdir = tmp
         return folder
 
@@ -141,7 +146,7 @@ class TaskFolders:
         unless ``keep`` (then where it is kept)."""
         tempfile.tempdir = self._saved_tempdir
         saved = self.environ
-        for name in TMP_VARS:
+        for name in (*TMP_VARS, GC_SANDBOX_VAR, GC_TASK_VAR):
             if name in saved:
                 os.environ[name] = saved[name]
             else:

@@ -190,3 +190,22 @@ def test_sandboxed_workers_get_their_folders_inside_the_sandbox(stack, need):
         assert cwd.parent.parent == Path("/tmp") and seen["files"] == []
         assert Path(str(seen["mkstemp"])).parent == cwd.parent / "tmp"
     assert first["cwd"] != second["cwd"] and second["leaked"] is None
+
+
+def test_globus_computes_shell_function_runs_in_the_tasks_folder(stack, need):
+    """The SDK's own ShellFunction runs in GC_TASK_SANDBOX_DIR and leaves its output
+    files there (without it: in the worker's folder, with a warning about a
+    misconfigured endpoint): the task's folder, removed after."""
+    try:
+        from globus_compute_sdk import ShellFunction as GCShellFunction
+    except ImportError:
+        need(False, "globus-compute-sdk (the extra funcx-flows[globus-compute])")
+    base = root(stack, "tidy")
+    with Executor(stack.endpoints["tidy"].endpoint_id, client=stack.client()) as ex:
+        result = ex.submit(GCShellFunction("pwd; echo $GC_TASK_UUID")).result(timeout=60)
+        ex.client.close()
+    assert result.returncode == 0 and "sandboxing will not work" not in result.stderr
+    where, uuid = result.stdout.split()
+    assert Path(where).parent.parent == base and Path(where).name == "work"
+    assert where.split("funcx-task-")[1].startswith(uuid)  # the task's own id
+    assert task_folders(base) == []  # the output files went with the folder
