@@ -97,8 +97,11 @@ def _python_paths() -> list[str]:
     import funcx_flows
     import funcx_flows.endpoint
 
+    # (``python -m`` puts the folder it was started in first on the path: where the
+    # manager happens to run, not where anything is imported from)
+    started_in = sys.path[1:] if sys.path and sys.path[0] in ("", os.getcwd()) else sys.path
     found = {sys.prefix, sys.base_prefix, sys.exec_prefix,
-             *(p for p in sys.path if p and os.path.isdir(p)),
+             *(p for p in started_in if p and os.path.isdir(p)),
              str(Path(funcx_flows.__file__).parent),
              str(Path(funcx_flows.endpoint.__file__).parent)}
     return sorted({os.path.realpath(p) for p in found})

@@ -63,7 +63,9 @@ class RunningEndpoint:
 
 @dataclass
 class LocalStack:
-    """Start with ``start_service()`` and ``start_endpoint(name)``; end with ``stop()``."""
+    """Start with ``start_service()`` and ``start_endpoint(name)``; end with ``stop()``.
+    Its processes run in ``home`` (what a task writes to a relative path lands there,
+    never in the caller's folder)."""
 
     home: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -93,6 +95,7 @@ class LocalStack:
             [sys.executable, "-m", "funcx_flows.service", "--port", "0", "--zmq-port", "0",
              *extra_args],
             env=self.env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.home,
         )
         log_file.close()
 
@@ -148,7 +151,7 @@ class LocalStack:
     def endpoint_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-c", _ENDPOINT_CLI, *args], env=self.env, capture_output=True,
-            text=True, check=check, stdin=subprocess.DEVNULL, timeout=120,
+            text=True, check=check, stdin=subprocess.DEVNULL, timeout=120, cwd=self.home,
         )
 
     def configure_endpoint(self, name: str, config: Mapping[str, Any] | None = None) -> Path:
@@ -173,6 +176,7 @@ class LocalStack:
         proc = subprocess.Popen(
             [sys.executable, "-c", _ENDPOINT_CLI, "start", name, "--foreground"],
             env=self.env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.home,
         )
         log_file.close()
 
