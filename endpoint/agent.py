@@ -30,6 +30,7 @@ tasks it holds; the outbox resends every result not yet acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import sqlite3
@@ -41,10 +42,10 @@ from pathlib import Path
 import zmq
 
 from funcx_flows import messages as m
-from funcx_flows.endpoint.config import EndpointConfig, walltime_seconds
-from funcx_flows.endpoint.container import ContainerSpec, image_refusal, parse_options
+from funcx_flows.endpoint.config import EndpointConfig
+from funcx_flows.endpoint.container import image_refusal
 from funcx_flows.endpoint.interchange import Interchange
-from funcx_flows.endpoint.launch import LaunchPlan, ManagerOptions, MPIPool
+from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.link import (
     LinkDown,
     ServiceLink,
@@ -57,16 +58,14 @@ from funcx_flows.endpoint.link import (
 from funcx_flows.endpoint.linkauth import Gate, Mechanism
 from funcx_flows.endpoint.mpi import refusal as mpi_refusal
 from funcx_flows.endpoint.outbox import Outbox
+from funcx_flows.endpoint.plan import launch_plan
 from funcx_flows.endpoint.providers.base import Provider
 from funcx_flows.endpoint.providers.inline import InlineManagers, InlineProvider
-from funcx_flows.endpoint.providers.registry import is_batch
 from funcx_flows.endpoint.registration import Registration, link_transport
-from funcx_flows.endpoint.sandbox import SandboxSpec, default_spec
 from funcx_flows.endpoint.scaler import BlockLoadView, BlockScaler, LoopSnapshot
 from funcx_flows.endpoint.spool import Spool
 from funcx_flows.endpoint.status import StatusBuilder
 from funcx_flows.endpoint.strategy import Actions, Inputs, decide
-from funcx_flows.endpoint.taskdir import TaskDirSpec
 from funcx_flows.errors import CommandError, ContainerError, ProtocolError
 from funcx_flows.memory import release_free_memory
 from funcx_flows.retry import Backoff, RetryPolicy
@@ -117,28 +116,13 @@ class Agent:
         self.status = m.EndpointStatus()  # the latest, as sent to the service
         self._block_load: tuple[BlockLoadView, ...] = ()  # the status's, for the scaler
         self._from_service = m.Decoder(m.SERVICE_TO_AGENT)
-        self.sandbox: SandboxSpec | None = None
-        if config.sandbox == "bwrap":  # the endpoint folder is <funcx home>/endpoints/NAME
-            self.sandbox = default_spec([str(folder), *config.sandbox_hide],
-                                        config.sandbox_keep, folder.resolve().parent.parent)
-            self.sandbox.check()
-        self.container: ContainerSpec | None = None
-        if config.container is not None:
-            k = config.container
-            self.container = ContainerSpec(type=k.type, image=k.image, python=k.python,
-                                           options=parse_options(k.options),
-                                           max_warm=k.max_warm)
-            self.container.check()  # no engine, no image: a message now, not per worker
-        self.task_dir: TaskDirSpec | None = None
-        if config.task_dir is not None:
-            self.task_dir = TaskDirSpec(root=config.task_dir.root,
-                                        keep_on_failure=config.task_dir.keep_on_failure)
-            if not (self.container and self.container.image):  # (else: in the image)
-                self.task_dir.check()
-        # only the managers this run starts may connect (see linkauth)
-        self.gate = Gate(manager_auth(config))
         # absolute: a pilot job runs its managers in another working directory
         self.credentials_path = (folder / MANAGER_CREDENTIALS).resolve()
+        # the sandbox, the container engine, task folders: checked before anything
+        # is bound or started (plan.py)
+        plan = launch_plan(config, folder, self.credentials_path)
+        # only the managers this run starts may connect (see linkauth)
+        self.gate = Gate(manager_auth(config))
         self.gate.credentials.save(self.credentials_path)
         self.interchange = Interchange(
             self.ctx, _bind_host(config.interchange_address),
@@ -148,17 +132,8 @@ class Agent:
         # the interchange's recent errors are the endpoint's (the loop alone adds to them)
         self.outbox = Outbox(self.spool, self._send_results, time.monotonic,
                              self.interchange.errors.append)
-        c = config
-        self.launch = LaunchPlan(
-            interchange=f"tcp://{c.interchange_address}:{self.interchange.port}",
-            workers=c.max_workers_per_node, prefetch=c.max_workers_per_node,
-            heartbeat_period_s=c.heartbeat_period_s,
-            heartbeat_threshold_s=c.heartbeat_threshold_s,
-            credentials=str(self.credentials_path), sandbox=self.sandbox,
-            runs_for_s=(walltime_seconds(c.walltime) - c.walltime_margin_s
-                        if is_batch(c.provider) else None),
-            mpi=None if c.mpi is None else MPIPool(**c.mpi.model_dump()),
-            container=self.container, task_dir=self.task_dir)
+        self.launch = dataclasses.replace(  # now that the interchange has its port
+            plan, interchange=f"tcp://{config.interchange_address}:{self.interchange.port}")
         self.scaler = BlockScaler(provider, config, self.launch)
         self.status_builder = StatusBuilder(reg.endpoint_id, folder)
         # blocks whose manager runs in this loop (the inline provider), else None
@@ -228,7 +203,7 @@ class Agent:
                           c.mpi.slots_per_node if c.mpi else None)
         if why:
             return m.ErrorInfo(code=CommandError.code, message=why)
-        why = image_refusal(resources, self.container)
+        why = image_refusal(resources, self.launch.container)
         return m.ErrorInfo(code=ContainerError.code, message=why) if why else None
 
     def _on_tasks(self, specs: list[m.TaskSpec]) -> None:

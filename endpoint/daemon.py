@@ -100,10 +100,13 @@ def run_endpoint(folder: Path, config: EndpointConfig, reg: Registration,
             log.info("received signal %d", signum)
             agent.stopping = True
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         log.info("endpoint %s starting (pid %d)", reg.endpoint_id, os.getpid())
-        agent.run()
+        try:
+            agent.run()
+        finally:
+            for sig, handler in before.items():  # the caller's own again
+                signal.signal(sig, handler)
         log.info("endpoint stopped")
     finally:
         lock.release()

@@ -27,6 +27,11 @@ service: it must start fast on a compute node. The same class runs inside the
 endpoint agent's loop (the ``inline`` provider): then it has no socket and no loop
 of its own; it hands its messages to an ``uplink`` and the agent calls
 ``deliver``, ``on_events`` and ``step``.
+
+(Past 400 lines on purpose: the shell starts, watches, kills and cleans up four
+kinds of worker (forked, in bubblewrap, in the endpoint's container, in a task's
+own warm container) for one loop and one core; split, each half would need the
+other's books of workers and descriptors.)
 """
 
 from __future__ import annotations

@@ -60,13 +60,14 @@ def serve(*triggers: Trigger, stop: threading.Event | None = None,
     """
     stop = stop or threading.Event()
     wake = threading.Event()
+    before: dict[signal.Signals, Any] = {}
     if handle_signals:
         def _stop(*_: Any) -> None:
             stop.set()
             wake.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _stop)
+            before[sig] = signal.signal(sig, _stop)
     started: list[Trigger] = []
     try:
         for t in triggers:
@@ -86,6 +87,8 @@ def serve(*triggers: Trigger, stop: threading.Event | None = None,
     finally:
         for t in started:
             t.stop(wait=True)
+        for signum, handler in before.items():  # the caller's own (a later Ctrl-C is theirs)
+            signal.signal(signum, handler)
         log.info("triggers stopped")
 
 

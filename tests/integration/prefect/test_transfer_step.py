@@ -8,6 +8,7 @@ import _thread
 import importlib
 import os
 import re
+import signal
 import threading
 import time
 from typing import Any
@@ -283,10 +284,16 @@ def test_an_interrupted_step_cancels_its_transfer_and_the_next_run_starts_afresh
         standin.wait_for(lambda: any(t.polls >= 2 for t in standin.tasks.values()))
         _thread.interrupt_main()  # as Ctrl-C (or Prefect's alarm) does to a waiting step
 
-    threading.Thread(target=interrupt_when_polled, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_transfer("src", "dst", [("/a", "/b")], client=standin.client(), key="k",
-                     poll_interval_s=0.02, home=home)
+    # Ctrl-C's own handler, whatever an earlier test left (interrupt_main only calls
+    # the handler: with another one installed, no KeyboardInterrupt would come)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_when_polled, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_transfer("src", "dst", [("/a", "/b")], client=standin.client(), key="k",
+                         poll_interval_s=0.02, home=home)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     [first] = standin.created()
     assert first.cancelled
     again = run_transfer("src", "dst", [("/a", "/b")], client=standin.client(), key="k",
