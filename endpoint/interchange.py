@@ -8,7 +8,7 @@ state machine: the shell turns what happens into its events and carries out
 the instructions it answers with::
 
     agent --submit()/cancel()--> TasksSubmitted, CancelRequested --+
-    managers --ROUTER tcp, or from_inline()--> FromManager --------+--> InterchangeState
+    managers --ROUTER tcp, or from_inline()--> FromManagers -------+--> InterchangeState
     agent --turn()--> Tick (place, find silent managers, beat) ----+          |
                                                                               | instructions
     managers <--ROUTER tcp, or deliver()-- ToManager (Tasks/Cancel/Shutdown), Beat
@@ -45,7 +45,7 @@ from funcx_flows.endpoint.interchange_state import (
     CancelRequested,
     Closing,
     Event,
-    FromManager,
+    FromManagers,
     InterchangeState,
     Log,
     ManagerRecord,
@@ -95,7 +95,7 @@ class Interchange:
         self._inline_in: collections.deque[tuple[str, m.Message]] = collections.deque()
         self._do: dict[type[Any], Callable[[Any], None]] = {
             ToManager: self._to_manager, Beat: self._beat, Report: self._report,
-            Log: lambda ins: log.log(ins.level, "%s", ins.text),
+            Log: lambda ins: log.log(ins.level, "%s", ins.text, exc_info=ins.exc),
             Note: lambda ins: self.errors.append(f"{time.strftime('%H:%M:%S')} {ins.text}")}
         # how long the owner's poll may wait between turns
         self.poll_ms = int(min(heartbeat_period_s, STATUS_PERIOD_S) * 1000 / 2)
@@ -141,16 +141,26 @@ class Interchange:
         self._run(CancelRequested(task_ids, time.monotonic()))
 
     def on_readable(self) -> None:
-        """Handle what managers sent (up to 1000 frames a call)."""
-        now = time.monotonic()
+        """Handle what managers sent (up to 1000 frames a call, as one event)."""
+        batch: list[tuple[str, m.Message]] = []
+        recv, decode, inline = self.sock.recv_multipart, self._from_manager.decode, self._inline
         for _ in range(1000):
             try:
-                ident, frame = self.sock.recv_multipart(zmq.NOBLOCK)
+                ident, frame = recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             except ValueError:
                 continue
-            self._safely(self._on_manager, ident, frame, now)
+            manager_id = ident.decode("ascii", "replace")
+            try:
+                if manager_id in inline:
+                    raise ProtocolError(
+                        f"a peer on the socket claimed in-process manager {manager_id}")
+                batch.append((manager_id, decode(frame)))
+            except ProtocolError as exc:
+                log.warning("dropped a bad message: %s", exc)
+        if batch:
+            self._run(FromManagers(batch, time.monotonic()))
 
     def attach(self, manager_id: str, deliver: Callable[[m.Message], None]) -> None:
         """A manager in the agent's loop: ``deliver`` hands it what would go over the
@@ -172,23 +182,10 @@ class Interchange:
 
     def on_inline(self) -> None:
         """Handle what managers in the agent's loop said since the last call."""
-        if not self._inline_in:
-            return
-        now = time.monotonic()
-        while self._inline_in:
-            manager_id, msg = self._inline_in.popleft()
-            self._safely(self._run, FromManager(manager_id, msg, now))
-
-    @staticmethod
-    def _safely(handle: Callable[..., None], *args: Any) -> None:
-        """One manager's message handled; a bad or mishandled one is dropped and
-        logged, never the end of the endpoint."""
-        try:
-            handle(*args)
-        except ProtocolError as exc:
-            log.warning("dropped a bad message: %s", exc)
-        except Exception:
-            log.exception("error while handling a manager's message; dropped it")
+        if self._inline_in:
+            batch = list(self._inline_in)
+            self._inline_in.clear()
+            self._run(FromManagers(batch, time.monotonic()))
 
     def turn(self) -> None:
         """Place queued work, beat, and find managers that stopped beating."""
@@ -216,12 +213,6 @@ class Interchange:
             self.gate.close()
 
     # ---------------------------------------------------- carrying it out --
-
-    def _on_manager(self, ident: bytes, frame: bytes, now: float) -> None:
-        manager_id = ident.decode("ascii", "replace")
-        if manager_id in self._inline:
-            raise ProtocolError(f"a peer on the socket claimed in-process manager {manager_id}")
-        self._run(FromManager(manager_id, self._from_manager.decode(frame), now))
 
     def _to_manager(self, ins: ToManager) -> None:
         deliver = self._inline.get(ins.manager_id)

@@ -11,12 +11,14 @@ instructions that come back, in order::
     events (shell -> state)                  instructions (state -> shell)
     TasksSubmitted   the agent's tasks       ToManager(id, msg)   Tasks, Cancel, Shutdown
     CancelRequested  the agent's cancel      Beat(ids, sent_at)   a Heartbeat to each
-    FromManager      a manager's message     Report(results, states, status)  to the agent
+    FromManagers     managers' messages      Report(results, states, status)  to the agent
     Tick             the shell's turn        Log(level, text)     to the log
     Closing          the endpoint stops      Note(text)           a recent error
 
-A manager's messages are events as they came (Register, Ready, Results,
-TaskStates, Requeue, Drain, Bye, Heartbeat), with its id and the time. Work is
+Managers' messages are events as they came (Register, Ready, Results,
+TaskStates, Requeue, Drain, Bye, Heartbeat), with the sender's id, in a batch
+(all that one read of the socket gave) with the time; one bad or mishandled
+message is dropped and logged, the rest of its batch handled. Work is
 placed on ``Tick``, which also finds silent managers, beats, and reports (one
 ``Report`` a turn at most). Managers grant credits (``Ready(free)``, or the
 ``free`` of ``Results``); each gets at most that many tasks, earliest registered
@@ -74,9 +76,9 @@ class CancelRequested:
 
 
 @dataclass(slots=True)
-class FromManager:
-    manager_id: str  # its routing id (or the id it was attached with, in the agent's loop)
-    msg: m.Message
+class FromManagers:
+    # (manager id, message): its routing id, or the id it was attached with in the loop
+    messages: list[tuple[str, m.Message]]
     now: float
 
 
@@ -91,7 +93,7 @@ class Closing:
     pass
 
 
-Event = Union[TasksSubmitted, CancelRequested, FromManager, Tick, Closing]  # noqa: UP007
+Event = Union[TasksSubmitted, CancelRequested, FromManagers, Tick, Closing]  # noqa: UP007
 
 # ----------------------------------------------------------- instructions --
 
@@ -119,6 +121,7 @@ class Report:
 class Log:
     level: int
     text: str
+    exc: BaseException | None = None  # a bug met while handling a message
 
 
 @dataclass(slots=True)
@@ -175,7 +178,7 @@ class InterchangeState:
         self._out: list[Instruction] = []
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             TasksSubmitted: self._submitted, CancelRequested: self._cancel,
-            FromManager: self._from_manager, Tick: self._tick, Closing: self._closing}
+            FromManagers: self._from_managers, Tick: self._tick, Closing: self._closing}
         self._said: dict[type[Any], Callable[[ManagerRecord, Any], None]] = {
             m.Ready: self._ready_msg, m.Results: self._results, m.TaskStates: self._states,
             m.Requeue: self._requeue, m.Drain: self._drain, m.Bye: self._bye}
@@ -234,16 +237,26 @@ class InterchangeState:
         else:
             self._ready.pop(mgr.manager_id, None)
 
-    def _from_manager(self, e: FromManager) -> None:
-        msg, manager_id = e.msg, e.manager_id
+    def _from_managers(self, e: FromManagers) -> None:
+        now = e.now
+        for manager_id, msg in e.messages:
+            try:
+                self._from_manager(manager_id, msg, now)
+            except ProtocolError as exc:
+                self._out.append(Log(logging.WARNING, f"dropped a bad message: {exc}"))
+            except Exception as exc:  # a bug here must not end the endpoint
+                self._out.append(Log(logging.ERROR, "error while handling a manager's "
+                                                    "message; dropped it", exc))
+
+    def _from_manager(self, manager_id: str, msg: m.Message, now: float) -> None:
         if type(msg) is m.ManagerRegister:
-            self._register(manager_id, msg, e.now)
+            self._register(manager_id, msg, now)
             return
         mgr = self.managers.get(manager_id)
         if mgr is None:  # unknown (e.g. declared lost): it must register again
             self._out.append(ToManager(manager_id, _UNKNOWN))
             return
-        mgr.last_heard = e.now
+        mgr.last_heard = now
         self._by_heard.move_to_end(manager_id)
         said = self._said.get(type(msg))
         if said is not None:  # (a Heartbeat says only that it lives)

@@ -29,7 +29,7 @@ from funcx_flows.endpoint.interchange_state import (
     Beat,
     CancelRequested,
     Closing,
-    FromManager,
+    FromManagers,
     Instruction,
     InterchangeState,
     Log,
@@ -39,7 +39,6 @@ from funcx_flows.endpoint.interchange_state import (
     Tick,
     ToManager,
 )
-from funcx_flows.errors import ProtocolError
 
 T0 = 1_000_000.0
 WALL = 1_700_000_000.0
@@ -97,7 +96,7 @@ class Shell:
 
     # what the shell turns into events
     def said(self, manager_id: str, msg: m.Message) -> list[Instruction]:
-        return self.run(FromManager(manager_id, msg, self.now))
+        return self.run(FromManagers([(manager_id, msg)], self.now))
 
     def register(self, manager_id: str, credit: int, cores: int = 4, gpus: int = 0,
                  block: str = "b") -> None:
@@ -312,17 +311,33 @@ def test_an_unknown_manager_is_told_to_register_and_a_false_id_is_refused():
     out = sh.said("ghost", m.Ready(free=5))
     assert out == [ToManager("ghost", m.Shutdown(reason="unknown manager"))]
     assert not sh.state.managers
-    with pytest.raises(ProtocolError, match="another id"):
-        sh.said("m1", m.ManagerRegister(manager_id="m2", hostname="h", workers=1, cores=1,
-                                        python_version="3.11"))
-    assert not sh.state.managers
+    sh.register("m1", credit=0)
+    false_id = m.ManagerRegister(manager_id="m2", hostname="h", workers=1, cores=1,
+                                 python_version="3.11")
+    # dropped, with a warning; the rest of the batch is handled
+    sh.run(FromManagers([("m1", false_id), ("m1", m.Ready(free=2))], sh.now))
+    assert sh.logs[-1] == (logging.WARNING, "dropped a bad message: ManagerRegister "
+                                            "names another id than its routing id")
+    assert list(sh.state.managers) == ["m1"] and sh.state.managers["m1"].free == 2
+
+
+def test_a_message_the_state_fails_on_is_dropped_not_the_batch():
+    """A bug met while handling one message (here, a Results whose results are
+    not a list) is logged with its cause; the other messages are handled."""
+    sh = make()
+    sh.register("m1", credit=0)
+    odd = m.Results(results=None, free=0)  # type: ignore[arg-type]
+    out = sh.run(FromManagers([("m1", odd), ("m1", m.Ready(free=3))], sh.now))
+    (log_line,) = [i for i in out if isinstance(i, Log)]
+    assert log_line.level == logging.ERROR and isinstance(log_line.exc, TypeError)
+    assert sh.state.managers["m1"].free == 3
 
 
 def test_nothing_to_do_is_the_same_empty_answer():
     """Most messages (credit, results) change books only: no list is made for them."""
     sh = make()
     sh.register("m1", credit=0)
-    assert sh.state.handle(FromManager("m1", m.Ready(free=1), sh.now)) is NOTHING
+    assert sh.state.handle(FromManagers([("m1", m.Ready(free=1))], sh.now)) is NOTHING
     assert sh.state.handle(TasksSubmitted([spec(0)])) is NOTHING
 
 
