@@ -38,7 +38,7 @@ retries.
 Speed: no turn walks every manager (those with credit, the least recently heard
 and the least recently sent to are kept apart, in ordered dicts: see
 benchmarks/bench_scale.py); events and instructions are slotted dataclasses (as
-in manager_state.py), one per message or batch, never one per task; ``handle``
+in manager_state.py), one per batch of messages or tasks, never one per task; ``handle``
 answers the same empty tuple when there is nothing to do. (Past 400 lines on
 purpose: the events, instructions and handlers that keep the invariants read
 as one.)
