@@ -5,8 +5,8 @@ ROUTER to the managers, and the managers' ZAP gate (the loop drives the
 interchange; tasks and results pass to and fro as objects). What it does with
 them is in modules of their own, each with one owner::
 
-    service                agent loop (one thread)                        interchange.py
-    -------                -----------------------                        --------------
+    service                agent loop (one thread)                        interchange.py (shell)
+    -------                -----------------------                        + interchange_state.py
     link.py: ZeroMQ | WebSocket
       Tasks, Cancel -----> held tasks (duplicates, allow-list) --submit--> queue --> managers
                                                                --cancel--> (ROUTER, or inline
