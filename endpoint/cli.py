@@ -2,6 +2,9 @@
 
 Every ``FuncxFlowsError`` becomes a one-line message and exit code 1 in
 ``main``; users never see a traceback for a mistake of theirs.
+
+(Past 400 lines on purpose: one click group with a command per verb, whose help
+texts make docs/cli.md; the views they print are in cliviews.py.)
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Every call goes through ``Client._request``; an HTTP error answer becomes the
 ``funcx_flows.errors`` class named by its ``code`` (or by its status when the
 body is not ours), and a transport failure becomes ``ServiceUnavailable``.
+
+(Past 400 lines on purpose: one class holds the calls of every resource, as
+globus-sdk's and Globus Compute's clients do, so that a user finds them in one
+place, and each call is a few lines over the one request path.)
 """
 
 from __future__ import annotations
