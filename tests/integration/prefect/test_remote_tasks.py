@@ -11,9 +11,10 @@ import threading
 import time
 
 import pytest
-from conftest import flow_logs, task_runs
 from prefect import flow, task, unmapped
 from prefect.cache_policies import INPUTS
+from prefectruns import flow_logs, task_runs
+from waiting import finished_task
 
 from funcx_flows import EndpointTaskRunner, ShellFunction, ShellResult, remote_map, remote_task
 from funcx_flows.errors import PartialFailure, RemoteExecutionError
@@ -124,10 +125,7 @@ def test_timeout_cancels_the_remote_task(stack):
     line = next(m for m in messages if "too_slow on endpoint ep as remote task" in m)
     task_id = line.rsplit(" ", 1)[1]
     client = stack.client()
-    deadline = time.monotonic() + 30
-    while client.get_task(task_id)["state"] != "cancelled":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    finished_task(client, task_id, 30, states=("cancelled",))
     client.close()
 
 
