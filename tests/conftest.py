@@ -4,6 +4,7 @@ factory (tests/stacks.py): a real service with real local endpoints."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -58,11 +59,9 @@ def _become_subreaper() -> None:
 
 _become_subreaper()
 TEMPDIR = guards.private_tempdir()
+# removed at exit, after what other atexit hooks (Prefect's test harness) remove in it
+atexit.register(guards.remove_private_tempdir, TEMPDIR)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    guards.remove_private_tempdir(TEMPDIR)
 
 
 @pytest.fixture(autouse=True)

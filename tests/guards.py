@@ -33,7 +33,18 @@ OUTLIVE_THREADS: set[str] = {
     # PSI/J's batch executors: a queue-polling thread each, which PSI/J gives no way
     # to stop; it ends by itself once its executor is garbage collected
     "psij.executors.batch.batch_scheduler_executor._QueuePollThread",
+    # pyzmq's one garbage collector of zero-copy messages
+    "zmq.utils.garbage.GarbageCollectorThread",
 }
+# ... and by name, where the function is a library's generic one.
+OUTLIVE_THREAD_NAMES: tuple[str, ...] = (
+    # Prefect's process-wide services: its loop, and the log, event and concurrency
+    # workers, started again on the next use after a drain stops them
+    "GlobalEventLoopThread", "RunSyncEventLoopThread", "APILogWorkerThread", "EventsWorkerThread",
+    "ConcurrencySlotAcquisitionWithLeaseServiceThread",
+    # AnyIO's pool of worker threads of a loop: each ends after 10 s idle
+    "AnyIO worker thread",
+)
 
 
 # Threads that a longer-lived fixture's object starts lazily, during a test, and
@@ -115,7 +126,8 @@ def leaked_threads(before: set[threading.Thread], node_ids: Iterable[str],
     """Threads started during the test and still alive after a join of up to
     ``grace_s`` in all (a thread told to stop may take a poll interval to see it);
     ``node_ids``: the test's and its parents' (see ``threads_outlive_tests``)."""
-    shared = tuple(p for n in node_ids for p in FIXTURE_THREADS.get(n, ()))
+    shared = OUTLIVE_THREAD_NAMES + tuple(
+        p for n in node_ids for p in FIXTURE_THREADS.get(n, ()))
     new = [t for t in live_threads() - before
            if thread_target(t) not in OUTLIVE_THREADS and not t.name.startswith(shared)]
     per_thread = grace_s / max(1, len(new))

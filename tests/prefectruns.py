@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# The threads of the executors that remote tasks keep, one per endpoint, in a
+# registry that the stack's fixture closes (funcx_flows.prefect._remote.registry).
+REMOTE_TASK_THREADS = ("funcx-executor-submit", "funcx-result-stream")
 
 def flow_logs(flow_run_id: Any) -> list[str]:
     """Messages the Prefect API holds for a flow run (its tasks included)."""

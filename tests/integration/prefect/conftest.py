@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from guards import threads_outlive_tests
+from prefectruns import REMOTE_TASK_THREADS
 from stacks import running
 
 from funcx_flows.localstack import LocalStack
@@ -21,7 +23,9 @@ def prefect_server() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, prefect_server: None,
+          request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    threads_outlive_tests(request.node.nodeid, *REMOTE_TASK_THREADS)
     saved = {k: os.environ.get(k) for k in ("FUNCX_FLOWS_HOME", "FUNCX_FLOWS_EXAMPLE_ENDPOINT")}
     try:
         with running(Path(tmp_path_factory.mktemp("pf")) / "home", endpoints={"ep": {}}) as s:
