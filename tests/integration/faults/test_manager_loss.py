@@ -3,6 +3,8 @@ tasks up to ``max_retries_on_system_failure``, then fails them with ManagerLost.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psutil
 import pytest
 from stacks import MakeStack
@@ -12,10 +14,13 @@ from funcx_flows.errors import ManagerLost
 from funcx_flows.sdk.executor import Executor
 
 
-def nap(i):
+def nap(i, release):
+    """Busy until the test releases it (after the kill: a retry returns at once)."""
+    import os
     import time
 
-    time.sleep(4)
+    while not os.path.exists(release):
+        time.sleep(0.05)
     return i
 
 
@@ -45,15 +50,17 @@ def _kill_the_manager_when_busy(ep_pid: int, client, futures) -> int:
 
 
 @pytest.mark.parametrize("retries", [1, 0])
-def test_kill_9_of_a_manager(make_stack: MakeStack, retries: int):
+def test_kill_9_of_a_manager(make_stack: MakeStack, retries: int, tmp_path: Path):
+    release = str(tmp_path / "release")
     stack = make_stack()
     ep = stack.start_endpoint("ep", {
         "max_workers_per_node": 2, "heartbeat_period_s": 0.5, "heartbeat_threshold_s": 2,
         "max_retries_on_system_failure": retries})
     client = stack.client()
     with Executor(endpoint_id=ep.endpoint_id, client=client) as ex:
-        futures = [ex.submit(nap, i) for i in range(2)]
+        futures = [ex.submit(nap, i, release) for i in range(2)]
         killed = _kill_the_manager_when_busy(ep.proc.pid, client, futures)
+        Path(release).touch()
         if retries:
             # a new block's manager takes the retried tasks
             assert [f.result(timeout=90) for f in futures] == [0, 1]
@@ -64,4 +71,4 @@ def test_kill_9_of_a_manager(make_stack: MakeStack, retries: int):
                 with pytest.raises(ManagerLost, match="heartbeat"):
                     f.result(timeout=90)
         # the endpoint goes on either way
-        assert ex.submit(nap, 7).result(timeout=90) == 7
+        assert ex.submit(nap, 7, release).result(timeout=90) == 7
