@@ -35,6 +35,17 @@ def _detail(detail: Callable[[], object] | None) -> str:
     return "" if detail is None else f"\n{detail()}"
 
 
+def task_state(client: Any, task_id: str) -> str | None:
+    """The task's state, or None while the service has not got it (an Executor's
+    future has its id before its submit thread has sent it)."""
+    from funcx_flows.errors import NotFound
+
+    try:
+        return str(client.get_task(task_id)["state"])
+    except NotFound:
+        return None
+
+
 FINISHED = ("success", "failed", "cancelled")
 
 

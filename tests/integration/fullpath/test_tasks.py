@@ -7,7 +7,7 @@ import time
 from concurrent.futures import CancelledError, as_completed
 
 import pytest
-from waiting import finished_task, wait_until
+from waiting import finished_task, task_state, wait_until
 
 from funcx_flows import serialize
 from funcx_flows.errors import (
@@ -73,13 +73,6 @@ def unpicklable():
 
 def big(n):
     return b"x" * n
-
-
-def state_of(client, task_id):
-    try:
-        return client.get_task(task_id)["state"]
-    except NotFound:  # not submitted yet
-        return None
 
 
 def test_thousand_tasks_all_return_correct_results(endpoint, client):
@@ -169,7 +162,7 @@ def test_result_over_the_limit_is_refused(endpoint, client):
 def test_cancel_a_running_task(endpoint, client):
     with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
         fut = ex.submit(sleeper, 60)
-        wait_until(lambda: state_of(client, fut.task_id) == "running", 30,
+        wait_until(lambda: task_state(client, fut.task_id) == "running", 30,
                    "the task to show as running")
         assert "running" in client.get_task(fut.task_id)["timestamps"]
         assert fut.cancel()
