@@ -41,6 +41,7 @@ def test_the_guard_names_each_leak_and_passes_a_clean_test(pytester: pytest.Pyte
     pytester.makepyfile(test_leaky=LEAKY)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FUNCX_FLOWS_TEST_LEAK_GRACE_S", "0.5")  # leaks on purpose
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rE")
     result.assert_outcomes(passed=4, errors=3)
     out = result.stdout.str()
