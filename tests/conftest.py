@@ -1,17 +1,22 @@
-"""Fixtures shared by every test: a temporary home, a process-leak guard and,
-for integration and system tests, a real service with a real local endpoint."""
+"""Fixtures shared by every test: a temporary home, the leak guard (processes,
+threads, temporary files) and, for integration and system tests, the stack
+factory (tests/stacks.py): a real service with real local endpoints."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import psutil
+import guards
 import pytest
-from guards import OUTLIVE_TEST
+import stacks
+
+from funcx_flows.localstack import LocalStack
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -53,58 +58,40 @@ def _become_subreaper() -> None:
 
 
 _become_subreaper()
-
-
-def _alive_descendants() -> dict[int, psutil.Process]:
-    out = {}
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out[p.pid] = p
-        except psutil.Error:
-            pass
-    return out
-
-
-def _new_roots(before: set[int]) -> list[psutil.Process]:
-    """Processes that appeared during a test and do not descend from one that was
-    already running (a worker replaced by a long-lived endpoint is not a leak)."""
-    now = _alive_descendants()
-    roots = []
-    for pid, p in now.items():
-        if pid in before or pid in OUTLIVE_TEST:
-            continue
-        try:
-            ancestors = {a.pid for a in p.parents()}
-        except psutil.Error:
-            continue
-        if not ancestors & (before | OUTLIVE_TEST):
-            roots.append(p)
-    return roots
+TEMPDIR = guards.private_tempdir()
+# removed at exit, after what other atexit hooks (Prefect's test harness) remove in it
+atexit.register(guards.remove_private_tempdir, TEMPDIR)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_processes() -> Iterator[None]:
-    """Every test must end the processes it started."""
-    before = set(_alive_descendants())
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test must end the processes and threads it started and remove the
+    temporary files (and files in the working tree) it made; the failure names
+    them, after ending and removing them so that one leak does not cascade."""
+    folders = (TEMPDIR, REPO)
+    processes = set(guards.alive_descendants())
+    threads = guards.live_threads()
+    files = guards.entries(folders)
     yield
-    leaked: list[psutil.Process] = []
-    for _ in range(50):
-        leaked = _new_roots(before)
-        if not leaked:
-            break
-        psutil.wait_procs(leaked, timeout=0.1)
-    for p in leaked:  # clean up so one leak does not cascade, then fail
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    assert not leaked, f"test left processes behind: {[_describe(p) for p in leaked]}"
+    leaks = [f"processes: {p}" for p in [guards.leaked_processes(processes)] if p]
+    nodes = [n.nodeid for n in request.node.listchain()]
+    leaks += [f"threads: {t}" for t in [guards.leaked_threads(threads, nodes)] if t]
+    leaks += [f"temporary files: {f}" for f in [guards.leaked_files(folders, files)] if f]
+    if leaks:
+        pytest.fail("test left behind " + "; ".join(leaks), pytrace=False)
 
 
-def _describe(p: psutil.Process) -> str:
-    try:
-        return f"{p.pid} {' '.join(p.cmdline())[:200]}"
-    except psutil.Error:
-        return str(p.pid)
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[stacks.MakeStack]:
+    """``make_stack(**options)``: a stack for this test (see ``stacks.running`` for the
+    options; ``name`` picks its home's folder), ended when the test ends."""
+    with contextlib.ExitStack() as built:
+
+        def make(name: str = "home", **options: Any) -> LocalStack:
+            return built.enter_context(stacks.running(tmp_path / name, **options))
+
+        yield make
 
 
 def has_slurm() -> bool:

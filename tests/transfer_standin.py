@@ -11,9 +11,11 @@ effect). Everything seen is recorded, and ``wait_for`` blocks on it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -69,6 +71,37 @@ def failed(code: str, description: str) -> dict[str, Any]:
 def event(code: str, description: str, details: str = "", is_error: bool = True) -> dict[str, Any]:
     return {"DATA_TYPE": "event", "code": code, "description": description, "details": details,
             "is_error": is_error, "time": time.strftime("%Y-%m-%d %H:%M:%S+00:00", time.gmtime())}
+
+
+class _ClosingServer(ThreadingHTTPServer):
+    """Ends its handler threads when closed: a client that keeps its connection alive
+    (a cached SDK client) would otherwise hold one in a read for ever."""
+
+    daemon_threads = False
+    block_on_close = True  # server_close joins the handler threads
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        with self._open_lock:
+            still_open = list(self._open)
+        for conn in still_open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        super().server_close()
 
 
 @dataclass
@@ -333,8 +366,7 @@ class TransferStandIn:
             def do_POST(self) -> None:
                 self._serve("POST")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _ClosingServer(("127.0.0.1", 0), Handler)
         thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         try:

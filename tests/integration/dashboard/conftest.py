@@ -8,33 +8,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashstack import CHROMIUM, Dashboard, cli
-
-from funcx_flows.localstack import LocalStack
+from dashstack import CHROMIUM, Dashboard
+from guards import threads_outlive_tests
+from stacks import create_token, running
 
 
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    stack = LocalStack(Path(tmp_path_factory.mktemp("dash")) / "home")
-    try:
-        url = stack.start_service()
-        stack.start_endpoint("ep", {"max_workers_per_node": 2, "heartbeat_period_s": 0.5,
-                                    "heartbeat_threshold_s": 5, "provider": "inline"})
+    with running(Path(tmp_path_factory.mktemp("dash")) / "home",
+                 endpoints={"ep": {"provider": "inline"}}) as stack:
         token_a = (stack.home / "token").read_text().strip()
-        token_b = cli(stack, "token", "create", "--user", "bob")
-        yield Dashboard(stack, url, token_a, token_b)
-    finally:
-        stack.stop()
+        yield Dashboard(stack, stack.service_url, token_a, create_token(stack, "bob"))
 
 
 @pytest.fixture(scope="module")
-def browser(need: Callable[[bool, str], None]) -> Iterator[Any]:
+def browser(need: Callable[[bool, str], None], request: pytest.FixtureRequest) -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         need(False, "playwright is not installed (pip install -e '.[test]')")
         raise
     need(Path(CHROMIUM).exists(), "Chromium is not installed (apt-get install chromium)")
+    # Playwright's event loop starts its executor's threads as the tests drive it;
+    # they end with the loop, at the end of the module
+    threads_outlive_tests(request.node.nodeid, "asyncio_")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:

@@ -4,8 +4,6 @@ users, and signing a browser in (a module of its own name: see facility.py)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +23,6 @@ class Dashboard:
 
     def client(self, token: str) -> Client:
         return Client(self.url, token, home=self.stack.home)
-
-
-def cli(stack: LocalStack, *args: str) -> str:
-    """``funcx-flows ARGS`` against the stack; its last line of output."""
-    out = subprocess.run([sys.executable, "-c", "from funcx_flows.cli import main; main()",
-                          *args], env=stack.env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
 
 
 def sign_in(browser: Any, url: str, token: str, shots: Path, who: str) -> Any:

@@ -9,8 +9,7 @@ from typing import Any
 
 from dashstack import Dashboard, sign_in
 from guards import outlives_test
-
-from funcx_flows.retry import poll_until
+from waiting import wait_until
 
 
 def explode(tag: str) -> None:
@@ -30,7 +29,7 @@ def test_sign_in_find_a_failed_task_from_its_endpoint_and_read_the_traceback(
     ep = dash.stack.endpoints["ep"]
     with dash.client(dash.token_a) as c:
         task_id = c.run(explode, "frame-0042", endpoint_id=ep.endpoint_id)
-        assert poll_until(lambda: _state(c, task_id) == "failed", 60)
+        wait_until(lambda: _state(c, task_id) == "failed", 60, "the task to fail")
     page = sign_in(browser, dash.url, dash.token_a, tmp_path, "alice")
     try:
         row = page.locator(f'#endpoints tr[data-endpoint-id="{ep.endpoint_id}"]')
@@ -93,7 +92,7 @@ def test_a_second_user_sees_none_of_the_first_users_tasks(
     ep = dash.stack.endpoints["ep"]
     with dash.client(dash.token_a) as c:
         mine = c.run(double, 4, endpoint_id=ep.endpoint_id)
-        assert poll_until(lambda: _state(c, mine) == "success", 60)
+        wait_until(lambda: _state(c, mine) == "success", 60, "the task to succeed")
     alice = sign_in(browser, dash.url, dash.token_a, tmp_path, "alice")
     bob = sign_in(browser, dash.url, dash.token_b, tmp_path, "bob")
     try:

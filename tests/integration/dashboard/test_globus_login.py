@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from auth_standin import AuthStandin
-
-from funcx_flows.localstack import LocalStack
+from stacks import running
 
 CLIENT = "56cc31b2-e84a-11f1-936a-02fc00000001"
 SECRET = "standin-secret"
@@ -21,15 +20,12 @@ SCOPE = "https://auth.globus.org/scopes/56cc31b2-e84a-11f1-936a-02fc00000001/all
 @pytest.fixture(scope="module")
 def globus_service(tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[tuple[str, AuthStandin]]:
-    with AuthStandin(CLIENT, SECRET, "scientist@uni.edu") as standin:
-        stack = LocalStack(Path(tmp_path_factory.mktemp("globus")) / "home", env={
-            "GLOBUS_SDK_SERVICE_URL_AUTH": standin.url,
-            "FUNCX_FLOWS_GLOBUS_CLIENT_ID": CLIENT, "FUNCX_FLOWS_GLOBUS_CLIENT_SECRET": SECRET,
-            "FUNCX_FLOWS_GLOBUS_REQUIRED_SCOPE": SCOPE})
-        try:
-            yield stack.start_service(), standin
-        finally:
-            stack.stop()
+    home = Path(tmp_path_factory.mktemp("globus")) / "home"
+    with AuthStandin(CLIENT, SECRET, "scientist@uni.edu") as standin, running(home, env={
+            "GLOBUS_SDK_SERVICE_URL_AUTH": standin.url, "FUNCX_FLOWS_GLOBUS_CLIENT_ID": CLIENT,
+            "FUNCX_FLOWS_GLOBUS_CLIENT_SECRET": SECRET,
+            "FUNCX_FLOWS_GLOBUS_REQUIRED_SCOPE": SCOPE}) as stack:
+        yield stack.service_url, standin
 
 
 def test_sign_in_through_globus_auth(globus_service: tuple[str, AuthStandin], browser: Any,

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from dashstack import Dashboard
+from waiting import wait_until
 
 from funcx_flows.errors import ConfigError
-from funcx_flows.retry import RetryPolicy, poll_until
+from funcx_flows.retry import RetryPolicy
 from funcx_flows.sdk.client import Client
 from funcx_flows.service.ui.session import COOKIE
 from funcx_flows.triggers import config as cfg
@@ -48,7 +49,7 @@ def test_the_reports_of_a_trigger_process_show_on_its_owners_page_only(
         assert frames["files_seen"] == 3 and frames["files_waiting"] == 3
         assert frames["runs"] == {"queued": 1} and frames["lag_s"] > 0
         with Reporter(config.report, config, store) as reporter:
-            assert poll_until(lambda: reporter.sent >= 1, 30)
+            wait_until(lambda: reporter.sent >= 1, 30, "a report")
     finally:
         store.close()
     page = _page(dash, dash.token_a, "/ui/triggers")

@@ -3,12 +3,10 @@ task ends with exactly one result in the client, none lost."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import psutil
 import pytest
+from stacks import MakeStack
+from waiting import wait_until
 
 from funcx_flows.localstack import LocalStack
 from funcx_flows.sdk.executor import Executor
@@ -25,22 +23,13 @@ def work(i):
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalStack]:
-    s = LocalStack(tmp_path / "home", env={"FUNCX_FLOWS_HEARTBEAT_PERIOD_S": "0.5",
-                                           "FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "3"})
-    try:
-        s.start_service()
-        s.start_endpoint("ep", CONFIG)
-        yield s
-    finally:
-        s.stop()
+def stack(make_stack: MakeStack) -> LocalStack:
+    return make_stack(env={"FUNCX_FLOWS_HEARTBEAT_PERIOD_S": "0.5",
+                           "FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "3"}, endpoints={"ep": CONFIG})
 
 
 def _wait_for_some(futures, n: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(f.done() for f in futures) < n:
-        assert time.monotonic() < deadline, "tasks did not progress"
-        time.sleep(0.01)
+    wait_until(lambda: sum(f.done() for f in futures) >= n, timeout, f"{n} results")
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

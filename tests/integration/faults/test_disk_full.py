@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from waiting import finished_task, wait_until
 
-from funcx_flows.errors import StorageUnavailable, TaskPending
+from funcx_flows.errors import StorageUnavailable
 from funcx_flows.localstack import LocalStack
 from funcx_flows.retry import RetryPolicy
 from funcx_flows.sdk.stream import ResultStream
@@ -111,20 +112,8 @@ def _integrity(path: Path) -> str:
 
 def _run(client, endpoint_id: str, fid: str, arg: int) -> object:
     task_id = client.run(fid, arg, endpoint_id=endpoint_id)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return client.get_result(task_id)
-        except TaskPending:
-            assert time.monotonic() < deadline, "the task did not finish"
-            time.sleep(0.05)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    finished_task(client, task_id)
+    return client.get_result(task_id)
 
 
 def test_full_disk_under_the_service_database(tmp_path: Path, small_disk: SmallDisk):
@@ -183,7 +172,7 @@ def test_full_disk_under_the_service_database(tmp_path: Path, small_disk: SmallD
         assert not delivered.all_in.is_set()
 
         small_disk.free()
-        _wait(lambda: httpx.get(health + "/ready").status_code == 200, 30, "readiness")
+        wait_until(lambda: httpx.get(health + "/ready").status_code == 200, 30, "readiness")
         assert delivered.all_in.wait(90), f"{len(set(ids) - set(delivered.counts))} lost"
         stream.close()
         assert delivered.completed_once(ids), "a task was completed twice"
@@ -197,7 +186,7 @@ def test_full_disk_under_the_service_database(tmp_path: Path, small_disk: SmallD
         stack.stop()
         assert _integrity(db_path) == "ok"
         spool = ep.folder / "spool.db"
-        _wait(lambda: sqlite3.connect(spool).execute(
+        wait_until(lambda: sqlite3.connect(spool).execute(
             "SELECT count(*) FROM results").fetchone()[0] == 0, 5, "the spool to drain")
     finally:
         stack.stop()
@@ -229,11 +218,11 @@ def test_full_disk_under_the_endpoint_spool(tmp_path: Path, small_disk: SmallDis
             errors = client.get_endpoint_status(ep.endpoint_id)["recent_errors"]
             return any("cannot write the result spool" in e and "full" in e for e in errors)
 
-        _wait(reported, 10, "the endpoint to report its spool problem")
+        wait_until(reported, 10, "the endpoint to report its spool problem")
 
         small_disk.free()
         assert _run(client, ep.endpoint_id, fid, 9) == big_result(9)
-        _wait(lambda: "spool_error" not in json.loads((ep.folder / "status.json").read_text()),
+        wait_until(lambda: "spool_error" not in json.loads((ep.folder / "status.json").read_text()),
               30, "the agent to report the spool writable again")
         stack.stop_endpoint("ep")
         assert _integrity(ep.folder / "spool.db") == "ok"

@@ -7,8 +7,10 @@ import contextlib
 import re
 import socket
 import threading
-import time
 from pathlib import Path
+
+from stacks import running
+from waiting import wait_until
 
 from funcx_flows.localstack import LocalStack
 from funcx_flows.sdk.executor import Executor
@@ -30,7 +32,8 @@ class Relay:
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
         self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
 
     def _accept(self) -> None:
         while not self.stopped:
@@ -49,7 +52,9 @@ class Relay:
             with self.lock:
                 self.conns += [client, server]
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                pipe = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                self.threads.append(pipe)
+                pipe.start()
 
     @staticmethod
     def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -75,9 +80,15 @@ class Relay:
         self.up.set()
 
     def close(self) -> None:
+        """Ends its threads: a listening socket's shutdown wakes the accept (its
+        close alone does not)."""
         self.stopped = True
         self.cut()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        for t in self.threads:
+            t.join(10)
 
 
 def work(i):
@@ -88,26 +99,26 @@ def work(i):
 
 
 def test_results_spool_during_a_cut_and_arrive_once_after(tmp_path: Path):
-    relay = Relay()
-    stack = LocalStack(tmp_path / "home", env={
-        "FUNCX_FLOWS_ZMQ_PUBLIC_URL": f"tcp://127.0.0.1:{relay.port}",
-        "FUNCX_FLOWS_HEARTBEAT_PERIOD_S": "0.5", "FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "2"})
-    try:
-        stack.start_service()
+    with contextlib.closing(Relay()) as relay, running(tmp_path / "home", env={
+            "FUNCX_FLOWS_ZMQ_PUBLIC_URL": f"tcp://127.0.0.1:{relay.port}",
+            "FUNCX_FLOWS_HEARTBEAT_PERIOD_S": "0.5",
+            "FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "2"}) as stack:
         relay.target = ("127.0.0.1", _bound_zmq_port(stack))
         ep = stack.start_endpoint("ep", {"max_workers_per_node": 2, "heartbeat_period_s": 0.5,
                                          "heartbeat_threshold_s": 2})
         client = stack.client()
+        log = ep.folder / "foreground.log"
         with Executor(endpoint_id=ep.endpoint_id, client=client) as ex:
             warm = [ex.submit(work, i) for i in range(20)]
             assert [f.result(timeout=60) for f in warm] == [-i for i in range(20)]
             futures = [ex.submit(work, i) for i in range(600)]
-            deadline = time.monotonic() + 60
-            while sum(f.done() for f in futures) < 50:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            wait_until(lambda: sum(f.done() for f in futures) >= 50, 60, "50 results")
             relay.cut()
-            time.sleep(4)  # past the heartbeat threshold: both sides notice
+            # past the heartbeat threshold: both sides notice
+            wait_until(lambda: "link to the service lost" in log.read_text(), 60,
+                       "the agent to notice the cut")
+            wait_until(lambda: client.get_endpoint_status(ep.endpoint_id)["state"] != "online",
+                       60, "the service to notice the cut")
             done_during_cut = sum(f.done() for f in futures)
             relay.restore()
             values = [f.result(timeout=120) for f in futures]
@@ -115,22 +126,16 @@ def test_results_spool_during_a_cut_and_arrive_once_after(tmp_path: Path):
         assert done_during_cut < 600
         records = client.fetch_tasks([f.task_id for f in futures])
         assert {r["state"] for r in records} == {"success"}
-        endpoint_log = (ep.folder / "foreground.log").read_text()
+        endpoint_log = log.read_text()
         resent = re.findall(r"connected to the service \((\d+) results", endpoint_log)
         assert len(resent) >= 2, "the agent did not reconnect"
         client.close()
-    finally:
-        stack.stop()
-        relay.close()
 
 
 def _bound_zmq_port(stack: LocalStack) -> int:
     """The ROUTER's real port, from the service's log line."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def logged() -> list[str]:
         text = (stack.home / "service-stdout.log").read_text()
-        found = re.findall(r"ROUTER bound on tcp://127\.0\.0\.1:(\d+)", text)
-        if found:
-            return int(found[-1])
-        time.sleep(0.1)
-    raise AssertionError("the service did not log its bound ZeroMQ port")
+        return re.findall(r"ROUTER bound on tcp://127\.0\.0\.1:(\d+)", text)
+
+    return int(wait_until(logged, 30, "the service to log its bound ZeroMQ port")[-1])

@@ -20,6 +20,8 @@ from curve_peers import curve_service, running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simulated import manager_register
+from stacks import MakeStack
+from waiting import wait_until
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
@@ -28,7 +30,7 @@ from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.linkauth import ManagerCredentials
 from funcx_flows.endpoint.providers.local import LocalProvider
-from funcx_flows.localstack import LocalStack, stop_process
+from funcx_flows.localstack import stop_process
 from funcx_flows.sdk.executor import Executor
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=False,
@@ -156,8 +158,7 @@ def test_a_manager_survives_fuzzed_frames(fake_interchange, tmp_path: Path):
 # -------------------------------------------------------------- interchange --
 
 def _interchange_url(endpoint_pid: int) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def found() -> str | None:
         for child in psutil.Process(endpoint_pid).children(recursive=True):
             try:
                 args = child.cmdline()
@@ -165,59 +166,56 @@ def _interchange_url(endpoint_pid: int) -> str:
                 continue
             if "--options" in args:
                 return ManagerOptions.from_json(args[args.index("--options") + 1]).interchange
-        time.sleep(0.1)
-    raise AssertionError("no manager found")
+        return None
+
+    return wait_until(found, 30, "a manager", interval=0.1)
 
 
 def triple(x):
     return 3 * x
 
 
-def test_the_interchange_survives_fuzzed_managers(tmp_path: Path):
-    stack = LocalStack(tmp_path / "home")
-    try:
-        stack.start_service()
-        ep = stack.start_endpoint("ep", {"max_workers_per_node": 1, "heartbeat_period_s": 0.5,
-                                         "heartbeat_threshold_s": 2})
-        url = _interchange_url(ep.proc.pid)
-        # peers with the managers' credentials, so that the fuzz gets past the door
-        credentials = ManagerCredentials.load(ep.folder / MANAGER_CREDENTIALS)
-        ctx = zmq.Context()
-        peers = []
-        for _ in range(4):
-            s = ctx.socket(zmq.DEALER)
-            s.linger = 0
-            s.routing_id = uuid.uuid4().hex.encode()
-            credentials.apply(s)
-            s.connect(url)
-            peers.append(s)
+def test_the_interchange_survives_fuzzed_managers(make_stack: MakeStack):
+    stack = make_stack()
+    ep = stack.start_endpoint("ep", {"max_workers_per_node": 1, "heartbeat_period_s": 0.5,
+                                     "heartbeat_threshold_s": 2})
+    url = _interchange_url(ep.proc.pid)
+    # peers with the managers' credentials, so that the fuzz gets past the door
+    credentials = ManagerCredentials.load(ep.folder / MANAGER_CREDENTIALS)
+    ctx = zmq.Context()
+    peers = []
+    for _ in range(4):
+        s = ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.routing_id = uuid.uuid4().hex.encode()
+        credentials.apply(s)
+        s.connect(url)
+        peers.append(s)
 
-        @FUZZ
-        @given(frames_for(m.MANAGER_TO_INTERCHANGE), st.integers(0, 3))
-        def fuzz(frames: list[bytes], which: int) -> None:
-            peer = peers[which]
-            # registered first, so that the fuzz reaches past the "unknown manager" door
-            peer.send(m.encode(manager_register(peer.routing_id.decode(), 1, hostname="fuzz")))
-            if len(frames) > 1 and frames[0][:1] == b"\x00":
-                peer.send_multipart(frames)
-            else:
-                for f in frames:
-                    peer.send(f)
-            for p in peers:
-                while p.poll(0):
-                    p.recv_multipart()
-
-        fuzz()
+    @FUZZ
+    @given(frames_for(m.MANAGER_TO_INTERCHANGE), st.integers(0, 3))
+    def fuzz(frames: list[bytes], which: int) -> None:
+        peer = peers[which]
+        # registered first, so that the fuzz reaches past the "unknown manager" door
+        peer.send(m.encode(manager_register(peer.routing_id.decode(), 1, hostname="fuzz")))
+        if len(frames) > 1 and frames[0][:1] == b"\x00":
+            peer.send_multipart(frames)
+        else:
+            for f in frames:
+                peer.send(f)
         for p in peers:
-            p.close()
-        ctx.destroy(linger=0)
-        time.sleep(3)  # fake managers that registered are declared lost
-        assert ep.proc.poll() is None, "the endpoint died"
-        with Executor(endpoint_id=ep.endpoint_id, client=stack.client()) as ex:
-            assert [f.result(timeout=60) for f in [ex.submit(triple, i) for i in range(20)]] \
-                == [3 * i for i in range(20)]
-    finally:
-        stack.stop()
+            while p.poll(0):
+                p.recv_multipart()
+
+    fuzz()
+    for p in peers:
+        p.close()
+    ctx.destroy(linger=0)
+    time.sleep(3)  # fake managers that registered are declared lost
+    assert ep.proc.poll() is None, "the endpoint died"
+    with Executor(endpoint_id=ep.endpoint_id, client=stack.client()) as ex:
+        assert [f.result(timeout=60) for f in [ex.submit(triple, i) for i in range(20)]] \
+            == [3 * i for i in range(20)]
 
 
 # -------------------------------------------------------------------- agent --

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stacks import running
 
 from funcx_flows.localstack import LocalStack, RunningEndpoint
 from funcx_flows.sdk.client import Client
@@ -16,14 +17,9 @@ from funcx_flows.sdk.client import Client
 @pytest.fixture(scope="module", params=["local", "inline"])
 def stack(tmp_path_factory: pytest.TempPathFactory,
           request: pytest.FixtureRequest) -> Iterator[LocalStack]:
-    s = LocalStack(Path(tmp_path_factory.mktemp("stack")) / "home")
-    try:
-        s.start_service()
-        s.start_endpoint("ep", {"max_workers_per_node": 2, "heartbeat_period_s": 0.5,
-                                "heartbeat_threshold_s": 5, "provider": request.param})
+    with running(Path(tmp_path_factory.mktemp("stack")) / "home",
+                 endpoints={"ep": {"provider": request.param}}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

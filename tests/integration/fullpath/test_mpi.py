@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from mpihello import HELLO, hello, ranks_said, two_at_once
+from stacks import running
 
 from funcx_flows.errors import CommandError, InvalidRequest
 from funcx_flows.localstack import LocalStack
@@ -23,17 +24,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, need) -> Iterator[LocalStack
     need(shutil.which("mpiexec") is not None and Path("/usr/lib/x86_64-linux-gnu/"
                                                       "libmpich.so.12").exists(),
          "MPICH (Debian: apt-get install mpich); .ci/run installs it")
-    s = LocalStack(Path(tmp_path_factory.mktemp("mpi")) / "home")
-    try:
-        s.start_service()
-        common = {"max_workers_per_node": 3, "heartbeat_period_s": 0.5,
-                  "heartbeat_threshold_s": 5}
-        s.start_endpoint("mpi", {**common, "mpi": {"launcher": "mpiexec",
-                                                   "slots_per_node": 4}})
-        s.start_endpoint("plain", common)
+    with running(Path(tmp_path_factory.mktemp("mpi")) / "home", endpoints={
+            "mpi": {"max_workers_per_node": 3,
+                    "mpi": {"launcher": "mpiexec", "slots_per_node": 4}},
+            "plain": {"max_workers_per_node": 3}}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture

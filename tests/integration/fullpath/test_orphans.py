@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from waiting import task_state, wait_until
+
 from funcx_flows.sdk.executor import Executor
 
 CHILD = """
@@ -35,13 +37,6 @@ def blocker(path):
     return "released"
 
 
-def _wait_for(predicate, what, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_the_tasks_of_a_killed_client_are_cancelled(stack, client, tmp_path):
     release = tmp_path / "release"
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(release)],
@@ -50,12 +45,12 @@ def test_the_tasks_of_a_killed_client_are_cancelled(stack, client, tmp_path):
     try:
         task_ids = proc.stdout.readline().split()
         assert len(task_ids) == 2
-        _wait_for(lambda: all(client.get_task(t)["state"] == "running" for t in task_ids),
-                  "the tasks to run")
+        wait_until(lambda: all(task_state(client, t) == "running" for t in task_ids),
+                   120, "the tasks to run")
         proc.kill()
         proc.wait(10)
-        _wait_for(lambda: all(client.get_task(t)["state"] == "cancelled" for t in task_ids),
-                  "the service to cancel the tasks of the killed client")
+        wait_until(lambda: all(client.get_task(t)["state"] == "cancelled" for t in task_ids),
+                   120, "the service to cancel the tasks of the killed client")
         error = client.get_task(task_ids[0])["error"]
         assert "result stream closed" in error["message"], error
     finally:
@@ -69,13 +64,16 @@ def test_the_tasks_of_a_killed_client_are_cancelled(stack, client, tmp_path):
 def test_a_stream_that_reconnects_keeps_its_tasks(endpoint, client, tmp_path):
     release = tmp_path / "release"
     with Executor(endpoint_id=endpoint.endpoint_id, client=client, cancel_on_close_s=1) as ex:
-        future = ex.submit(blocker, str(release))
-        _wait_for(lambda: client.get_task(future.task_id)["state"] == "running",
-                  "the task to run")
-        ex._stream._ws.close()  # the link drops; the stream reconnects by itself
-        _wait_for(lambda: ex._stream.reconnects >= 1 and ex._stream.wait_connected(0),
-                  "the stream to reconnect")
-        time.sleep(3)  # past the grace: a check blind to the reconnection cancels by now
-        assert client.get_task(future.task_id)["state"] == "running"
-        release.touch()
+        try:
+            future = ex.submit(blocker, str(release))
+            # (not get_task: the future has its id before the submit thread sent it)
+            wait_until(lambda: task_state(client, future.task_id) == "running", 120,
+                       "the task to run")
+            ex._stream._ws.close()  # the link drops; the stream reconnects by itself
+            wait_until(lambda: ex._stream.reconnects >= 1 and ex._stream.wait_connected(0),
+                       120, "the stream to reconnect")
+            time.sleep(3)  # past the grace: a check blind to the reconnection cancels by now
+            assert client.get_task(future.task_id)["state"] == "running"
+        finally:
+            release.touch()  # else the executor's exit waits for the body for ever
         assert future.result(timeout=60) == "released"

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import CancelledError, as_completed
 
 import pytest
-from waiting import wait_until
+from waiting import finished_task, task_state, wait_until
 
 from funcx_flows import serialize
 from funcx_flows.errors import (
@@ -73,13 +73,6 @@ def unpicklable():
 
 def big(n):
     return b"x" * n
-
-
-def state_of(client, task_id):
-    try:
-        return client.get_task(task_id)["state"]
-    except NotFound:  # not submitted yet
-        return None
 
 
 def test_thousand_tasks_all_return_correct_results(endpoint, client):
@@ -169,19 +162,14 @@ def test_result_over_the_limit_is_refused(endpoint, client):
 def test_cancel_a_running_task(endpoint, client):
     with Executor(endpoint_id=endpoint.endpoint_id, client=client) as ex:
         fut = ex.submit(sleeper, 60)
-        deadline = time.monotonic() + 30
-        while state_of(client, fut.task_id) != "running":
-            assert time.monotonic() < deadline, "the task never showed as running"
-            time.sleep(0.05)
+        wait_until(lambda: task_state(client, fut.task_id) == "running", 30,
+                   "the task to show as running")
         assert "running" in client.get_task(fut.task_id)["timestamps"]
         assert fut.cancel()
         with pytest.raises(CancelledError):
             fut.result(timeout=1)
         task_id = fut.task_id
-        deadline = time.monotonic() + 30
-        while client.get_task(task_id)["state"] != "cancelled":
-            assert time.monotonic() < deadline, client.get_task(task_id)
-            time.sleep(0.1)
+        finished_task(client, task_id, 30, states=("cancelled",))
         assert ex.submit(square, 4).result(timeout=60) == 16
 
 
@@ -201,12 +189,8 @@ def test_client_batch_and_fetch(endpoint, client):
     batch = client.create_batch(endpoint.endpoint_id)
     ids = [batch.add(fid, (i,)) for i in range(20)]
     assert client.batch_run(batch) == ids
-    deadline = time.monotonic() + 60
-    results = {}
-    while len(results) < 20:
-        assert time.monotonic() < deadline
-        results = client.get_results(ids)
-        time.sleep(0.05)
+    results = wait_until(lambda: len(r := client.get_results(ids)) == 20 and r, 60,
+                         "20 results")
     assert [results[t] for t in ids] == [i * i for i in range(20)]
     assert client.get_result(ids[3]) == 9
     record = client.get_task(ids[0])
@@ -291,10 +275,8 @@ def test_resource_hints_are_honoured_when_placing_tasks(endpoint, client):
     with Executor(endpoint_id=endpoint.endpoint_id, client=client,
                   resources={"cores": 4096, "gpus": 8}) as ex:
         fut = ex.submit(square, 7)
-        deadline = time.monotonic() + 30
-        while client.get_endpoint_status(endpoint.endpoint_id)["tasks_queued"] < 1:
-            assert time.monotonic() < deadline, "the task was not held back"
-            time.sleep(0.1)
+        wait_until(lambda: client.get_endpoint_status(endpoint.endpoint_id)["tasks_queued"] >= 1,
+                   30, "the task to be held back")
         assert not fut.done()  # no manager has 4096 cores: it waits for one
         assert fut.cancel()
 
@@ -334,10 +316,7 @@ def test_bytes_that_do_not_deserialize_on_the_worker_fail_the_task(endpoint, cli
     garbage = serialize.pack_call((1,), {})[:8] + b"this is not a pickle"
     (task_id,) = client.submit_tasks([{"function_id": fid, "endpoint_id": endpoint.endpoint_id,
                                        "payload": b64encode(garbage)}])
-    deadline = time.monotonic() + 60
-    while (record := client.get_task(task_id))["state"] not in ("success", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    record = finished_task(client, task_id)
     assert record["state"] == "failed"
     assert record["error"]["code"] == "serialization_error"
     assert "arguments" in record["error"]["message"]

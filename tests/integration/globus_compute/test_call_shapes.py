@@ -6,15 +6,16 @@ that was meant, nothing registered or sent."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stacks import running
+from waiting import wait_until
 
 from funcx_flows import Executor
-from funcx_flows.localstack import LocalStack, RunningEndpoint
+from funcx_flows.localstack import RunningEndpoint
 from funcx_flows.sdk.batch import Batch
 from funcx_flows.sdk.client import Client
 
@@ -29,25 +30,20 @@ def fails(x: int) -> None:
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, RunningEndpoint]]:
-    stack = LocalStack(Path(tmp_path_factory.mktemp("shapes")) / "home")
-    try:
-        stack.start_service()
+    with running(Path(tmp_path_factory.mktemp("shapes")) / "home") as stack:
         ep = stack.start_endpoint("ep", {"max_workers_per_node": 2})
-        client = stack.client()
-        yield client, ep
-        client.close()
-    finally:
-        stack.stop()
+        with stack.client() as client:
+            yield client, ep
 
 
 def finished(client: Client, task_ids: list[str]) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + 60
-    while True:
-        states = client.get_batch_result(task_ids)
+    def done() -> dict[str, dict[str, Any]] | None:
+        states: dict[str, dict[str, Any]] = client.get_batch_result(task_ids)
         if len(states) == len(task_ids) and not any(s["pending"] for s in states.values()):
             return states
-        assert time.monotonic() < deadline, states
-        time.sleep(0.1)
+        return None
+
+    return wait_until(done, 60, f"tasks {task_ids} to finish", interval=0.1)
 
 
 def test_globus_compute_shapes_run_on_our_endpoint(ours):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import zmq
 from curve_peers import curve_service, running
+from waiting import wait_until
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
@@ -68,10 +69,7 @@ def service(tmp_path: Path) -> Iterator[FakeService]:
         ident = sock.recv_multipart()[0]
         sock.send_multipart([ident, m.encode(m.Welcome(heartbeat_period_s=2,
                                                        heartbeat_threshold_s=60))])
-        deadline = time.monotonic() + 30
-        while agent.status.workers_total < 2:  # the block's workers are up
-            assert time.monotonic() < deadline, "the inline block never started"
-            time.sleep(0.05)
+        wait_until(lambda: agent.status.workers_total >= 2, 30, "the inline block's workers")
         yield FakeService(sock, ident)
 
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import zmq
 from curve_peers import curve_service, running
+from waiting import wait_until
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.agent import Agent
 from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.providers.base import Block
 from funcx_flows.endpoint.providers.inline import InlineProvider
-from funcx_flows.retry import poll_until
 
 
 class RefusingProvider(InlineProvider):
@@ -61,7 +61,8 @@ def test_a_refused_block_reaches_the_status(tmp_path: Path):
         assert block.state == "failed" and "queue closed" in block.message
         assert any("could not start" in e and "queue closed" in e
                    for e in status.recent_errors)
-        on_disk = poll_until(lambda: read_status(folder), 30)  # written after the send
+        # written after the send
+        on_disk = wait_until(lambda: read_status(folder), 30, "status.json")
         assert on_disk is not None, "no status.json"
         assert on_disk["endpoint_id"] == reg.endpoint_id and on_disk["link_up"] is True
         assert [b["state"] for b in on_disk["blocks"]] == ["failed"]

@@ -20,6 +20,7 @@ import netns
 import yaml
 from guards import outlives_test
 from pki import CA, ServerCert
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 HOSTCMD = Path(__file__).with_name("hostcmd.py")
@@ -59,8 +60,8 @@ class Facility:
             [sys.executable, "-m", "funcx_flows.service", "--host", "127.0.0.1",
              "--port", "8000", "--zmq-port", "0"],
             env=base_env(FUNCX_FLOWS_HOME=str(home)), log=self.root / "service.log")
-        _wait(lambda: info.exists() or self.service_proc.poll() is not None, 60,
-              "the service to start")
+        wait_until(lambda: info.exists() or self.service_proc.poll() is not None, 60,
+                   "the service to start")
         assert self.service_proc.poll() is None, (self.root / "service.log").read_text()[-3000:]
         self.token = (home / "token").read_text().strip()
 
@@ -139,14 +140,6 @@ class Facility:
     def log(self, name: str) -> str:
         path = self.root / name
         return path.read_text() if path.exists() else ""
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def build(root: Path) -> tuple[netns.Network, Facility]:

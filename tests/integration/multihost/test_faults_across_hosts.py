@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from waiting import wait_until
+
 NETRELAY = Path(__file__).resolve().parents[2] / "netrelay.py"
 
 
@@ -15,13 +17,6 @@ def _spool_empty(facility, name: str) -> bool:
     spool = facility.root / "hpc-home" / "endpoints" / name / "spool.db"
     with sqlite3.connect(spool) as db:
         return db.execute("SELECT count(*) FROM results").fetchone()[0] == 0
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_hpc_cut_off_for_30s_with_2000_tasks_in_flight(facility):
@@ -38,7 +33,7 @@ def test_hpc_cut_off_for_30s_with_2000_tasks_in_flight(facility):
         log = facility.log("endpoint-cut.log")
         assert "link to the service lost" in log
         assert log.count("connected to the service") >= 2, log[-3000:]
-        _wait(lambda: _spool_empty(facility, "cut"), 30, "the spool to drain")
+        wait_until(lambda: _spool_empty(facility, "cut"), 30, "the spool to drain")
 
 
 def test_the_proxy_restarts_mid_run(facility):
@@ -67,7 +62,7 @@ def test_a_slow_lossy_wan_to_hpc(facility):
             answer = facility.answer(facility.start_on(facility.client, "run", eid, "600",
                                                        "0.05"))
             assert answer["ok"] and answer["n"] == 600 and answer["unique_ids"] == 600, answer
-            _wait(lambda: _spool_empty(facility, "wan"), 60, "the spool to drain")
+            wait_until(lambda: _spool_empty(facility, "wan"), 60, "the spool to drain")
         # the WAN did cut the link, more than once, and the endpoint came back each time
         assert facility.log("endpoint-wan.log").count("connected to the service") >= 3
     finally:

@@ -16,8 +16,9 @@ from typing import Any
 
 import netns
 import pytest
-from facility import REPO, Facility, _wait, base_env
+from facility import REPO, Facility, base_env
 from privatepg import PrivatePostgres, binaries
+from waiting import wait_until
 
 PORT = 8000
 
@@ -58,8 +59,8 @@ def replicated(tmp_path_factory: pytest.TempPathFactory, need: Any) -> Iterator[
                 env=base_env(FUNCX_FLOWS_HOME=str(root / f"{name}-home")),
                 log=root / f"{name}.log")
             proc = replicas[name]
-            _wait(lambda h=host, p=proc: _reachable(hosts["service"], h.ip, PORT)
-                  or p.poll() is not None, 90, f"replica {name} to listen")
+            wait_until(lambda h=host, p=proc: _reachable(hosts["service"], h.ip, PORT)
+                       or p.poll() is not None, 90, f"replica {name} to listen")
             assert replicas[name].poll() is None, (root / f"{name}.log").read_text()[-3000:]
         f.token = (root / "svc1-home" / "token").read_text().strip()
         config = root / "haproxy.cfg"

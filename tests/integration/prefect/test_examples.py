@@ -12,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from guards import threads_outlive_tests
+from prefectruns import REMOTE_TASK_THREADS
 
 from funcx_flows.testing import running_stack
 
@@ -19,8 +21,9 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "flows_examples"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def endpoint(prefect_server: None) -> Iterator[str]:
+def endpoint(prefect_server: None, request: pytest.FixtureRequest) -> Iterator[str]:
     """The examples' endpoint: theirs is named by FUNCX_FLOWS_EXAMPLE_ENDPOINT."""
+    threads_outlive_tests(request.node.nodeid, *REMOTE_TASK_THREADS)
     with running_stack("examples") as stack:
         saved = os.environ.get("FUNCX_FLOWS_EXAMPLE_ENDPOINT")
         os.environ["FUNCX_FLOWS_EXAMPLE_ENDPOINT"] = stack.endpoint

@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import flow_logs, task_runs
 from gc_standin import EP, gc
 from prefect import flow, task
+from prefectruns import flow_logs, task_runs
 
 from funcx_flows import EndpointTaskRunner, GlobusComputeEndpoint, remote_map, remote_task
 from funcx_flows.errors import PartialFailure, RemoteExecutionError

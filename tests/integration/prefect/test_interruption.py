@@ -11,10 +11,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import task_runs
+from prefectruns import task_runs
+from waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -74,14 +74,6 @@ else:
 TASK_ID = re.compile(r"as remote task ([0-9a-f-]{36})|^tasks (.*)$", re.M)
 
 
-def _wait_for(predicate, what, proc=None, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc is None or proc.poll() is None, f"the child ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize(("mode", "signum"), [
     ("runner", signal.SIGINT), ("runner", signal.SIGTERM),
     ("threads", signal.SIGINT), ("threads", signal.SIGTERM),
@@ -100,8 +92,8 @@ def test_an_interrupted_flow_process_cancels_its_remote_tasks(stack, tmp_path, m
         proc = subprocess.Popen([sys.executable, str(script), mode, str(tmp_path)], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: all((tmp_path / f"started-{i}").exists() for i in range(2)),
-                  "both remote bodies to start", proc)
+        wait_until(lambda: all((tmp_path / f"started-{i}").exists() for i in range(2)), 120,
+                   "both remote bodies to start", proc=proc)
         proc.send_signal(signum)
         try:
             proc.wait(timeout=120)  # without cancelling, it would wait for the bodies
@@ -113,8 +105,8 @@ def test_an_interrupted_flow_process_cancels_its_remote_tasks(stack, tmp_path, m
         assert len(task_ids) == 2, text
         client = stack.client()
         try:  # cancelled on the service (they would never end otherwise: not yet released)
-            _wait_for(lambda: all(client.get_task(t)["state"] == "cancelled" for t in task_ids),
-                      "the remote tasks to be cancelled")
+            wait_until(lambda: all(client.get_task(t)["state"] == "cancelled"
+                                   for t in task_ids), 120, "the remote tasks to be cancelled")
         finally:
             client.close()
     finally:

@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import flow_log_records, flow_logs, task_runs
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import allow_failure, quote, unmapped
+from prefectruns import flow_log_records, flow_logs, task_runs
 
 from funcx_flows import EndpointTaskRunner, remote_task
 from funcx_flows.errors import RemoteExecutionError

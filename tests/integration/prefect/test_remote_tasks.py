@@ -11,9 +11,10 @@ import threading
 import time
 
 import pytest
-from conftest import flow_logs, task_runs
 from prefect import flow, task, unmapped
 from prefect.cache_policies import INPUTS
+from prefectruns import flow_logs, task_runs
+from waiting import finished_task
 
 from funcx_flows import EndpointTaskRunner, ShellFunction, ShellResult, remote_map, remote_task
 from funcx_flows.errors import PartialFailure, RemoteExecutionError
@@ -105,30 +106,36 @@ def test_a_lost_worker_is_retried_by_prefect_retries(tmp_path):
     assert max(r.run_count for r in runs) == 2
 
 
-def test_timeout_cancels_the_remote_task(stack):
+def test_timeout_cancels_the_remote_task(stack, tmp_path):
+    # the body runs until released (never, within the test's bound); released at the
+    # end so that its worker is free for the next tests, not busy for a minute
+    release = tmp_path / "release"
+
     @remote_task(endpoint="ep", timeout_seconds=1)
-    def too_slow():
+    def too_slow(path):
+        import os
         import time
 
-        time.sleep(60)
+        while not os.path.exists(path):
+            time.sleep(0.05)
 
     @flow
     def impatient():
-        return too_slow()
+        return too_slow(str(release))
 
     started = time.monotonic()
-    state = impatient(return_state=True)
-    assert state.is_failed() and time.monotonic() - started < 30
-    assert isinstance(state.result(raise_on_failure=False), TimeoutError)
-    messages = flow_logs(state.state_details.flow_run_id)
-    line = next(m for m in messages if "too_slow on endpoint ep as remote task" in m)
-    task_id = line.rsplit(" ", 1)[1]
-    client = stack.client()
-    deadline = time.monotonic() + 30
-    while client.get_task(task_id)["state"] != "cancelled":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    client.close()
+    try:
+        state = impatient(return_state=True)
+        assert state.is_failed() and time.monotonic() - started < 30
+        assert isinstance(state.result(raise_on_failure=False), TimeoutError)
+        messages = flow_logs(state.state_details.flow_run_id)
+        line = next(m for m in messages if "too_slow on endpoint ep as remote task" in m)
+        task_id = line.rsplit(" ", 1)[1]
+        client = stack.client()
+        finished_task(client, task_id, 30, states=("cancelled",))
+        client.close()
+    finally:
+        release.touch()
 
 
 def test_tag_concurrency_limits_hold_for_remote_tasks():

@@ -15,8 +15,8 @@ from typing import Any
 
 import globus_sdk
 import pytest
-from conftest import flow_logs, task_runs
 from prefect import flow
+from prefectruns import flow_logs, task_runs
 from transfer_standin import (
     TransferStandIn,
     active,
@@ -26,6 +26,7 @@ from transfer_standin import (
     inactive,
     succeeded,
 )
+from waiting import wait_until
 
 from funcx_flows.errors import ConfigError, TimedOut, TransferFailed, TransferStatusUnknown
 from funcx_flows.prefect.transfer import run_transfer, transfer
@@ -264,8 +265,7 @@ def test_keys_expire_and_their_state_is_swept(prefect_server, standin, home):
     with KeyStore.at_home(home) as store:
         record = store.get("key:short-lived")
         assert record is not None and record.outcome == "succeeded"
-        while store.clock() < record.expires_at:  # the key's time runs out
-            time.sleep(0.05)
+        wait_until(lambda: store.clock() >= record.expires_at, 10, "the key's time to run out")
     run(standin.url, key="another")
     with KeyStore.at_home(home) as store:  # swept by a step run for another key
         assert store.get("key:short-lived") is None

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import httpx
 from prefect import flow, get_client
+from waiting import wait_until
 
 from funcx_flows.triggers.config import TargetConfig
-from funcx_flows.triggers.serve import wait_until
 from funcx_flows.triggers.state import Run, StateStore
 from funcx_flows.triggers.targets import Starter
 
@@ -140,11 +140,11 @@ def test_flow_target_runs_without_heartbeats_unless_asked(prefect_server, tmp_pa
                           store, 1, call=probe)
         store.add_run("det", {"paths": ["/a"]})
         starter.pump()
-        assert wait_until(lambda: store.counts()["det"].get("done") == n, 60)  # noqa: B023
+        wait_until(lambda: store.counts()["det"].get("done") == n, 60)  # noqa: B023
         starter.close()
     EventsWorker.drain_all()
     default, asked = started[-2:]
-    assert wait_until(lambda: heartbeats_of([asked])[asked] > 0, 30), "no heartbeat at all"
+    wait_until(lambda: heartbeats_of([asked])[asked] > 0, 30, "no heartbeat at all")
     assert heartbeats_of([default])[default] == 0
     store.close()
 
@@ -280,8 +280,8 @@ def test_flow_target_retries_503s_from_the_prefect_api_on_the_project_policy(
         with api_for_every_thread(proxy.url):
             run_id = store.add_run("det", {"paths": ["/a", "/b"]})
             starter.pump()
-            assert wait_until(lambda: store.runs("det")[0].state != "running"
-                              and not starter.busy, 120)
+            wait_until(lambda: store.runs("det")[0].state != "running"
+                       and not starter.busy, 120)
             starter.close()
     finally:
         proxy.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import zmq
+from stacks import running
 
 from funcx_flows import messages as m
 from funcx_flows import serialize
@@ -22,14 +23,10 @@ from funcx_flows.sdk.client import b64encode
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = LocalStack(Path(tmp_path_factory.mktemp("sec")) / "home",
-                   env={"FUNCX_FLOWS_RATE_LIMIT_PER_S": "20",
-                        "FUNCX_FLOWS_MAX_TASKS_IN_FLIGHT": "5"})
-    try:
-        s.start_service()
+    with running(Path(tmp_path_factory.mktemp("sec")) / "home",
+                 env={"FUNCX_FLOWS_RATE_LIMIT_PER_S": "20",
+                      "FUNCX_FLOWS_MAX_TASKS_IN_FLIGHT": "5"}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def dealer(ctx, url, server_key, public, secret, identity):
@@ -139,18 +136,14 @@ def test_requests_per_second_limit_is_a_429(stack):
     client.close()
 
 
-def test_the_api_survives_schema_driven_fuzzing(tmp_path, need):
+def test_the_api_survives_schema_driven_fuzzing(make_stack, need):
     st = shutil.which("schemathesis")
     need(st is not None, "schemathesis (pip install -e '.[test]')")
-    s = LocalStack(tmp_path / "home")
-    try:
-        url = s.start_service()
-        token = (s.home / "token").read_text().strip()
-        out = subprocess.run(
-            [st, "run", url + "/openapi.json", "-H", f"Authorization: Bearer {token}",
-             "-c", "not_a_server_error,status_code_conformance,response_schema_conformance",
-             "-n", "25", "--seed", "7", "--phases", "examples,coverage,fuzzing"],
-            capture_output=True, text=True, timeout=600)
-    finally:
-        s.stop()
+    s = make_stack()
+    token = (s.home / "token").read_text().strip()
+    out = subprocess.run(
+        [st, "run", s.service_url + "/openapi.json", "-H", f"Authorization: Bearer {token}",
+         "-c", "not_a_server_error,status_code_conformance,response_schema_conformance",
+         "-n", "25", "--seed", "7", "--phases", "examples,coverage,fuzzing"],
+        capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-6000:]

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stacks import MakeStack, user_client
 from waiting import wait_until
 
 from funcx_flows.localstack import LocalStack
@@ -54,23 +53,13 @@ def where_am_i() -> dict[str, object]:
 
 
 @pytest.fixture
-def shared(tmp_path: Path) -> Iterator[tuple[LocalStack, Client, Client]]:
+def shared(make_stack: MakeStack) -> Iterator[tuple[LocalStack, Client, Client]]:
     """A service; alice's token also in the environment the endpoint starts with
     (as `export FUNCX_FLOWS_TOKEN=...` would put it); bob."""
-    stack = LocalStack(tmp_path / "home")
-    try:
-        stack.start_service()
-        stack.env["FUNCX_FLOWS_TOKEN"] = (stack.home / "token").read_text().strip()
-        made = subprocess.run([sys.executable, "-c", "from funcx_flows.cli import main; main()",
-                               "token", "create", "--user", "bob"], env=stack.env,
-                              capture_output=True, text=True, timeout=60, check=True)
-        alice = stack.client()
-        bob = Client(stack.service_url, made.stdout.strip().splitlines()[-1])
+    stack = make_stack()
+    stack.env["FUNCX_FLOWS_TOKEN"] = (stack.home / "token").read_text().strip()
+    with stack.client() as alice, user_client(stack, "bob") as bob:
         yield stack, alice, bob
-        alice.close()
-        bob.close()
-    finally:
-        stack.stop()
 
 
 @pytest.mark.parametrize("provider", ["local", "inline"])

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import zmq
 from simulated import manager_register
+from stacks import MakeStack
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.interchange import Interchange
 from funcx_flows.endpoint.launch import ManagerOptions
 from funcx_flows.endpoint.linkauth import Gate, ManagerCredentials, Mechanism
-from funcx_flows.localstack import LocalStack
 from funcx_flows.sdk.executor import Executor
 
 
@@ -138,17 +138,13 @@ def test_a_manager_with_unusable_credentials_says_why(tmp_path: Path, content: s
 
 
 @pytest.mark.parametrize("mechanism", ["curve", "password"])
-def test_an_endpoints_managers_connect_with_either_mechanism(tmp_path: Path,
+def test_an_endpoints_managers_connect_with_either_mechanism(make_stack: MakeStack,
                                                              mechanism: Mechanism):
-    stack = LocalStack(tmp_path / "home")
-    try:
-        stack.start_service()
-        ep = stack.start_endpoint("ep", {"max_workers_per_node": 1, "manager_auth": mechanism})
-        saved = ManagerCredentials.load(ep.folder / "manager-credentials.json")
-        assert saved.mechanism == mechanism
-        assert (ep.folder / "manager-credentials.json").stat().st_mode & 0o077 == 0
-        with Executor(endpoint_id=ep.endpoint_id, client=stack.client()) as ex:
-            assert [f.result(timeout=60) for f in [ex.submit(double, i) for i in range(5)]] \
-                == [0, 2, 4, 6, 8]
-    finally:
-        stack.stop()
+    stack = make_stack()
+    ep = stack.start_endpoint("ep", {"max_workers_per_node": 1, "manager_auth": mechanism})
+    saved = ManagerCredentials.load(ep.folder / "manager-credentials.json")
+    assert saved.mechanism == mechanism
+    assert (ep.folder / "manager-credentials.json").stat().st_mode & 0o077 == 0
+    with Executor(endpoint_id=ep.endpoint_id, client=stack.client()) as ex:
+        assert [f.result(timeout=60) for f in [ex.submit(double, i) for i in range(5)]] \
+            == [0, 2, 4, 6, 8]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from stacks import running
 from test_channel_and_limits import answers, dealer, hello, register
 
 from funcx_flows import messages as m
@@ -20,12 +21,8 @@ from funcx_flows.sdk.client import b64encode
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = LocalStack(Path(tmp_path_factory.mktemp("acks")) / "home")
-    try:
-        s.start_service()
+    with running(Path(tmp_path_factory.mktemp("acks")) / "home") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def receive(sock: zmq.Socket, want: type, timeout_s: float = 20.0) -> list:

@@ -5,11 +5,13 @@ problem, from the SDK and from `funcx-endpoint start`, and nothing hangs."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pki import CA
+from stacks import running
 
 from funcx_flows.errors import ServiceUnavailable
 from funcx_flows.localstack import LocalStack
@@ -26,22 +28,18 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
 
 
 def _stack(tmp: Path, ca: CA, label: str, healthy: bool = False, **cert: object
-           ) -> LocalStack:
+           ) -> contextlib.AbstractContextManager[LocalStack]:
     made = ca.issue(label, **cert)  # type: ignore[arg-type]
-    stack = LocalStack(tmp / label, env={"FUNCX_FLOWS_CA_BUNDLE": str(ca.pem)})
-    stack.start_service("--tls-cert", str(made.cert), "--tls-key", str(made.key),
-                        healthy=healthy)
-    return stack
+    return running(tmp / label, env={"FUNCX_FLOWS_CA_BUNDLE": str(ca.pem)},
+                   service_args=["--tls-cert", str(made.cert), "--tls-key", str(made.key)],
+                   healthy=healthy)
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory, ca: CA) -> Iterator[LocalStack]:
-    s = _stack(Path(tmp_path_factory.mktemp("tls")), ca, "good", healthy=True,
-               dns=["localhost"], ips=["127.0.0.1"])
-    try:
+    with _stack(Path(tmp_path_factory.mktemp("tls")), ca, "good", healthy=True,
+                dns=["localhost"], ips=["127.0.0.1"]) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _token(stack: LocalStack) -> str:
@@ -86,12 +84,9 @@ def test_a_ca_this_machine_does_not_trust_is_named(good, monkeypatch):
 ])
 def test_a_certificate_that_is_expired_or_for_another_host_is_named(
         tmp_path, ca, monkeypatch, label, cert, words):
-    s = _stack(tmp_path, ca, label, **cert)
-    try:
+    with _stack(tmp_path, ca, label, **cert) as s:
         message = _refusal(s.service_url, _token(s), monkeypatch, str(ca.pem))
         assert words in message, message
-    finally:
-        s.stop()
 
 
 def test_plain_http_to_the_tls_port_and_tls_to_a_plain_port(good, tmp_path, monkeypatch):
@@ -99,14 +94,10 @@ def test_plain_http_to_the_tls_port_and_tls_to_a_plain_port(good, tmp_path, monk
     message = _refusal(plain_url, _token(good), monkeypatch, str(good.env[
         "FUNCX_FLOWS_CA_BUNDLE"]))
     assert "use https://" in message, message
-    plain = LocalStack(tmp_path / "plain")
-    try:
-        url = plain.start_service()
-        message = _refusal(url.replace("http://", "https://"), _token(plain), monkeypatch,
-                           None)
+    with running(tmp_path / "plain") as plain:
+        message = _refusal(plain.service_url.replace("http://", "https://"), _token(plain),
+                           monkeypatch, None)
         assert "does not speak TLS" in message, message
-    finally:
-        plain.stop()
 
 
 def test_funcx_endpoint_start_says_what_is_wrong_with_the_certificate(good, tmp_path):

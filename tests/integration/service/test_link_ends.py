@@ -5,12 +5,13 @@ and the endpoint is offline at once, not when its heartbeats are missed."""
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zmq
+from stacks import running
+from waiting import wait_until
 
 from funcx_flows import messages as m
 from funcx_flows.endpoint.link import link_url
@@ -21,13 +22,9 @@ from funcx_flows.wsconn import WsConnection
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     # heartbeats would take the endpoint offline only after 10 minutes
-    s = LocalStack(Path(tmp_path_factory.mktemp("wslink")),
-                   env={"FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "600"})
-    s.start_service()
-    try:
+    with running(Path(tmp_path_factory.mktemp("wslink")),
+                 env={"FUNCX_FLOWS_HEARTBEAT_THRESHOLD_S": "600"}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _state(stack: LocalStack, endpoint_id: str) -> str:
@@ -36,10 +33,8 @@ def _state(stack: LocalStack, endpoint_id: str) -> str:
 
 
 def _wait_state(stack: LocalStack, endpoint_id: str, state: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while (now := _state(stack, endpoint_id)) != state:
-        assert time.monotonic() < deadline, f"still {now}, not {state}, after {timeout}s"
-        time.sleep(0.1)
+    wait_until(lambda: _state(stack, endpoint_id) == state, timeout,
+               f"endpoint {endpoint_id} to be {state}", interval=0.1)
 
 
 def _linked(stack: LocalStack, name: str) -> tuple[str, WsConnection]:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from sqlalchemy import text
+from waiting import wait_until
 
 from funcx_flows import messages as m
 from funcx_flows.errors import InvalidRequest
@@ -37,8 +38,8 @@ def test_filters_and_paging(store: Store):
         {"function_id": f1, "endpoint_id": e1, "payload": bytes([i]), "group_id": "g"}
         for i in range(25)], online={e1})
     middle = time.time()
-    while time.time() <= middle:  # the next batch is received strictly later
-        time.sleep(0.001)
+    # the next batch is received strictly later
+    wait_until(lambda: time.time() > middle, 5, "the clock to move on", interval=0.001)
     second, _, _ = store.submit(alice, [
         {"function_id": f2, "endpoint_id": e2, "payload": bytes([i])} for i in range(5)],
         online=set())

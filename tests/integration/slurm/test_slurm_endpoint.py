@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from conftest import HPC, our_jobs
+from slurmjobs import HPC, our_jobs
+from waiting import wait_until
 
 from funcx_flows.errors import NotFound
 from funcx_flows.sdk.executor import Executor
@@ -21,13 +22,7 @@ def in_job(x):
 
 
 def wait(predicate, timeout=90, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout, what, interval=0.2)
 
 
 def state_of(client, task_id):

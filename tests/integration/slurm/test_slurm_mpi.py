@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import HPC
 from mpihello import hello, ranks_said, two_at_once
+from slurmjobs import HPC
 
 from funcx_flows.sdk.executor import Executor
 

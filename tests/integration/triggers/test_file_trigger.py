@@ -8,9 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+from waiting import wait_until
+
 from funcx_flows.triggers.config import FileTriggerConfig, TargetConfig
 from funcx_flows.triggers.filewatch import FileTrigger
-from funcx_flows.triggers.serve import Running, wait_until
+from funcx_flows.triggers.serve import Running
 from funcx_flows.triggers.state import StateStore
 
 
@@ -60,7 +62,7 @@ def test_a_file_written_slowly_fires_once_when_complete(tmp_path):
                 f.write(b"x" * 1000)
                 f.flush()
                 time.sleep(0.3)
-        assert wait_until(lambda: rec.calls, 20)
+        wait_until(lambda: rec.calls, 20)
         time.sleep(1.5)  # nothing more may come for this file
     assert rec.calls == [[str(folder / "frame.raw")]] and rec.sizes == [[5000]]
     store.close()
@@ -74,7 +76,7 @@ def test_close_after_write_does_not_wait_for_the_settle_time(tmp_path):
     with Running(trigger(folder, store, rec, settle_s=60)):
         time.sleep(0.3)
         (folder / "a.h5").write_bytes(b"abc")
-        assert wait_until(lambda: rec.calls, 20), "close-after-write was not honoured"
+        wait_until(lambda: rec.calls, 20, "close-after-write was not honoured")
     store.close()
 
 
@@ -85,17 +87,17 @@ def test_restart_catches_up_and_never_repeats(tmp_path):
     store = StateStore(tmp_path / "state.db")
     rec = Recorder()
     with Running(trigger(folder, store, rec)):
-        assert wait_until(lambda: len(rec.calls) == 1, 20)
+        wait_until(lambda: len(rec.calls) == 1, 20)
     (folder / "while-down-1.raw").write_bytes(b"22")
     (folder / "while-down-2.raw").write_bytes(b"333")
     store.close()
     store = StateStore(tmp_path / "state.db")
     rec2 = Recorder()
     with Running(trigger(folder, store, rec2)):
-        assert wait_until(lambda: len(rec2.files) == 2, 20)
+        wait_until(lambda: len(rec2.files) == 2, 20)
         time.sleep(1.0)
         (folder / "before.raw").write_bytes(b"changed")  # a new version fires again
-        assert wait_until(lambda: len(rec2.files) == 3, 20)
+        wait_until(lambda: len(rec2.files) == 3, 20)
         time.sleep(1.0)
     assert sorted(os.path.basename(p) for p in rec2.files) == [
         "before.raw", "while-down-1.raw", "while-down-2.raw"]
@@ -111,7 +113,7 @@ def test_batches_by_count_then_by_time_window(tmp_path):
     with Running(trigger(folder, store, rec, batch_size=3, batch_window_s=2.0, settle_s=0.2)):
         for i in range(7):
             (folder / f"f{i}.raw").write_bytes(b"x")
-        assert wait_until(lambda: len(rec.files) == 7, 30)
+        wait_until(lambda: len(rec.files) == 7, 30)
     assert sorted(len(c) for c in rec.calls) == [1, 3, 3]
     assert sorted(rec.files) == sorted(str(folder / f"f{i}.raw") for i in range(7))
     store.close()
@@ -127,10 +129,10 @@ def test_backpressure_queues_durably(tmp_path):
         with Running(trigger(folder, store, rec, max_in_flight=1)):
             for i in range(3):
                 (folder / f"f{i}.raw").write_bytes(b"x")
-            assert wait_until(lambda: store.counts().get("det", {}).get("queued") == 2, 20)
+            wait_until(lambda: store.counts().get("det", {}).get("queued") == 2, 20)
             assert len(rec.calls) == 1 and store.counts()["det"].get("running") == 1
             gate.set()
-            assert wait_until(lambda: store.counts()["det"].get("done") == 3, 20)
+            wait_until(lambda: store.counts()["det"].get("done") == 3, 20)
     finally:
         gate.set()
     store.close()
@@ -143,14 +145,14 @@ def test_failed_starts_are_retried_then_kept_visible(tmp_path):
     flaky = Recorder(fail_first=2)
     with Running(trigger(folder, store, flaky, max_attempts=5, retry_initial_s=0.05)):
         (folder / "a.raw").write_bytes(b"x")
-        assert wait_until(lambda: flaky.calls, 20)
+        wait_until(lambda: flaky.calls, 20)
     (run,) = store.runs("det")
     assert run.state == "done" and run.attempts == 3
     store.close()
     store = StateStore(tmp_path / "other.db")
     broken = Recorder(fail_first=100)
     with Running(trigger(folder, store, broken, max_attempts=2, retry_initial_s=0.05)):
-        assert wait_until(lambda: store.counts().get("det", {}).get("failed") == 1, 20)
+        wait_until(lambda: store.counts().get("det", {}).get("failed") == 1, 20)
     (run,) = store.runs("det")
     assert run.attempts == 2 and "could not start" in (run.error or "")
     store.close()
@@ -166,7 +168,7 @@ def test_sentinel_mode_waits_for_the_done_file(tmp_path):
         time.sleep(1.0)
         assert rec.calls == []
         (folder / "scan.h5.done").write_bytes(b"")
-        assert wait_until(lambda: rec.calls, 20)
+        wait_until(lambda: rec.calls, 20)
     assert rec.calls == [[str(folder / "scan.h5")]]
     store.close()
 
@@ -180,7 +182,7 @@ def test_polling_mode_for_filesystems_without_events(tmp_path):
                          patterns=["*.tif"])):
         (folder / "skip.txt").write_bytes(b"x")
         (folder / "img.tif").write_bytes(b"x")
-        assert wait_until(lambda: rec.calls, 20)
+        wait_until(lambda: rec.calls, 20)
         time.sleep(0.5)
     assert rec.files == [str(folder / "img.tif")]
     store.close()
@@ -195,10 +197,10 @@ def test_a_vanished_folder_is_reported_and_watched_again(tmp_path):
     with Running(t):
         time.sleep(0.3)
         shutil.rmtree(folder)
-        assert wait_until(lambda: any("does not exist" in p for p in t.problems), 20)
+        wait_until(lambda: any("does not exist" in p for p in t.problems), 20)
         folder.mkdir()
         time.sleep(1.5)
         (folder / "back.raw").write_bytes(b"x")
-        assert wait_until(lambda: rec.calls, 20)
+        wait_until(lambda: rec.calls, 20)
     assert rec.files == [str(folder / "back.raw")]
     store.close()

@@ -13,9 +13,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from waiting import wait_until
+
 from funcx_flows.triggers.config import FileTriggerConfig, TargetConfig
 from funcx_flows.triggers.filewatch import FileTrigger
-from funcx_flows.triggers.serve import Running, wait_until
+from funcx_flows.triggers.serve import Running
 from funcx_flows.triggers.state import StateStore
 
 CHILD = '''
@@ -81,7 +83,7 @@ def test_ten_thousand_files_in_a_burst_each_fire_exactly_once(tmp_path):
     names = [f"frame-{i:05d}.raw" for i in range(10_000)]
     with Running(make(folder, store, rec, settle_s=1.0, max_in_flight=8)):
         write_files(folder, names)
-        assert wait_until(lambda: rec.total >= len(names), 240), rec.total
+        wait_until(lambda: rec.total >= len(names), 240, detail=lambda: rec.total)
         time.sleep(1.5)  # late duplicates would show up here
     assert set(rec.seen) == {str(folder / n) for n in names}
     assert max(rec.seen.values()) == 1
@@ -106,7 +108,7 @@ def test_kill_9_mid_burst_then_restart_misses_nothing_and_repeats_nothing(tmp_pa
     try:
         time.sleep(1.0)  # let it start watching (files before that are caught up anyway)
         writer.start()
-        assert wait_until(lambda: len(lines(log)) >= 500, 120), "nothing started"
+        wait_until(lambda: len(lines(log)) >= 500, 120, "nothing started")
         child.send_signal(signal.SIGKILL)
         child.wait(30)
         writer.join(120)
@@ -125,7 +127,7 @@ def test_kill_9_mid_burst_then_restart_misses_nothing_and_repeats_nothing(tmp_pa
                 store.close()
             return set(lines(log)) | cut
 
-        assert wait_until(lambda: accounted() >= expected, 180), len(accounted())
+        wait_until(lambda: accounted() >= expected, 180, detail=lambda: len(accounted()))
         time.sleep(1.5)
     finally:
         child.send_signal(signal.SIGTERM)
@@ -158,7 +160,7 @@ def test_speed_close_to_start_latency_and_batched_throughput(tmp_path):
             path.write_bytes(b"x" * 1024)
             closed[str(path)] = time.perf_counter()
             time.sleep(0.01)
-        assert wait_until(lambda: rec.total >= len(closed), 60)
+        wait_until(lambda: rec.total >= len(closed), 60)
     lat = sorted(rec.when[p] - t for p, t in closed.items())
     median, p99 = statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
     store.close()
@@ -173,7 +175,7 @@ def test_speed_close_to_start_latency_and_batched_throughput(tmp_path):
         t0 = time.perf_counter()
         write_files(folder2, [f"g{i:05d}.raw" for i in range(n)])
         written = time.perf_counter() - t0
-        assert wait_until(lambda: rec2.total >= n, 120)
+        wait_until(lambda: rec2.total >= n, 120)
         elapsed = max(rec2.when.values()) - t0
     runs = store.counts()["det"]["done"]
     store.close()

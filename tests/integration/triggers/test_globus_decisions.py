@@ -7,8 +7,9 @@ import time
 
 import pytest
 from globus_standin import fired_tasks, iso
+from waiting import wait_until
 
-from funcx_flows.triggers.serve import Running, wait_until
+from funcx_flows.triggers.serve import Running
 
 
 def test_targets_start_while_a_poll_is_still_fetching_file_lists(standin, store,
@@ -22,11 +23,11 @@ def test_targets_start_while_a_poll_is_still_fetching_file_lists(standin, store,
     trig = make_trigger(store, calls, file_list_concurrency=4)
     with Running(trig):
         # the other 19 start while that poll cannot end
-        assert wait_until(lambda: len(calls) == 19, 30)
+        wait_until(lambda: len(calls) == 19, 30)
         assert standin.holding.is_set() and store.get_mark("landed", "completion_time") is None
         standin.release()
-        assert wait_until(lambda: len(calls) == 20, 30)
-        assert wait_until(lambda: store.get_mark("landed", "completion_time") is not None, 30)
+        wait_until(lambda: len(calls) == 20, 30)
+        wait_until(lambda: store.get_mark("landed", "completion_time") is not None, 30)
     assert 2 <= standin.stats.files_max_in_flight <= 4  # concurrent, and bounded
     assert sorted(fired_tasks(store.path)) == sorted(c[0] for c in calls)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import yaml
 from globus_standin import DEST, fired_tasks
-
-from funcx_flows.triggers.serve import wait_until
+from waiting import wait_until
 
 CLI = "from funcx_flows.cli import main; main()"
 
@@ -72,14 +71,14 @@ def test_kill_9_during_a_burst_and_a_restart_lose_and_repeat_nothing(standin, tm
 
     proc = serve()
     try:
-        assert wait_until(lambda: floor_set(state), 60)  # started: its start point is fixed
+        wait_until(lambda: floor_set(state), 60)  # started: its start point is fixed
         now = time.time()
         burst = [standin.add(completed=now + 0.2, requested=now - 300 + i // 4,
                              files=[f"/beamline/b{i}.h5"]) for i in range(1200)]
         elsewhere = [standin.add(completed=now + 0.2, files=[f"/home/x{i}.h5"])
                      for i in range(20)]
-        assert wait_until(lambda: started.exists() and
-                          len(started.read_text().splitlines()) >= 300, 120)
+        wait_until(lambda: started.exists() and
+                   len(started.read_text().splitlines()) >= 300, 120)
         proc.kill()  # SIGKILL, mid-burst
         proc.wait(30)
         at_kill = sum(run_states(state).values())
@@ -93,7 +92,7 @@ def test_kill_9_during_a_burst_and_a_restart_lose_and_repeat_nothing(standin, tm
             return (sum(states.values()) == len(expected)
                     and states.get("queued", 0) == states.get("running", 0) == 0)
 
-        assert wait_until(settled, 120), run_states(state)
+        wait_until(settled, 120, detail=lambda: run_states(state))
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

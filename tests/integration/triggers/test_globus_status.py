@@ -9,8 +9,9 @@ import sys
 import time
 
 from globus_standin import iso
+from waiting import wait_until
 
-from funcx_flows.triggers.serve import Running, wait_until
+from funcx_flows.triggers.serve import Running
 
 CLI = "from funcx_flows.cli import main; main()"
 
@@ -52,13 +53,13 @@ def test_a_stall_is_logged_and_shown_until_listings_are_whole_again(standin, sto
     standin.fail(502, 10**6, "task_list")
     trig = make_trigger(store, stall_after_s=0.5)
     with caplog.at_level(logging.WARNING, logger="funcx_flows.triggers"), Running(trig):
-        assert wait_until(lambda: store.get_mark("landed", "stalled"), 30)
+        wait_until(lambda: store.get_mark("landed", "stalled"), 30)
         shown = status(store, home)
         assert "landed: STALLED: no complete listing yet" in shown and "502" in shown
         assert "landed: not yet listed completely: completed from" in shown
         standin.heal()
         standin.add(files=["/data/a.h5"])
-        assert wait_until(lambda: store.get_mark("landed", "stalled") == "", 60)
+        wait_until(lambda: store.get_mark("landed", "stalled") == "", 60)
     assert "stalled: no complete listing yet" in caplog.text
     assert "no longer stalled" in caplog.text
     assert "STALLED" not in status(store, home)
@@ -72,14 +73,14 @@ def test_a_listing_answer_held_back_is_a_stall_that_holds_up_nothing_else(
     calls: list = []
     trig = make_trigger(store, calls, stall_after_s=0.3)
     with Running(trig):
-        assert wait_until(lambda: calls, 30)
+        wait_until(lambda: calls, 30)
         standin.hold("task_list")  # the next poll's listing gets no answer
-        assert wait_until(lambda: "a poll has been running since" in (
+        wait_until(lambda: "a poll has been running since" in (
             store.get_mark("landed", "stalled") or ""), 30)
         store.add_run("landed", {"task_id": "replayed", "files": []})  # still started
-        assert wait_until(lambda: len(calls) == 2, 30)
+        wait_until(lambda: len(calls) == 2, 30)
         later = standin.add(files=["/data/b.h5"])
         standin.release()
-        assert wait_until(lambda: later in [c[0] for c in calls], 30)
-        assert wait_until(lambda: store.get_mark("landed", "stalled") == "", 30)
+        wait_until(lambda: later in [c[0] for c in calls], 30)
+        wait_until(lambda: store.get_mark("landed", "stalled") == "", 30)
     assert [c[0] for c in calls] == [first, "replayed", later]

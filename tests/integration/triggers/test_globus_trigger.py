@@ -8,8 +8,9 @@ import json
 import time
 
 import pytest
+from waiting import wait_until
 
-from funcx_flows.triggers.serve import Running, wait_until
+from funcx_flows.triggers.serve import Running
 
 
 def test_fires_once_per_matching_task_across_restarts(standin, store, make_trigger):
@@ -21,14 +22,14 @@ def test_fires_once_per_matching_task_across_restarts(standin, store, make_trigg
         standin.add("t1", label="beamline run 7", files=["/scratch/a.h5", "/scratch/b.h5"])
         standin.add("t2", label="someone else", files=["/scratch/c.h5"])
         standin.add("t3", label="beamline run 8", files=["/home/elsewhere.h5"])
-        assert wait_until(lambda: calls, 20)
+        wait_until(lambda: calls, 20)
         time.sleep(0.5)  # several more polls see the same tasks
     assert calls == [("t1", ["/scratch/a.h5", "/scratch/b.h5"])]  # not t-old: before start
     assert store.get_mark("landed", "completion_time")
     calls2: list = []
     with Running(make_trigger(store, calls2, **opts)):
         standin.add("t4", label="beamline run 9", files=["/scratch/d.h5"])
-        assert wait_until(lambda: calls2, 20)
+        wait_until(lambda: calls2, 20)
         time.sleep(0.5)
     assert calls2 == [("t4", ["/scratch/d.h5"])]
 
@@ -40,7 +41,7 @@ def test_rate_limits_back_off_keep_the_watermark_and_lose_nothing(standin, store
     standin.fail(429, 3)
     standin.add("t1", files=["/a"])
     with Running(trig):
-        assert wait_until(lambda: calls, 30)
+        wait_until(lambda: calls, 30)
     assert calls == [("t1", ["/a"])]
     assert any("slow down" in p for p in trig.problems)
 
@@ -51,7 +52,7 @@ def test_every_page_of_tasks_is_read_and_each_task_fires_once(standin, store, ma
     with Running(make_trigger(store, calls)):
         for i in range(7):
             standin.add(f"t{i}", files=[f"/f{i}"])
-        assert wait_until(lambda: len(calls) == 7, 30)
+        wait_until(lambda: len(calls) == 7, 30)
         time.sleep(0.5)
     assert sorted(c[0] for c in calls) == [f"t{i}" for i in range(7)]
     assert any("offset=6" in path for _, path in standin.stats.requests)  # really paged
@@ -62,14 +63,14 @@ def test_tasks_that_land_while_it_is_down_fire_after_server_errors(standin, stor
     calls: list = []
     with Running(make_trigger(store, calls)):
         standin.add("t1", files=["/a"])
-        assert wait_until(lambda: calls, 20)
+        wait_until(lambda: calls, 20)
     standin.add("t2", files=["/b"])
     standin.add("t3", files=["/c"])
     standin.fail(503, 3)
     calls2: list = []
     trig = make_trigger(store, calls2)
     with Running(trig):
-        assert wait_until(lambda: len(calls2) == 2, 30)
+        wait_until(lambda: len(calls2) == 2, 30)
         time.sleep(0.5)
     assert sorted(calls2) == [("t2", ["/b"]), ("t3", ["/c"])]
     assert any("503" in p for p in trig.problems)
@@ -79,13 +80,13 @@ def test_tasks_that_land_while_it_is_down_fire_after_server_errors(standin, stor
 def test_a_trigger_that_saw_nothing_still_keeps_its_place_across_restarts(standin, store,
                                                                           make_trigger):
     with Running(make_trigger(store)):
-        assert wait_until(lambda: store.get_mark("landed", "floor") is not None, 20)
+        wait_until(lambda: store.get_mark("landed", "floor") is not None, 20)
     standin.add("t-while-down", files=["/a"])
     calls: list = []
     later = make_trigger(store, calls)
     later.clock = lambda: time.time() + 3600  # restarted an hour later, overlap is 60 s
     with Running(later):
-        assert wait_until(lambda: calls, 20)
+        wait_until(lambda: calls, 20)
     assert calls == [("t-while-down", ["/a"])]
 
 

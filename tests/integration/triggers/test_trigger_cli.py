@@ -8,8 +8,7 @@ import sys
 import time
 
 import yaml
-
-from funcx_flows.triggers.serve import wait_until
+from waiting import wait_until
 
 CLI = "from funcx_flows.cli import main; main()"
 
@@ -42,7 +41,7 @@ def test_run_status_replay_and_bad_config(tmp_path, home):
     try:
         time.sleep(1.0)
         (watched / "frame1.raw").write_bytes(b"x")
-        assert wait_until(lambda: out.exists() and "frame1.raw" in out.read_text(), 30)
+        wait_until(lambda: out.exists() and "frame1.raw" in out.read_text(), 30)
         second = cli(env, "trigger", "run", str(config))  # would start everything twice
         assert second.returncode != 0 and "already being served" in second.stderr
         assert "Traceback" not in second.stderr
@@ -99,7 +98,7 @@ def test_run_starts_prefect_flows_with_one_api_and_leaves_nothing(tmp_path, home
         time.sleep(1.0)
         for i in range(4):
             (watched / f"f{i}.raw").write_bytes(b"x")
-        assert wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 4, 120)
+        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 4, 120)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

@@ -16,8 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
-from funcx_flows.triggers.serve import wait_until
+from waiting import wait_until
 
 pytestmark = pytest.mark.prefect
 CLI = "from funcx_flows.cli import main; main()"
@@ -81,7 +80,8 @@ class Triggers:
     def server_of(self, proc: subprocess.Popen[bytes]) -> psutil.Process:
         """The temporary Prefect server ``proc`` wrote down once it was up."""
         record = self.records / f"{proc.pid}.json"
-        assert wait_until(lambda: record.exists() or proc.poll() is not None, 180), self.log()
+        wait_until(lambda: record.exists() or proc.poll() is not None, 180,
+                   "the temporary Prefect server's record", detail=self.log)
         assert proc.poll() is None, self.log()
         return psutil.Process(json.loads(record.read_text())["server_pid"])
 
@@ -121,12 +121,12 @@ def test_kill_9_leaves_no_server_and_replays_only_unfinished_runs(tmp_path):
         server = t.server_of(first)
         for name in ("hold-1.raw", "hold-2.raw", "hold-3.raw", "slow-1.raw"):
             (t.watched / name).write_bytes(b"x")
-        assert wait_until(lambda: len(list(t.out.glob("held-*"))) == 3
-                          and (t.out / "slow-began").exists(), 120), t.done()
+        wait_until(lambda: len(list(t.out.glob("held-*"))) == 3
+                   and (t.out / "slow-began").exists(), 120, detail=lambda: t.done())
         first.send_signal(signal.SIGKILL)
         first.wait(30)
         # The server dies with its owner: nothing else stops it here.
-        assert wait_until(lambda: gone(server), 60), f"Prefect server {server.pid} orphaned"
+        wait_until(lambda: gone(server), 60, f"Prefect server {server.pid} to end with its owner")
         reap(server)
     finally:
         stop(first)
@@ -134,14 +134,14 @@ def test_kill_9_leaves_no_server_and_replays_only_unfinished_runs(tmp_path):
     second = t.start()
     try:
         frozen = t.server_of(second)
-        assert wait_until(lambda: "trigger det started" in t.log(), 60), t.log()
+        wait_until(lambda: "trigger det started" in t.log(), 60, detail=lambda: t.log())
         status = t.cli("status")
         assert status.returncode == 0, status.stderr
         assert "never finished, safe to replay" in status.stdout, status.stdout
         assert "had finished" in status.stdout and "recorded its completion" in status.stdout
         # A server that cannot act on its owner's death (stopped here) outlives it ...
         frozen.send_signal(signal.SIGSTOP)
-        assert wait_until(lambda: frozen.status() == psutil.STATUS_STOPPED, 30)
+        wait_until(lambda: frozen.status() == psutil.STATUS_STOPPED, 30)
         second.send_signal(signal.SIGKILL)
         second.wait(30)
     finally:
@@ -151,7 +151,7 @@ def test_kill_9_leaves_no_server_and_replays_only_unfinished_runs(tmp_path):
     third = t.start()  # ... until the next start stops it, after checking who it is
     try:
         t.server_of(third)
-        assert wait_until(lambda: gone(frozen), 60), f"stale server {frozen.pid} left running"
+        wait_until(lambda: gone(frozen), 60, f"stale server {frozen.pid} to be stopped")
         reap(frozen)
         refused = t.cli("replay", str(t.watched / "hold-1.raw"))
         assert refused.returncode == 0 and "not queued: finished" in refused.stdout
@@ -159,7 +159,7 @@ def test_kill_9_leaves_no_server_and_replays_only_unfinished_runs(tmp_path):
         replay = t.cli("replay", "--interrupted")
         assert replay.returncode == 0, replay.stderr
         assert replay.stdout.count("queued run") == 1, replay.stdout
-        assert wait_until(lambda: "slow-1.raw" in t.done(), 120), t.done()
+        wait_until(lambda: "slow-1.raw" in t.done(), 120, detail=lambda: t.done())
     finally:
         stop(third)
     assert third.returncode == 0, t.log()

@@ -4,9 +4,10 @@ showed them ended, never an active one, and never a process still ending."""
 
 from __future__ import annotations
 
-import time
 import types
 from pathlib import Path
+
+from waiting import wait_until
 
 from funcx_flows.endpoint.config import EndpointConfig
 from funcx_flows.endpoint.providers import base
@@ -44,10 +45,8 @@ def test_the_local_provider_forgets_old_ended_blocks_and_their_logs(tmp_path: Pa
     ids = [f"blk{i:02d}" for i in range(KEEP_ENDED + 6)]
     for block_id in ids:
         provider.submit(block_id, "true")
-    deadline = time.monotonic() + 30
-    while any(b.active for b in provider.poll()):
-        assert time.monotonic() < deadline, "the blocks never ended"
-        time.sleep(0.05)
+    wait_until(lambda: not any(b.active for b in provider.poll()), 30, "the blocks to end",
+               interval=0.05)
     provider.poll()
     kept = [b.block_id for b in provider.poll()]
     # (which ones: those seen ended last, which on a busy machine need not be the

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from waiting import wait_until
+
 from funcx_flows import messages as m
 from funcx_flows.endpoint.spool import Spool
 
@@ -80,7 +82,6 @@ def test_a_spool_of_an_earlier_version_is_read(tmp_path):
 
 
 def test_the_spools_own_thread_checkpoints_and_stops_with_it(tmp_path):
-    import time
 
     from funcx_flows.endpoint.spool import CHECKPOINT_PERIOD_S
 
@@ -88,9 +89,8 @@ def test_the_spools_own_thread_checkpoints_and_stops_with_it(tmp_path):
     spool = Spool(path)
     spool.add([m.TaskResult(task_id=f"t{i}", ok=True, data=b"r" * 4000) for i in range(100)])
     before = path.stat().st_size  # in the WAL so far
-    deadline = time.monotonic() + 10 * CHECKPOINT_PERIOD_S + 5
-    while path.stat().st_size < before + 100 * 4000:
-        assert time.monotonic() < deadline, "the WAL was never copied into the spool"
-        time.sleep(0.05)
+    wait_until(lambda: path.stat().st_size >= before + 100 * 4000,
+               10 * CHECKPOINT_PERIOD_S + 5, "the WAL to be copied into the spool",
+               interval=0.05)
     spool.close()
     assert not spool._checkpointer.is_alive()
