@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from guards import threads_outlive_tests
 
 PORT = 5000
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -158,7 +159,7 @@ class GlobusComputeStandIn:
         self._lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="gc-standin-worker")
         self._publisher = _Publisher(amqp_url)
-        self._server = ThreadingHTTPServer(("127.0.0.1", PORT), _handler(self))
+        self._server = _Server(("127.0.0.1", PORT), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="gc-standin-http", daemon=True)
@@ -353,15 +354,28 @@ def _handler(svc: GlobusComputeStandIn) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    """Its connections' threads named, so that the leak guard knows them as the
+    stand-in's (they end with a client's kept-alive connection, or the fixture)."""
+
+    daemon_threads = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                         name="gc-standin-request", daemon=True).start()
+
+
 @pytest.fixture(scope="module")
-def gc(tmp_path_factory: pytest.TempPathFactory,
+def gc(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
        need: Callable[[bool, str], None]) -> Iterator[GlobusComputeStandIn]:
     """The stand-in, with GLOBUS_COMPUTE_CLIENT_ID/_SECRET set for its client and the
-    SDK's token storage in a temporary folder."""
+    SDK's token storage in a temporary folder. Its threads, and those of the SDK
+    Executors that funcx-flows' backend keeps until the module ends, outlive tests."""
     need(rabbitmq_up(), "RabbitMQ on 127.0.0.1:5672 for the Globus Compute "
          "Executor's results (.ci/start-rabbitmq.sh)")
     need(port_free(), "port 5000 on 127.0.0.1 free for the Globus Compute stand-in "
          "(the SDK's 'local' environment is fixed there)")
+    threads_outlive_tests(request.node.nodeid, "gc-standin-", "globus_compute_sdk.sdk.executor.")
     user_dir = Path(tmp_path_factory.mktemp("gc")) / "globus_compute"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GLOBUS_COMPUTE_CLIENT_ID", CLIENT_ID)

@@ -59,7 +59,8 @@ def outlives_test(pid: int) -> None:
 
 def threads_outlive_tests(node_id: str, *name_prefixes: str) -> None:
     """Said by a fixture of ``node_id`` (``request.node.nodeid``) whose object starts
-    threads named so while the tests use it (an event loop's executor threads)."""
+    threads while the tests use it (an event loop's executor threads), named so, or
+    running code whose ``module.qualname`` starts so (a library's unnamed threads)."""
     FIXTURE_THREADS[node_id] = FIXTURE_THREADS.get(node_id, ()) + name_prefixes
 
 
@@ -134,7 +135,8 @@ def leaked_threads(before: set[threading.Thread], node_ids: Iterable[str],
     shared = OUTLIVE_THREAD_NAMES + tuple(
         p for n in node_ids for p in FIXTURE_THREADS.get(n, ()))
     new = [t for t in live_threads() - before
-           if thread_target(t) not in OUTLIVE_THREADS and not t.name.startswith(shared)]
+           if thread_target(t) not in OUTLIVE_THREADS and not t.name.startswith(shared)
+           and not thread_target(t).startswith(shared)]
     per_thread = grace_s / max(1, len(new))
     for t in new:
         t.join(per_thread)
@@ -173,7 +175,7 @@ def remove_private_tempdir(folder: Path) -> None:
 
 # What tools (not tests) create in the working tree on first use.
 TOOL_FILES = frozenset({".hypothesis", ".pytest_cache", "__pycache__", ".mypy_cache",
-                        ".ruff_cache", ".coverage"})
+                        ".ruff_cache", ".coverage", ".schemathesis"})
 
 
 def entries(folders: Iterable[Path]) -> set[Path]:
