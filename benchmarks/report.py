@@ -115,6 +115,54 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Metrics where a higher value is better: their cost is before / after.
+HIGHER_IS_BETTER = {"tp_tasks_per_s", "sleep_efficiency",
+                    *(k for k in payload.METRICS if k.endswith("_per_s"))}
+
+
+def costs(rounds: Rounds, mine: str) -> dict[str, list[float]]:
+    """Per metric, each round's cost of this checkout against the older one (run.py
+    --before): above 1 is slower, larger or more CPU, whichever way the metric points."""
+    out: dict[str, list[float]] = {}
+    for k in KEYS:
+        for r in rounds:
+            a, b = r.get(mine, {}).get(k), r.get(mine + BEFORE, {}).get(k)
+            if a and b:
+                out.setdefault(k, []).append(b / a if k in HIGHER_IS_BETTER else a / b)
+    return out
+
+
+def plot_before_after(rounds: Rounds, path: Path, bound: float = 1.05) -> None:
+    """Every round's cost ratio per metric and system, with the bound a change must
+    keep (``bound``: 5% slower)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [s for s in rounds[0] if ours(s) and BEFORE not in s and s + BEFORE in rounds[0]]
+    per = {s: costs(rounds, s) for s in mine}
+    keys = [k for k in KEYS if any(k in per[s] for s in mine)]
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.7 * len(keys) * len(mine)), 4.5))
+    for i, s in enumerate(mine):
+        for j, k in enumerate(keys):
+            vals = per[s].get(k, [])
+            x = j + (i - (len(mine) - 1) / 2) * 0.3
+            ax.scatter([x] * len(vals), vals, s=12, alpha=0.6, color=f"C{i}",
+                       label=s if j == 0 else None)
+            if vals:
+                ax.hlines(statistics.median(vals), x - 0.12, x + 0.12, color=f"C{i}")
+    ax.axhspan(1 / bound, bound, color="0.9", zorder=0)
+    ax.axhline(bound, color="C3", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
+    ax.set_ylabel("cost, this checkout / the older one\n(above 1: slower; line: median)")
+    ax.legend()
+    ax.set_title(f"A change's cost per round, {len(rounds)} rounds (grey: within "
+                 f"{(bound - 1) * 100:.0f}%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 

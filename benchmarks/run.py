@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import BEFORE, KEYS, markdown, ours, plot, summarize
+from report import BEFORE, KEYS, markdown, ours, plot, plot_before_after, summarize
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE.parent.parent / "shared" / "bench" / "peers"
@@ -134,6 +134,8 @@ def main() -> None:
     (out / f"{stamp}.md").write_text(md)
     try:
         plot(summary, out / f"{stamp}.png")
+        if args.before:
+            plot_before_after(rounds, out / f"{stamp}_before_after.png")
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
     print(md)

@@ -30,9 +30,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
 from sqlalchemy import Engine
 
 from funcx_flows import messages as m
@@ -40,6 +39,9 @@ from funcx_flows.retry import Backoff, RetryPolicy
 from funcx_flows.service.hub import Hub
 from funcx_flows.service.replica_state import ReplicaState
 from funcx_flows.service.store import Store
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class Bus:
         self._out.put((channel, payload))
 
     def _listen(self) -> None:
+        import psycopg  # (here: a service on SQLite never loads the driver, ~9 MB)
+
         backoff = Backoff(RECONNECT)
         while not self._stop.is_set():
             try:
@@ -114,6 +118,8 @@ class Bus:
                 self._stop.wait(delay)
 
     def _send(self) -> None:
+        import psycopg
+
         conn: psycopg.Connection[Any] | None = None
         try:
             while True:

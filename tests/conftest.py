@@ -94,5 +94,30 @@ def make_stack(tmp_path: Path) -> Iterator[stacks.MakeStack]:
         yield make
 
 
+# Under pytest-xdist (the README's command runs two workers), the tests of a group
+# run one at a time, on one worker: each group shares something machine-wide.
+XDIST_GROUPS = {
+    "integration/slurm/": "slurm",  # one Slurm cluster, whose queue the tests read
+    "integration/multihost/": "multihost",  # network namespaces, and 30 s cut-offs
+    # engines' containers, counted machine-wide ("none left behind")
+    "integration/fullpath/test_containers.py": "containers",
+    "integration/fullpath/test_docker.py": "containers",
+    "integration/fullpath/test_warm_containers.py": "containers",
+    # the Globus Compute stand-in's port (127.0.0.1:5000)
+    "integration/globus_compute/": "globus-compute",
+    "integration/prefect/test_globus_compute.py": "globus-compute",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        where = item.nodeid.removeprefix("tests/")
+        for prefix, group in XDIST_GROUPS.items():
+            if where.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 def has_slurm() -> bool:
     return shutil.which("sinfo") is not None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
+from pgurl import PG_URL
 from pki import CA
 from waiting import wait_until
 
@@ -22,7 +23,6 @@ from funcx_flows.retry import RetryPolicy
 from funcx_flows.sdk.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
-PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
 
 
 def free_port() -> int:

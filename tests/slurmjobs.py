@@ -7,11 +7,18 @@ import shutil
 import subprocess
 
 
-def slurm_up() -> bool:
+def node_states() -> str | None:
+    """The cluster's node states as sinfo says them, or None with no cluster."""
     if shutil.which("sinfo") is None:
-        return False
+        return None
     out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    return out.returncode == 0 and ("idle" in out.stdout or "mix" in out.stdout)
+    return out.stdout if out.returncode == 0 else None
+
+
+def slurm_up() -> bool:
+    """A node can take a job now (not one still busy with jobs being cancelled)."""
+    states = node_states()
+    return states is not None and ("idle" in states or "mix" in states)
 
 
 def our_jobs() -> list[str]:

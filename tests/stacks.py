@@ -12,13 +12,13 @@ same ``LocalStack``.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pgurl import PG_URL
 from sqlalchemy import text
 
 from funcx_flows.localstack import LocalStack
@@ -31,8 +31,6 @@ ENDPOINT: dict[str, Any] = {"max_workers_per_node": 2, "heartbeat_period_s": 0.5
 
 # The type of the ``make_stack`` fixture.
 MakeStack = Callable[..., LocalStack]
-
-PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
 
 
 def reset_postgres(url: str) -> None:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
 from funcx_flows.errors import InvalidRequest
+from funcx_flows.service.store.identity import canonical_uuid
 
 METADATA_MAX_BYTES = 64 * 1024
 METADATA_MAX_DEPTH = 8
@@ -44,17 +44,15 @@ _Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 def canonical_id(value: str) -> str:
     """A UUID in its canonical spelling; anything else unchanged (it then matches
     nothing, and the route answers 404 as for any unknown id)."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return value
+    found: str | None = canonical_uuid(value)
+    return value if found is None else found
 
 
 def _uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a UUID") from None
+    found: str | None = canonical_uuid(value)
+    if found is None:
+        raise ValueError(f"{value!r} is not a UUID")
+    return found
 
 
 def _unicode(value: str) -> None:

@@ -8,6 +8,7 @@ request (one indexed read: ~7 us on the loop's SQLite connection).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
@@ -33,13 +34,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# A UUID as ``str(uuid.UUID(...))`` writes it: checked by this pattern in ~0.15 us,
+# against ~1.2 us for parsing it. Every id of a submitted task passes here, four
+# times (task, function, endpoint, then the store's own check of the batch).
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def canonical_uuid(value: str) -> str | None:
+    """``value`` in the one spelling the database holds (any spelling of a UUID: upper
+    case, no dashes, braces, ``urn:uuid:``), or None when it is not a UUID."""
+    if isinstance(value, str) and _CANONICAL.fullmatch(value):
+        return value
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def valid_uuid(value: str) -> bool:
     """Ids come canonical from the API's fields; anything else names nothing stored."""
-    try:
-        uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True
+    return canonical_uuid(value) is not None
 
 
 class Identity:

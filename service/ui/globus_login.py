@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import globus_sdk
-from globus_sdk.services.auth.flow_managers import GlobusAuthorizationCodeFlowManager
+import globus_sdk  # (lazy itself: its services load when first named)
 
 from funcx_flows.errors import AuthenticationError, ServiceUnavailable
 from funcx_flows.service.globus_auth import GlobusAuthValidator
 from funcx_flows.service.store import User
+
+if TYPE_CHECKING:
+    from globus_sdk.services.auth.flow_managers import GlobusAuthorizationCodeFlowManager
 
 LOGIN_S = 600.0  # how long a sign-in may take at Globus before it must start over
 
@@ -35,6 +38,10 @@ class GlobusLogin:
         self.auth = globus_sdk.ConfidentialAppAuthClient(self.client_id, self.client_secret)
 
     def _flow(self, redirect_uri: str, state: str) -> GlobusAuthorizationCodeFlowManager:
+        # imported here: it loads Globus Auth's client, JWT and cryptography (~90
+        # modules, ~10 MB in every service process) for a sign-in few services offer
+        from globus_sdk.services.auth.flow_managers import GlobusAuthorizationCodeFlowManager
+
         return GlobusAuthorizationCodeFlowManager(self.auth, redirect_uri,
                                                   requested_scopes=self.scope, state=state)
 

@@ -4,16 +4,16 @@ activity. Read-only; every page answers what the API would answer its user."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from funcx_flows.errors import AuthenticationError, FuncxFlowsError, InvalidRequest
 from funcx_flows.service import lifecycle as lc
@@ -25,13 +25,27 @@ from funcx_flows.service.ui.globus_login import LOGIN_S
 from funcx_flows.service.ui.session import COOKIE, SESSION_S, Session
 from funcx_flows.service.ui.state import ui_state
 
+if TYPE_CHECKING:
+    from fastapi.templating import Jinja2Templates
+
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters["ago"] = views.ago
-templates.env.filters["clock"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S",
-                                                        time.localtime(t)) if t else ""
-templates.env.filters["secs"] = lambda s: "" if s is None else (
-    f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s")
+
+
+@functools.cache
+def templates() -> Jinja2Templates:
+    """The pages' templates, loaded at the first page (Jinja2 is ~3 MB in a service
+    process that may never serve one)."""
+    from fastapi.templating import Jinja2Templates
+
+    found = Jinja2Templates(directory=HERE / "templates")
+    found.env.filters["ago"] = views.ago
+    found.env.filters["clock"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S",
+                                                         time.localtime(t)) if t else ""
+    found.env.filters["secs"] = lambda s: "" if s is None else (
+        f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s")
+    return found
+
+
 router = APIRouter(include_in_schema=False)
 LISTED = 200  # tasks on one page of the listing
 
@@ -54,7 +68,7 @@ def signed_in(request: Request) -> User:
 
 def render(request: Request, name: str, user: User | None, status: int = 200,
            **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {
+    return templates().TemplateResponse(request, name, {
         "user": user, "states": lc.STATES, "globus": ui_state(request).globus_login is not None,
         **context}, status_code=status)
 

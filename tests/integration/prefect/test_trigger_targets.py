@@ -14,6 +14,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 from prefect import flow, get_client
@@ -161,8 +162,15 @@ class Flaky(http.server.ThreadingHTTPServer):
         self.origin, self.address = f"{url.scheme}://{url.netloc}", (url.hostname, url.port)
         self.plan, self.injected, self.lock = list(plan), 0, threading.Lock()
         self.client = httpx.Client(timeout=60)
+        self.connections: list[tuple[socket.socket, threading.Thread]] = []
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        t = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                             daemon=True)
+        self.connections.append((request, t))
+        t.start()
 
     @property
     def url(self) -> str:
@@ -178,8 +186,16 @@ class Flaky(http.server.ThreadingHTTPServer):
         return False
 
     def close(self) -> None:
+        """Stop serving and end every connection still open: a client's kept-alive
+        connection (or its events WebSocket) would keep its thread until the client
+        closes it, which under load can be after the test ends."""
         self.shutdown()
         self.server_close()
+        for conn, _ in self.connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for _, t in self.connections:
+            t.join(10)
         self.client.close()
         self.thread.join(10)
 

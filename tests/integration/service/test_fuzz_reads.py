@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import zmq
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pgurl import PG_URL
 from sqlalchemy import text
 
 from funcx_flows import serialize
@@ -30,7 +30,6 @@ from funcx_flows.service.app import create_app
 from funcx_flows.service.db import make_engine
 from funcx_flows.service.settings import ServiceSettings
 
-PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
 BODY = base64.b64encode(serialize.pack_function(abs)).decode()
 PAYLOAD = base64.b64encode(serialize.pack_call((-3,), {})).decode()
 

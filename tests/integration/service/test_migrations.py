@@ -4,7 +4,6 @@ head; a newer schema is refused; replicas upgrading at once do it once."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -13,13 +12,12 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
+from pgurl import PG_URL
 
 from funcx_flows.errors import ConfigError
 from funcx_flows.service import migrate
 from funcx_flows.service.db import make_engine
 from funcx_flows.service.store import Store
-
-PG_URL = os.environ.get("FUNCX_FLOWS_TEST_POSTGRES_URL", "")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
